@@ -1,0 +1,205 @@
+"""Configuration: the TOML file of DESIGN.md, loaded into typed, validated settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message says which key and why."""
+
+
+def parse_duration(text: str | int, key: str = "duration") -> float:
+    """Seconds from "30s", "5m", "4h", "5d", "2w" or a bare number of seconds."""
+    if isinstance(text, int):
+        return float(text)
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{key}: {text!r} is not a duration like 30s, 5m, 4h or 5d")
+    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_hostport(text: str, key: str, default_port: int | None = None) -> tuple[str, int]:
+    """("127.0.0.1", 2525) from "127.0.0.1:2525"; IPv6 as "[::1]:2525"."""
+    match = re.match(r"^\[([^\]]+)\](?::(\d+))?$|^([^:\[\]]+)(?::(\d+))?$", text.strip())
+    if not match:
+        raise ConfigError(f"{key}: {text!r} is not host:port")
+    host = match.group(1) or match.group(3)
+    port = match.group(2) or match.group(4)
+    if port is None and default_port is None:
+        raise ConfigError(f"{key}: {text!r} needs a port (host:port)")
+    return host, int(port) if port else int(default_port or 0)
+
+
+@dataclass
+class SMTPConfig:
+    listen: str = "127.0.0.1:2525"
+    hostname: str = "gateway.example.org"
+    allowed_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    max_message_size: int = 104857600
+    max_recipients: int = 1000
+    tls_cert: str = ""
+    tls_key: str = ""
+    processes: int = 0
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+
+
+@dataclass
+class DeliveryConfig:
+    port: int = 25
+    ca_file: str = ""
+    concurrency: int = 20
+    per_domain_concurrency: int = 5
+    max_queue_lifetime: str = "5d"
+    delay_warning: str = "4h"
+    retry_initial: str = "5m"
+    retry_max: str = "4000s"
+    connect_timeout: str = "30s"
+    poll_interval: str = "1s"
+    processes: int = 1
+
+
+@dataclass
+class DNSConfig:
+    nameservers: list[str] = field(default_factory=list)
+    timeout: str = "5s"
+
+
+@dataclass
+class StorageConfig:
+    dir: str = "var"
+
+
+@dataclass
+class PolicyConfig:
+    dir: str = "policies"
+
+
+@dataclass
+class PickupConfig:
+    listen: str = "127.0.0.1:8025"
+    base_url: str = "http://127.0.0.1:8025"
+    retention_days: int = 21
+    max_retention_days: int = 30
+    organization: str = "Sealgate"
+    session_idle_timeout: str = "30m"
+
+
+@dataclass
+class NotifyConfig:
+    from_: str = "secure-mail@example.org"
+
+
+@dataclass
+class InternalConfig:
+    relay: str = "127.0.0.1:25"
+
+
+@dataclass
+class DKIMConfig:
+    domain: str = ""
+    selector: str = ""
+    key_file: str = ""
+
+
+_SECTIONS: dict[str, type] = {
+    "smtp": SMTPConfig,
+    "delivery": DeliveryConfig,
+    "dns": DNSConfig,
+    "storage": StorageConfig,
+    "policy": PolicyConfig,
+    "pickup": PickupConfig,
+    "notify": NotifyConfig,
+    "internal": InternalConfig,
+    "dkim": DKIMConfig,
+}
+
+
+@dataclass
+class Config:
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    dns: DNSConfig = field(default_factory=DNSConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    pickup: PickupConfig = field(default_factory=PickupConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    internal: InternalConfig = field(default_factory=InternalConfig)
+    dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    source: Path | None = None
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage.dir)
+
+    @property
+    def policy_dir(self) -> Path:
+        return Path(self.policy.dir)
+
+
+def _section(name: str, cls: type, values: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    known = {f.name.rstrip("_"): f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        spec = known.get(key)
+        if spec is None:
+            raise ConfigError(f"[{name}] unknown key {key!r} (known: {', '.join(sorted(known))})")
+        default = getattr(cls(), spec.name)
+        if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(f"{name}.{key}: expected {type(default).__name__}, got {value!r}")
+        kwargs[spec.name] = value
+    return cls(**kwargs)
+
+
+def validate(config: Config) -> Config:
+    """Fail at start-up, with the key's name, rather than on the first message."""
+    try:
+        config.smtp.networks()
+    except ValueError as exc:
+        raise ConfigError(f"smtp.allowed_networks: {exc}") from None
+    parse_hostport(config.smtp.listen, "smtp.listen")
+    parse_hostport(config.pickup.listen, "pickup.listen")
+    parse_hostport(config.internal.relay, "internal.relay", 25)
+    for ns in config.dns.nameservers:
+        parse_hostport(ns, "dns.nameservers", 53)
+    for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
+                "connect_timeout", "poll_interval"):
+        parse_duration(getattr(config.delivery, key), f"delivery.{key}")
+    parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
+    if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:
+        raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
+    if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
+        raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
+    return config
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The config from PATH, else $SEALGATE_CONFIG, else conf/sealgate.toml."""
+    chosen = Path(path or os.environ.get("SEALGATE_CONFIG") or DEFAULT_CONFIG_PATH)
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: {exc}") from None
+    config = Config(source=chosen)
+    for name, values in data.items():
+        cls = _SECTIONS.get(name)
+        if cls is None:
+            raise ConfigError(f"{chosen}: unknown section [{name}]")
+        setattr(config, name, _section(name, cls, values))
+    return validate(config)

@@ -1,0 +1,265 @@
+"""The store: SQLite queue and metadata plus files (spool, encrypted blobs, keys) under one
+directory. This is the one interface the flow uses, so another back-end can replace it.
+
+The queue on disk is the source of truth: a message is acknowledged only after its spool
+file is fsync'ed and its rows are committed with synchronous=FULL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from gateway import crypto
+from gateway.durable import remove_durably, write_durably
+from gateway.schema import migrate
+
+Clock = Callable[[], float]
+
+QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = "queued", "deferred", "delivered", "pickup", "bounced"
+PENDING_STATES = (QUEUED, DEFERRED)
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one recipient is to be handled, decided at accept time by the policy."""
+
+    rcpt: str
+    confidential: bool = False
+    mode: str = "opportunistic"
+    reason: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.rcpt.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class QueuedRecipient:
+    message_id: str
+    sender: str
+    rcpt: str
+    domain: str
+    confidential: bool
+    mode: str
+    attempts: int
+    received: float
+
+
+@dataclass(frozen=True)
+class Pickup:
+    id: str
+    message_id: str
+    sender: str
+    recipient: str
+    created: float
+    expires: float
+    read_at: float | None
+    size: int
+
+
+def new_queue_id() -> str:
+    """Sortable by arrival, unguessable enough to not collide: ms time + 40 random bits."""
+    return f"{int(time.time() * 1000):011X}{secrets.token_hex(5).upper()}"
+
+
+def new_pickup_id() -> str:
+    return secrets.token_urlsafe(24)  # 192 bits
+
+
+class Store:
+    def __init__(self, directory: Path, clock: Clock = time.time) -> None:
+        self.directory = directory
+        self.clock = clock
+        self.spool_dir = directory / "spool"
+        self.blob_dir = directory / "blobs"
+        for path in (directory, self.spool_dir, self.blob_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.keys = crypto.KeyRing(directory / "keys")
+        self.keys.ensure()
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(directory / "sealgate.db", check_same_thread=False,
+                                  isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "secure_delete=ON", "busy_timeout=30000"):
+            self.db.execute(f"PRAGMA {pragma}")
+        with self._lock:
+            migrate(self.db)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.db.execute(sql, params).fetchall()
+
+    # -- queue -------------------------------------------------------------------------
+
+    def spool_path(self, message_id: str) -> Path:
+        return self.spool_dir / f"{message_id}.eml"
+
+    def enqueue(self, sender: str, routes: list[Route], content: bytes, client: str = "") -> str:
+        """Durably queue CONTENT for ROUTES; returns the queue id once it is safe to say 250."""
+        message_id = new_queue_id()
+        write_durably(self.spool_path(message_id), [content])
+        now = self.clock()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO messages (id, sender, received, size, spool, client) VALUES (?,?,?,?,?,?)",
+                (message_id, sender, now, len(content), self.spool_path(message_id).name, client),
+            )
+            db.executemany(
+                "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
+                " attempts, next_attempt, last_reply, updated) VALUES (?,?,?,?,?,?,?,0,?,'',?)",
+                [(message_id, r.rcpt, r.domain, int(r.confidential), r.mode, r.reason, QUEUED, now, now)
+                 for r in routes],
+            )
+        return message_id
+
+    def due_recipients(self, limit: int = 500) -> list[QueuedRecipient]:
+        rows = self.query(
+            "SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m ON m.id = r.message_id"
+            " WHERE r.state IN (?, ?) AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
+            (QUEUED, DEFERRED, self.clock(), limit),
+        )
+        return [
+            QueuedRecipient(r["message_id"], r["sender"], r["rcpt"], r["domain"],
+                            bool(r["confidential"]), r["mode"], r["attempts"], r["received"])
+            for r in rows
+        ]
+
+    def next_due_time(self) -> float | None:
+        row = self.query("SELECT min(next_attempt) FROM recipients WHERE state IN (?, ?)",
+                         (QUEUED, DEFERRED))
+        return row[0][0] if row else None
+
+    def set_recipient_state(self, message_id: str, rcpts: list[str], state: str, reply: str,
+                            next_attempt: float | None = None) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
+                " next_attempt=coalesce(?, next_attempt) WHERE message_id=? AND rcpt=?",
+                [(state, reply[:1000], self.clock(), next_attempt, message_id, r) for r in rcpts],
+            )
+        self.release_spool_if_done(message_id)
+
+    def release_spool_if_done(self, message_id: str) -> None:
+        """Remove the plaintext spool copy once no recipient still needs it."""
+        pending = self.query(
+            "SELECT count(*) FROM recipients WHERE message_id=? AND state IN (?, ?)",
+            (message_id, QUEUED, DEFERRED),
+        )[0][0]
+        if pending == 0:
+            remove_durably(self.spool_path(message_id))
+
+    def read_spool(self, message_id: str) -> bytes:
+        return self.spool_path(message_id).read_bytes()
+
+    def flush(self) -> int:
+        with self.transaction() as db:
+            return db.execute("UPDATE recipients SET next_attempt=? WHERE state IN (?, ?)",
+                              (self.clock(), QUEUED, DEFERRED)).rowcount
+
+    def delete_message(self, message_id: str) -> bool:
+        with self.transaction() as db:
+            db.execute("DELETE FROM recipients WHERE message_id=?", (message_id,))
+            found = db.execute("DELETE FROM messages WHERE id=?", (message_id,)).rowcount
+        remove_durably(self.spool_path(message_id))
+        return bool(found)
+
+    # -- pickup ------------------------------------------------------------------------
+
+    def store_pickup(self, message_id: str, sender: str, recipient: str, expires: float,
+                     then: Callable[[sqlite3.Connection, str], None] | None = None) -> str:
+        """Encrypt the spooled message for RECIPIENT; THEN runs in the same transaction
+        (to queue the notification and settle the recipient atomically)."""
+        pickup_id = new_pickup_id()
+        blob = self.blob_dir / f"{pickup_id}.sgb"
+        with self.spool_path(message_id).open("rb") as source:
+            sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient)
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO pickups (id, message_id, sender, recipient, created, expires, key_id,"
+                " wrapped_key, blob, read_at, size) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                (pickup_id, message_id, sender, recipient.lower(), self.clock(), expires,
+                 sealed.key_id, sealed.wrapped, blob.name, blob.stat().st_size),
+            )
+            if then is not None:
+                then(db, pickup_id)
+        return pickup_id
+
+    def get_pickup(self, pickup_id: str) -> Pickup | None:
+        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?", (pickup_id, self.clock()))
+        return _pickup(rows[0]) if rows else None
+
+    def list_pickups(self, recipient: str | None = None) -> list[Pickup]:
+        if recipient is None:
+            rows = self.query("SELECT * FROM pickups ORDER BY created DESC")
+        else:
+            rows = self.query("SELECT * FROM pickups WHERE recipient=? AND expires > ?"
+                              " ORDER BY created DESC", (recipient.lower(), self.clock()))
+        return [_pickup(r) for r in rows]
+
+    def open_pickup(self, pickup_id: str) -> bytes:
+        """The decrypted original message; raises KeyError when gone, DecryptionError when tampered."""
+        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?", (pickup_id, self.clock()))
+        if not rows:
+            raise KeyError(pickup_id)
+        row = rows[0]
+        sealed = crypto.SealedKey(row["key_id"], row["wrapped_key"])
+        return crypto.decrypt_file(self.keys, sealed, self.blob_dir / row["blob"], row["id"],
+                                   row["recipient"])
+
+    def mark_pickup_read(self, pickup_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE pickups SET read_at=coalesce(read_at, ?) WHERE id=?",
+                       (self.clock(), pickup_id))
+
+    def destroy_pickup(self, pickup_id: str) -> bool:
+        """Destroy blob, wrapped data key and row; secure_delete overwrites the freed pages."""
+        rows = self.query("SELECT blob FROM pickups WHERE id=?", (pickup_id,))
+        if not rows:
+            return False
+        remove_durably(self.blob_dir / rows[0]["blob"])
+        with self.transaction() as db:
+            db.execute("DELETE FROM pickups WHERE id=?", (pickup_id,))
+        return True
+
+    def expired_pickups(self) -> list[str]:
+        return [r["id"] for r in self.query("SELECT id FROM pickups WHERE expires <= ?", (self.clock(),))]
+
+    def audit(self, pickup_id: str, event: str, client: str = "", detail: str = "") -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO audit (pickup_id, at, event, client, detail) VALUES (?,?,?,?,?)",
+                       (pickup_id, self.clock(), event, client, detail))
+
+
+def _pickup(row: sqlite3.Row) -> Pickup:
+    return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
+                  row["expires"], row["read_at"], row["size"])
+
+
+def open_store(directory: Path, clock: Clock = time.time) -> Store:
+    os.umask(0o077)
+    return Store(directory, clock)
