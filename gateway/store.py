@@ -121,21 +121,30 @@ class Store:
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes, client: str = "") -> str:
         """Durably queue CONTENT for ROUTES; returns the queue id once it is safe to say 250."""
+        message_id = self.spool(content)
+        with self.transaction() as db:
+            self.insert_queue_rows(db, message_id, sender, routes, len(content), client)
+        return message_id
+
+    def spool(self, content: bytes) -> str:
+        """Write CONTENT durably to the spool under a new queue id (not yet queued)."""
         message_id = new_queue_id()
         write_durably(self.spool_path(message_id), [content])
-        now = self.clock()
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO messages (id, sender, received, size, spool, client) VALUES (?,?,?,?,?,?)",
-                (message_id, sender, now, len(content), self.spool_path(message_id).name, client),
-            )
-            db.executemany(
-                "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
-                " attempts, next_attempt, last_reply, updated) VALUES (?,?,?,?,?,?,?,0,?,'',?)",
-                [(message_id, r.rcpt, r.domain, int(r.confidential), r.mode, r.reason, QUEUED, now, now)
-                 for r in routes],
-            )
         return message_id
+
+    def insert_queue_rows(self, db: sqlite3.Connection, message_id: str, sender: str,
+                          routes: list[Route], size: int, client: str = "") -> None:
+        now = self.clock()
+        db.execute(
+            "INSERT INTO messages (id, sender, received, size, spool, client) VALUES (?,?,?,?,?,?)",
+            (message_id, sender, now, size, self.spool_path(message_id).name, client),
+        )
+        db.executemany(
+            "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
+            " attempts, next_attempt, last_reply, updated) VALUES (?,?,?,?,?,?,?,0,?,'',?)",
+            [(message_id, r.rcpt, r.domain, int(r.confidential), r.mode, r.reason, QUEUED, now, now)
+             for r in routes],
+        )
 
     def due_recipients(self, limit: int = 500) -> list[QueuedRecipient]:
         rows = self.query(
@@ -155,13 +164,17 @@ class Store:
         return row[0][0] if row else None
 
     def set_recipient_state(self, message_id: str, rcpts: list[str], state: str, reply: str,
-                            next_attempt: float | None = None) -> None:
-        with self.transaction() as db:
-            db.executemany(
-                "UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
-                " next_attempt=coalesce(?, next_attempt) WHERE message_id=? AND rcpt=?",
-                [(state, reply[:1000], self.clock(), next_attempt, message_id, r) for r in rcpts],
-            )
+                            next_attempt: float | None = None,
+                            db: sqlite3.Connection | None = None) -> None:
+        """Record an attempt's outcome; with DB, inside the caller's transaction."""
+        rows = [(state, reply[:1000], self.clock(), next_attempt, message_id, r) for r in rcpts]
+        sql = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
+               " next_attempt=coalesce(?, next_attempt) WHERE message_id=? AND rcpt=?")
+        if db is not None:
+            db.executemany(sql, rows)
+            return
+        with self.transaction() as own:
+            own.executemany(sql, rows)
         self.release_spool_if_done(message_id)
 
     def release_spool_if_done(self, message_id: str) -> None:
@@ -191,10 +204,11 @@ class Store:
     # -- pickup ------------------------------------------------------------------------
 
     def store_pickup(self, message_id: str, sender: str, recipient: str, expires: float,
-                     then: Callable[[sqlite3.Connection, str], None] | None = None) -> str:
+                     then: Callable[[sqlite3.Connection, str], None] | None = None,
+                     pickup_id: str | None = None) -> str:
         """Encrypt the spooled message for RECIPIENT; THEN runs in the same transaction
         (to queue the notification and settle the recipient atomically)."""
-        pickup_id = new_pickup_id()
+        pickup_id = pickup_id or new_pickup_id()
         blob = self.blob_dir / f"{pickup_id}.sgb"
         with self.spool_path(message_id).open("rb") as source:
             sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient)

@@ -1,0 +1,211 @@
+"""Delivery to the recipient domain's MX hosts with the TLS requirement of the route
+enforced during the real attempt: a host that cannot meet it never gets the message.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import ssl
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from gateway.dns import LookupStatus, MXHost, MXResolver
+
+log = logging.getLogger("sealgate.delivery")
+
+
+class TLSRequirement(enum.Enum):
+    OPPORTUNISTIC = "opportunistic"   # STARTTLS when offered, plaintext otherwise
+    ENCRYPTED = "require-tls"         # any certificate, but never plaintext
+    VERIFIED = "require-verified-tls"  # PKIX chain and MX host name
+
+
+REQUIREMENT_FOR_MODE = {r.value: r for r in TLSRequirement}
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    TLS_UNAVAILABLE = "tls-unavailable"  # every reachable host failed the TLS requirement
+    TEMPORARY = "temporary"
+    PERMANENT = "permanent"
+
+
+@dataclass
+class HostAttempt:
+    host: str
+    address: str
+    reply: str = ""
+    tls_version: str | None = None
+    cipher: str | None = None
+    verified: bool = False
+    tls_failure: str | None = None  # no-starttls | tls-handshake-failed | cert-not-verified
+
+
+@dataclass
+class DomainResult:
+    """What happened to each recipient of one message at one domain."""
+
+    outcome: Outcome
+    reply: str
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)      # permanent, per recipient
+    deferred: dict[str, str] = field(default_factory=dict)     # temporary, per recipient
+    attempts: list[HostAttempt] = field(default_factory=list)
+
+    @property
+    def tls_reason(self) -> str:
+        reasons = [a.tls_failure for a in self.attempts if a.tls_failure]
+        return reasons[-1] if reasons else "no-starttls"
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    port: int = 25
+    helo_name: str = "localhost"
+    ca_file: str = ""
+    timeout: float = 30.0
+
+
+class TLSFailure(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if requirement is not TLSRequirement.VERIFIED:
+        # Unverified TLS still beats plaintext against passive eavesdroppers (RFC 7435).
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Deliverer:
+    def __init__(self, resolver: MXResolver, settings: DeliverySettings) -> None:
+        self.resolver = resolver
+        self.settings = settings
+        self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
+
+    async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
+                      requirement: TLSRequirement) -> DomainResult:
+        lookup = await self.resolver.lookup(domain)
+        if lookup.status is LookupStatus.TEMPORARY:
+            return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
+        if lookup.status is not LookupStatus.OK:
+            code = "5.1.10" if lookup.status is LookupStatus.NULL_MX else "5.1.2"
+            return DomainResult(Outcome.PERMANENT, f"{code} {lookup.detail}")
+        return await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement)
+
+    async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
+                         requirement: TLSRequirement) -> DomainResult:
+        attempts: list[HostAttempt] = []
+        for host in hosts:
+            for address in host.addresses:
+                attempt = HostAttempt(host.name, address)
+                attempts.append(attempt)
+                result = await self._try_host(host.name, address, sender, rcpts, content,
+                                              requirement, attempt)
+                if result is not None:
+                    result.attempts = attempts
+                    return result
+        return _no_host_took_it(attempts, requirement)
+
+    async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
+                        content: bytes, requirement: TLSRequirement | None,
+                        attempt: HostAttempt) -> DomainResult | None:
+        """A final result from this host, or None to try the next one."""
+        try:
+            return await self._transaction(name, address, sender, rcpts, content, requirement, attempt)
+        except TLSFailure as exc:
+            if requirement is TLSRequirement.OPPORTUNISTIC:
+                # Like Postfix at security level "may": a broken handshake falls back to plaintext.
+                return await self._try_host(name, address, sender, rcpts, content, None, attempt)
+            attempt.tls_failure, attempt.reply = exc.reason, str(exc)
+        except aiosmtplib.SMTPResponseException as exc:
+            attempt.reply = f"{exc.code} {exc.message}"
+            if exc.code >= 500:
+                return DomainResult(Outcome.PERMANENT, f"{name}[{address}] said: {attempt.reply}",
+                                    refused={r: attempt.reply for r in rcpts})
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            attempt.reply = f"{name}[{address}]: {exc or type(exc).__name__}"
+        log.info("host %s[%s]: %s", name, address, attempt.reply)
+        return None
+
+    async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
+                           content: bytes, requirement: TLSRequirement | None,
+                           attempt: HostAttempt) -> DomainResult | None:
+        client = aiosmtplib.SMTP(hostname=address, port=self.settings.port, start_tls=False,
+                                 local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
+        await client.connect()
+        try:
+            if requirement is not None:  # None: plaintext retry after a failed opportunistic handshake
+                await self._secure(client, name, requirement, attempt)
+            return await self._send(client, name, address, sender, rcpts, content)
+        finally:
+            await _close(client)
+
+    async def _secure(self, client: aiosmtplib.SMTP, name: str, requirement: TLSRequirement,
+                      attempt: HostAttempt) -> None:
+        await client.ehlo()
+        if not client.supports_extension("starttls"):
+            if requirement is TLSRequirement.OPPORTUNISTIC:
+                return
+            raise TLSFailure("no-starttls", f"{name} does not offer STARTTLS")
+        try:
+            await client.starttls(server_hostname=name, tls_context=self._contexts[requirement])
+        except aiosmtplib.SMTPResponseException as exc:
+            raise TLSFailure("tls-handshake-failed", f"{name} refused STARTTLS: {exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            verify = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
+            reason = "cert-not-verified" if verify else "tls-handshake-failed"
+            raise TLSFailure(reason, f"{name}: TLS failed: {exc}") from None
+        ssl_object = client.get_transport_info("ssl_object")
+        attempt.tls_version = ssl_object.version() if ssl_object else None
+        attempt.cipher = ssl_object.cipher()[0] if ssl_object else None
+        attempt.verified = requirement is TLSRequirement.VERIFIED
+
+    async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
+                    rcpts: list[str], content: bytes) -> DomainResult:
+        await client.mail(sender)
+        result = DomainResult(Outcome.DELIVERED, "")
+        for rcpt in rcpts:
+            try:
+                await client.rcpt(rcpt)
+                result.accepted.append(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                bucket = result.refused if exc.code >= 500 else result.deferred
+                bucket[rcpt] = f"{exc.code} {exc.message}"
+        if not result.accepted:
+            await client.rset()
+            result.outcome = Outcome.PERMANENT if not result.deferred else Outcome.TEMPORARY
+            result.reply = f"{name}[{address}] refused every recipient"
+            return result
+        response = await client.data(content)
+        result.reply = f"{name}[{address}] said: {response.code} {response.message}"
+        return result
+
+
+def _no_host_took_it(attempts: list[HostAttempt], requirement: TLSRequirement) -> DomainResult:
+    """Pickup when a host was reached but could not meet the TLS requirement, and no host
+    failed for a reason that might let it take the message securely later."""
+    tls_failed = [a for a in attempts if a.tls_failure]
+    secure_but_busy = [a for a in attempts if a.tls_version and not a.tls_failure]
+    summary = "; ".join(a.reply for a in attempts)[:900] or "no MX host reachable"
+    if tls_failed and not secure_but_busy and requirement is not TLSRequirement.OPPORTUNISTIC:
+        return DomainResult(Outcome.TLS_UNAVAILABLE, summary, attempts=attempts)
+    return DomainResult(Outcome.TEMPORARY, f"4.4.1 {summary}", attempts=attempts)
+
+
+async def _close(client: aiosmtplib.SMTP) -> None:
+    if not client.is_connected:
+        return
+    try:
+        await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        client.close()

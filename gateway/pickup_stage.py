@@ -1,0 +1,45 @@
+"""The pickup stage: encrypt the message for its recipient, queue the notification, and
+settle the recipient, all in one transaction so a crash leaves no half-done pickup."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.config import Config
+from gateway.notify import build_notification
+from gateway.store import PICKUP, Route, Store, new_pickup_id
+
+
+class PickupStage:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+
+    def expiry_for(self, received: float) -> float:
+        return received + self.config.pickup.retention_days * 86400
+
+    def link(self, pickup_id: str) -> str:
+        return f"{self.config.pickup.base_url.rstrip('/')}/m/{pickup_id}"
+
+    def store_for_pickup(self, message_id: str, sender: str, rcpt: str, received: float,
+                         reason: str) -> str:
+        """Blocking (encrypts and fsyncs): call from a worker thread."""
+        pickup_id = new_pickup_id()
+        expires = self.expiry_for(received)
+        notification = build_notification(
+            notify_from=self.config.notify.from_, sender=sender, recipient=rcpt,
+            link=self.link(pickup_id), expires=expires,
+            organization=self.config.pickup.organization,
+        )
+        notification_id = self.store.spool(notification)
+
+        def settle(db: sqlite3.Connection, _pickup_id: str) -> None:
+            self.store.insert_queue_rows(db, notification_id, self.config.notify.from_,
+                                         [Route(rcpt, reason="pickup notification")],
+                                         len(notification))
+            self.store.set_recipient_state(message_id, [rcpt], PICKUP,
+                                           f"stored for pickup: {reason}", db=db)
+
+        self.store.store_pickup(message_id, sender, rcpt, expires, then=settle, pickup_id=pickup_id)
+        self.store.release_spool_if_done(message_id)
+        return pickup_id

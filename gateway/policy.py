@@ -1,0 +1,233 @@
+"""Routing policy: admin-edited TOML files, merged, and the per-recipient decision they make.
+
+Every rule keeps the file and line it came from, so `sealgate route` and `policy check`
+can point the admin at the exact place that decided.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+MODES = ("require-tls", "require-verified-tls", "pickup")
+OPPORTUNISTIC = "opportunistic"
+_SECTION_KEYS = {
+    "confidential": {"subject_tags", "strip_tags", "headers"},
+    "default": {"mode"},
+    "domain": {"match", "mode"},
+}
+_DOMAIN_PATTERN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+$")
+
+
+class PolicyError(ValueError):
+    """An invalid policy file; the message starts with file:line."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class DomainRule:
+    match: str
+    mode: str
+    origin: Origin
+
+    def matches(self, domain: str) -> bool:
+        if self.match.startswith("*."):
+            return domain.endswith(self.match[1:])
+        return domain == self.match
+
+
+@dataclass
+class Policy:
+    subject_tags: list[tuple[str, Origin]] = field(default_factory=list)
+    strip_tags: bool = True
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    header_origins: dict[str, Origin] = field(default_factory=dict)
+    default_mode: str = "require-tls"
+    default_origin: Origin | None = None
+    rules: list[DomainRule] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The verdict for one recipient: is it confidential, why, and what mode applies."""
+
+    recipient: str
+    confidential: bool
+    why: str
+    mode: str
+    rule: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recipient": self.recipient, "confidential": self.confidential,
+                "why": self.why, "mode": self.mode, "rule": self.rule}
+
+
+def _line_of(lines: list[str], pattern: str, start: int = 0) -> int:
+    regex = re.compile(pattern)
+    for number in range(start, len(lines)):
+        if regex.search(lines[number]):
+            return number + 1
+    return start + 1 if start < len(lines) else 1
+
+
+def _section_line(lines: list[str], name: str) -> int:
+    return _line_of(lines, rf"^\s*\[\s*{name}\s*\]")
+
+
+def _check_keys(path: str, lines: list[str], section: str, table: dict[str, Any], start: int) -> None:
+    for key in table:
+        if key not in _SECTION_KEYS[section]:
+            line = _line_of(lines, rf"^\s*\"?{re.escape(key)}\"?\s*=", start)
+            raise PolicyError(f"{path}:{line}: unknown key {key!r} in [{section}]"
+                              f" (allowed: {', '.join(sorted(_SECTION_KEYS[section]))})")
+
+
+def _check_mode(path: str, line: int, mode: Any) -> str:
+    if mode not in MODES:
+        raise PolicyError(f"{path}:{line}: mode {mode!r} is not one of {', '.join(MODES)}")
+    return str(mode)
+
+
+def _merge_confidential(policy: Policy, path: str, lines: list[str], table: dict[str, Any]) -> None:
+    start = _section_line(lines, "confidential") - 1
+    _check_keys(path, lines, "confidential", table, start)
+    tags = table.get("subject_tags", [])
+    line = _line_of(lines, r"^\s*subject_tags\s*=", start)
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
+        raise PolicyError(f"{path}:{line}: subject_tags must be a list of non-empty strings")
+    policy.subject_tags += [(t, Origin(path, line)) for t in tags]
+    if "strip_tags" in table:
+        if not isinstance(table["strip_tags"], bool):
+            line = _line_of(lines, r"^\s*strip_tags\s*=", start)
+            raise PolicyError(f"{path}:{line}: strip_tags must be true or false")
+        policy.strip_tags = table["strip_tags"]
+    headers = table.get("headers", {})
+    line = _line_of(lines, r"^\s*headers\s*=|^\s*\[\s*confidential\.headers\s*\]", start)
+    if not isinstance(headers, dict):
+        raise PolicyError(f"{path}:{line}: headers must be a table of header = [values]")
+    for name, values in headers.items():
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise PolicyError(f"{path}:{line}: header {name!r} needs a list of values")
+        policy.headers.setdefault(name.lower(), []).extend(v.strip().lower() for v in values)
+        policy.header_origins[name.lower()] = Origin(path, line)
+
+
+def _merge_domains(policy: Policy, path: str, lines: list[str], rules: Any) -> None:
+    if not isinstance(rules, list):
+        raise PolicyError(f"{path}:1: [[domain]] must be an array of tables")
+    line = 0
+    seen = {r.match: r.origin for r in policy.rules}
+    for rule in rules:
+        line = _line_of(lines, r"^\s*\[\[\s*domain\s*\]\]", line)
+        _check_keys(path, lines, "domain", rule, line - 1)
+        match = str(rule.get("match", "")).strip().lower()
+        if not _DOMAIN_PATTERN.match(match):
+            raise PolicyError(f"{path}:{line}: match {rule.get('match')!r} must be a domain"
+                              " like example.org or *.example.org")
+        if match in seen:
+            raise PolicyError(f"{path}:{line}: duplicate rule for {match!r} (first at {seen[match]})")
+        mode = _check_mode(path, line, rule.get("mode"))
+        origin = Origin(path, line)
+        seen[match] = origin
+        policy.rules.append(DomainRule(match, mode, origin))
+
+
+def _merge_file(policy: Policy, path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = re.search(r"line (\d+)", str(exc))
+        raise PolicyError(f"{path}:{line.group(1) if line else 1}: {exc}") from None
+    lines = text.splitlines()
+    for section in data:
+        if section not in _SECTION_KEYS:
+            raise PolicyError(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
+                              f" [{section}] (allowed: confidential, default, domain)")
+    if "confidential" in data:
+        _merge_confidential(policy, str(path), lines, data["confidential"])
+    if "default" in data:
+        start = _section_line(lines, "default")
+        _check_keys(str(path), lines, "default", data["default"], start - 1)
+        line = _line_of(lines, r"^\s*mode\s*=", start - 1)
+        policy.default_mode = _check_mode(str(path), line, data["default"].get("mode"))
+        policy.default_origin = Origin(str(path), line)
+    if "domain" in data:
+        _merge_domains(policy, str(path), lines, data["domain"])
+    policy.files.append(str(path))
+
+
+def load_policy(directory: Path) -> Policy:
+    """Merge every *.toml in DIRECTORY in name order; raises PolicyError naming file:line."""
+    if not directory.is_dir():
+        raise PolicyError(f"{directory}: policy directory not found")
+    policy = Policy()
+    for path in sorted(directory.glob("*.toml")):
+        _merge_file(policy, path)
+    return policy
+
+
+def matching_tag(policy: Policy, subject: str) -> tuple[str, Origin] | None:
+    lowered = subject.lower()
+    for tag, origin in policy.subject_tags:
+        if tag.lower() in lowered:
+            return tag, origin
+    return None
+
+
+def matching_header(policy: Policy, headers: Message) -> tuple[str, str] | None:
+    for name, accepted in policy.headers.items():
+        for value in headers.get_all(name) or []:
+            if str(value).strip().lower() in accepted:
+                return name, str(value).strip()
+    return None
+
+
+def mode_for_domain(policy: Policy, domain: str) -> tuple[str, str]:
+    domain = domain.lower().rstrip(".")
+    for rule in policy.rules:
+        if rule.matches(domain):
+            return rule.mode, f"[[domain]] match = {rule.match!r} at {rule.origin}"
+    origin = f" at {policy.default_origin}" if policy.default_origin else " (built-in)"
+    return policy.default_mode, f"[default] mode{origin}"
+
+
+def confidential_reason(policy: Policy, headers: Message) -> str | None:
+    tag = matching_tag(policy, str(headers.get("Subject", "")))
+    if tag is not None:
+        return f"subject tag {tag[0]!r} ({tag[1]})"
+    header = matching_header(policy, headers)
+    if header is not None:
+        name = next(k for k in headers.keys() if k.lower() == header[0])
+        return f"header {name}: {header[1]} ({policy.header_origins[header[0]]})"
+    return None
+
+
+def decide(policy: Policy, headers: Message, recipient: str) -> Decision:
+    """Classify RECIPIENT of a message with HEADERS."""
+    domain = recipient.rpartition("@")[2]
+    reason = confidential_reason(policy, headers)
+    if reason is None:
+        return Decision(recipient, False, "no confidential subject tag or header",
+                        OPPORTUNISTIC, "mail that is not confidential: opportunistic TLS")
+    mode, rule = mode_for_domain(policy, domain)
+    return Decision(recipient, True, reason, mode, rule)
+
+
+def strip_subject_tags(policy: Policy, subject: str) -> str:
+    for tag, _origin in policy.subject_tags:
+        subject = re.sub(re.escape(tag), "", subject, flags=re.IGNORECASE)
+    return re.sub(r"\s{2,}", " ", subject).strip()

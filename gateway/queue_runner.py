@@ -1,0 +1,128 @@
+"""The queue runner: claims due recipients from the store, groups them per message and
+domain (one SMTP transaction each), and settles every recipient's state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from gateway.delivery import REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
+from gateway.pickup_stage import PickupStage
+from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Store
+
+log = logging.getLogger("sealgate.queue")
+GroupKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    initial: float = 300.0
+    maximum: float = 4000.0
+    lifetime: float = 5 * 86400.0
+    poll_interval: float = 1.0
+    concurrency: int = 20
+
+
+class QueueRunner:
+    def __init__(self, store: Store, deliverer: Deliverer, pickup: PickupStage,
+                 retry: RetrySettings) -> None:
+        self.store = store
+        self.deliverer = deliverer
+        self.pickup = pickup
+        self.retry = retry
+        self._wakeup = asyncio.Event()
+        self._in_flight: set[GroupKey] = set()
+        self._slots = asyncio.Semaphore(retry.concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._wakeup.clear()
+                self.dispatch_due()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), self.retry.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def dispatch_due(self) -> None:
+        groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
+        for item in self.store.due_recipients():
+            key = (item.message_id, item.domain)
+            if key not in self._in_flight:
+                groups[key].append(item)
+        for key, items in groups.items():
+            self._in_flight.add(key)
+            task = asyncio.create_task(self._process(key, items))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, key: GroupKey, items: list[QueuedRecipient]) -> None:
+        try:
+            async with self._slots:
+                await self._deliver_group(items)
+        except Exception:
+            # Never lose the message over a bug: it stays queued and is retried.
+            log.exception("delivery of %s to %s failed unexpectedly", *key)
+            self.store.set_recipient_state(key[0], [i.rcpt for i in items], DEFERRED,
+                                           "4.3.0 internal error", self._next_attempt(items[0]))
+        finally:
+            self._in_flight.discard(key)
+
+    async def _deliver_group(self, items: list[QueuedRecipient]) -> None:
+        first = items[0]
+        if first.mode == "pickup":
+            await self._to_pickup(items, "policy")
+            return
+        content = await asyncio.to_thread(self.store.read_spool, first.message_id)
+        result = await self.deliverer.deliver(first.domain, first.sender, [i.rcpt for i in items],
+                                              content, REQUIREMENT_FOR_MODE[first.mode])
+        await self._settle(items, result)
+
+    async def _settle(self, items: list[QueuedRecipient], result: DomainResult) -> None:
+        first = items[0]
+        if result.outcome is Outcome.TLS_UNAVAILABLE and first.confidential:
+            await self._to_pickup(items, result.tls_reason)
+            return
+        if result.outcome is Outcome.DELIVERED:
+            self._record(first, result.accepted, DELIVERED, result.reply)
+            self._record(first, list(result.refused), BOUNCED, "; ".join(result.refused.values()))
+            self._defer([i for i in items if i.rcpt in result.deferred], result.reply)
+        elif result.outcome is Outcome.PERMANENT:
+            self._record(first, [i.rcpt for i in items], BOUNCED, result.reply)
+        else:
+            self._defer(items, result.reply)
+
+    def _record(self, first: QueuedRecipient, rcpts: list[str], state: str, reply: str) -> None:
+        if rcpts:
+            log.info("%s to %s: %s (%s)", first.message_id, ",".join(rcpts), state, reply)
+            self.store.set_recipient_state(first.message_id, rcpts, state, reply)
+
+    def _defer(self, items: list[QueuedRecipient], reply: str) -> None:
+        for item in items:
+            if self.store.clock() - item.received >= self.retry.lifetime:
+                self._record(item, [item.rcpt], BOUNCED, f"5.4.7 delivery time expired: {reply}")
+            else:
+                log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
+                self.store.set_recipient_state(item.message_id, [item.rcpt], DEFERRED, reply,
+                                               self._next_attempt(item))
+
+    def _next_attempt(self, item: QueuedRecipient) -> float:
+        delay = min(self.retry.initial * 2 ** item.attempts, self.retry.maximum)
+        return self.store.clock() + delay
+
+    async def _to_pickup(self, items: list[QueuedRecipient], reason: str) -> None:
+        for item in items:
+            await asyncio.to_thread(self.pickup.store_for_pickup, item.message_id, item.sender,
+                                    item.rcpt, item.received, reason)
+            log.info("%s to %s: stored for pickup (%s)", item.message_id, item.rcpt, reason)
+        self.wake()  # the notifications just queued
