@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -26,7 +26,7 @@ def parse_duration(text: str | int, key: str = "duration") -> float:
     match = _DURATION.match(text)
     if not match:
         raise ConfigError(f"{key}: {text!r} is not a duration like 30s, 5m, 4h or 5d")
-    return float(int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 def parse_hostport(text: str, key: str, default_port: int | None = None) -> tuple[str, int]:

@@ -1,0 +1,189 @@
+"""The `sealgate` command line (see DESIGN.md, "Command line")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import email.parser
+import email.policy
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from email.message import Message
+from pathlib import Path
+
+from gateway.config import Config, ConfigError, load_config
+from gateway.crypto import KeyRing
+from gateway.expiry import purge_expired
+from gateway.policy import PolicyError, decide, load_policy
+from gateway.store import open_store
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    asyncio.run(serve(config))
+    return 0
+
+
+def _route_headers(args: argparse.Namespace) -> Message:
+    if args.message:
+        with open(args.message, "rb") as handle:
+            return email.parser.BytesHeaderParser(policy=email.policy.default).parse(handle)
+    lines = [f"From: {args.sender}", f"To: {args.to}"]
+    if args.subject is not None:
+        lines.append(f"Subject: {args.subject}")
+    for header in args.header:
+        if ":" not in header:
+            raise ValueError(f"--header {header!r}: expected 'Name: value'")
+        lines.append(header)
+    return email.parser.Parser(policy=email.policy.default).parsestr("\n".join(lines) + "\n\n")
+
+
+def cmd_route(config: Config, args: argparse.Namespace) -> int:
+    policy = load_policy(config.policy_dir)
+    decision = decide(policy, _route_headers(args), args.to)
+    if args.json:
+        print(json.dumps({"from": args.sender, **decision.as_dict()}, indent=2))
+        return 0
+    print(f"from:         {args.sender}")
+    print(f"to:           {decision.recipient}")
+    print(f"confidential: {'yes' if decision.confidential else 'no'} ({decision.why})")
+    print(f"mode:         {decision.mode}")
+    print(f"rule:         {decision.rule}")
+    return 0
+
+
+def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else config.policy_dir
+    policy = load_policy(directory)
+    print(f"{directory}: OK ({len(policy.files)} files, {len(policy.rules)} domain rules,"
+          f" default mode {policy.default_mode})")
+    return 0
+
+
+def cmd_purge(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config.storage_dir)
+    try:
+        print(f"destroyed {purge_expired(store)} expired messages")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_queue(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config.storage_dir)
+    try:
+        return _queue(store, args)
+    finally:
+        store.close()
+
+
+def _queue(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    if args.action == "list":
+        rows = store.query("SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m"
+                           " ON m.id=r.message_id WHERE r.state IN ('queued','deferred')"
+                           " ORDER BY m.received")
+        for r in rows:
+            print(f"{r['message_id']}  {_when(r['received'])}  {r['sender'] or '<>'} -> {r['rcpt']}"
+                  f"  {r['state']}  next {_when(r['next_attempt'])}  {r['last_reply']}")
+        print(f"{len(rows)} recipients waiting")
+    elif args.action == "show":
+        rows = store.query("SELECT * FROM recipients WHERE message_id=?", (args.id,))
+        if not rows:
+            print(f"no such message: {args.id}", file=sys.stderr)
+            return 1
+        for r in rows:
+            print(json.dumps({k: r[k] for k in r.keys()}, default=str))
+    elif args.action == "flush":
+        print(f"{store.flush()} recipients due now")
+    elif args.action == "delete":
+        if not store.delete_message(args.id):
+            print(f"no such message: {args.id}", file=sys.stderr)
+            return 1
+        print(f"deleted {args.id}")
+    return 0
+
+
+def cmd_keys(config: Config, args: argparse.Namespace) -> int:
+    ring = KeyRing(config.storage_dir / "keys")
+    print(f"new key-encryption key {ring.rotate()}; older keys still decrypt: {', '.join(ring.key_ids())}")
+    return 0
+
+
+def cmd_pickup(config: Config, args: argparse.Namespace) -> int:
+    store = open_store(config.storage_dir)
+    try:
+        if args.action == "list":
+            for p in store.list_pickups(args.recipient):
+                state = "read" if p.read_at else "unread"
+                print(f"{p.id}  {p.sender} -> {p.recipient}  {state}  expires {_when(p.expires)}")
+        elif args.action == "revoke":
+            if not store.destroy_pickup(args.id):
+                print(f"no such stored message: {args.id}", file=sys.stderr)
+                return 1
+            print(f"destroyed {args.id}")
+        elif args.action == "audit":
+            for r in store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,)):
+                print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
+        return 0
+    finally:
+        store.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="sealgate", description="SMTP gateway with TLS-aware routing")
+    top.add_argument("--config", help="config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run SMTP, delivery, portal and expiry").set_defaults(func=cmd_serve)
+    route = sub.add_parser("route", help="explain the routing decision for a message")
+    route.add_argument("--from", dest="sender", required=True)
+    route.add_argument("--to", required=True)
+    route.add_argument("--subject")
+    route.add_argument("--header", action="append", default=[])
+    route.add_argument("--message", help="an RFC 5322 file whose headers are used")
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(func=cmd_route)
+    policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="action", required=True)
+    check = policy.add_parser("check", help="validate policy files")
+    check.add_argument("dir", nargs="?")
+    check.set_defaults(func=cmd_policy_check)
+    sub.add_parser("purge", help="destroy expired stored messages now").set_defaults(func=cmd_purge)
+    queue = sub.add_parser("queue", help="inspect the queue")
+    queue_actions = queue.add_subparsers(dest="action", required=True)
+    queue_actions.add_parser("list")
+    queue_actions.add_parser("flush")
+    for name in ("show", "delete"):
+        queue_actions.add_parser(name).add_argument("id")
+    queue.set_defaults(func=cmd_queue)
+    keys = sub.add_parser("keys", help="key-encryption keys").add_subparsers(dest="action", required=True)
+    keys.add_parser("rotate").set_defaults(func=cmd_keys)
+    pickup = sub.add_parser("pickup", help="stored messages")
+    pickup_actions = pickup.add_subparsers(dest="action", required=True)
+    pickup_actions.add_parser("list").add_argument("--recipient")
+    for name in ("revoke", "audit"):
+        pickup_actions.add_parser(name).add_argument("id")
+    pickup.set_defaults(func=cmd_pickup)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = load_config(args.config)
+        return int(args.func(config, args))
+    except (ConfigError, PolicyError, ValueError, OSError) as exc:
+        print(f"sealgate: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

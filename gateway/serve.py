@@ -1,0 +1,78 @@
+"""`sealgate serve`: SMTP listener, queue runner, portal and expiry in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from gateway.config import Config, parse_duration, parse_hostport
+from gateway.delivery import Deliverer, DeliverySettings
+from gateway.dns import MXResolver, make_resolver
+from gateway.expiry import expire_forever
+from gateway.pickup_stage import PickupStage
+from gateway.policy_holder import PolicyHolder
+from gateway.queue_runner import QueueRunner, RetrySettings
+from gateway.smtp_server import RelayHandler, smtp_factory
+from gateway.store import Store, open_store
+from pickup.app import create_app
+
+log = logging.getLogger("sealgate")
+
+
+class _PortalServer(uvicorn.Server):
+    """uvicorn inside our loop; signals are ours, so shutdown closes SMTP and the store too."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def build_runner(config: Config, store: Store) -> QueueRunner:
+    resolver = MXResolver(make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout)))
+    settings = DeliverySettings(port=config.delivery.port, helo_name=config.smtp.hostname,
+                                ca_file=config.delivery.ca_file,
+                                timeout=parse_duration(config.delivery.connect_timeout))
+    retry = RetrySettings(
+        initial=parse_duration(config.delivery.retry_initial),
+        maximum=parse_duration(config.delivery.retry_max),
+        lifetime=parse_duration(config.delivery.max_queue_lifetime),
+        poll_interval=parse_duration(config.delivery.poll_interval),
+        concurrency=config.delivery.concurrency,
+    )
+    return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry)
+
+
+async def serve(config: Config) -> None:
+    store = open_store(config.storage_dir)
+    policy = PolicyHolder(config.policy_dir)
+    runner = build_runner(config, store)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, policy.reload)
+
+    handler = RelayHandler(config, store, policy, runner.wake)
+    host, port = parse_hostport(config.smtp.listen, "smtp.listen")
+    smtp = await loop.create_server(smtp_factory(config, handler), host, port, reuse_port=True)
+    portal_host, portal_port = parse_hostport(config.pickup.listen, "pickup.listen")
+    portal = _PortalServer(uvicorn.Config(create_app(config, store, runner.wake), host=portal_host,
+                                          port=portal_port, log_level="warning", lifespan="off",
+                                          access_log=False))
+    tasks = [asyncio.create_task(runner.run()), asyncio.create_task(expire_forever(store)),
+             asyncio.create_task(portal.serve())]
+    log.info("sealgate ready: SMTP on %s, portal on %s", config.smtp.listen, config.pickup.listen)
+    await stop.wait()
+    log.info("shutting down")
+    smtp.close()
+    portal.should_exit = True
+    for task in tasks[:2]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await smtp.wait_closed()
+    store.close()

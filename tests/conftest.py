@@ -1,0 +1,154 @@
+"""Shared fixtures: a loopback DNS server, fake MX hosts on 127.0.0.x sharing one port,
+and a running gateway configured to use them.
+
+Test domains are named for their scenario:
+  tls.test       MX mx.tls.test      127.0.0.2  STARTTLS, certificate valid for its name
+  plain.test     MX mx.plain.test    127.0.0.3  no STARTTLS
+  bad-cert.test  MX mx.bad-cert.test 127.0.0.4  STARTTLS, certificate for another name
+  verified.test  MX mx.tls.test      (policy: require-verified-tls, should deliver)
+  patients.test  MX mx.tls.test      (policy: pickup always)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.fakes.certs import leaf, make_ca, write_ca_pem
+from tests.fakes.dns_server import FakeDNS
+from tests.fakes.mx_host import FakeMX, ReceivedMessage
+from tests.fakes.ports import free_port
+from tests.gateway_process import GatewayProcess, GatewaySettings
+
+MAX_MESSAGE_SIZE = 2_000_000
+MX_IPS = {"tls": "127.0.0.2", "plain": "127.0.0.3", "bad-cert": "127.0.0.4", "relay": "127.0.0.5"}
+
+TEST_POLICY = """\
+[confidential]
+subject_tags = ["[secure]", "[confidential]"]
+strip_tags = true
+headers = { "Sensitivity" = ["Company-Confidential", "Private"] }
+
+[default]
+mode = "require-tls"
+
+[[domain]]
+match = "bad-cert.test"
+mode = "require-verified-tls"
+
+[[domain]]
+match = "verified.test"
+mode = "require-verified-tls"
+
+[[domain]]
+match = "patients.test"
+mode = "pickup"
+"""
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return make_ca()
+
+
+@pytest.fixture(scope="session")
+def fake_dns() -> Iterator[FakeDNS]:
+    with FakeDNS() as server:
+        for scenario, ip in MX_IPS.items():
+            server.add(f"{scenario}.test", "MX", f"10 mx.{scenario}.test.")
+            server.add(f"mx.{scenario}.test", "A", ip)
+        server.add("verified.test", "MX", "10 mx.tls.test.")
+        server.add("patients.test", "MX", "10 mx.tls.test.")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mx_port() -> int:
+    return free_port(*MX_IPS.values())
+
+
+@pytest.fixture(scope="session")
+def mx_hosts(ca: trustme.CA, mx_port: int) -> Iterator[dict[str, FakeMX]]:
+    other_ca = make_ca()
+    hosts = {
+        "tls": FakeMX(MX_IPS["tls"], mx_port, name="mx.tls.test", tls_cert=leaf(ca, "mx.tls.test")),
+        "plain": FakeMX(MX_IPS["plain"], mx_port, name="mx.plain.test"),
+        "bad-cert": FakeMX(MX_IPS["bad-cert"], mx_port, name="mx.bad-cert.test",
+                           tls_cert=leaf(other_ca, "somewhere-else.invalid")),
+        "relay": FakeMX(MX_IPS["relay"], mx_port, name="relay.clinic.test"),
+    }
+    for host in hosts.values():
+        host.start()
+    yield hosts
+    for host in hosts.values():
+        host.stop()
+
+
+@pytest.fixture(scope="session")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("policies")
+    (directory / "policy.toml").write_text(TEST_POLICY)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir: Path,
+                     tmp_path_factory: pytest.TempPathFactory) -> GatewaySettings:
+    ca_file = write_ca_pem(ca, tmp_path_factory.mktemp("ca") / "ca.pem")
+    return GatewaySettings(
+        nameserver=fake_dns.nameserver, mx_port=mx_port, ca_file=ca_file, policy_dir=policy_dir,
+        relay=f"{MX_IPS['relay']}:{mx_port}",
+        # 127.0.0.1 may relay; tests connect from 127.0.0.9 to play an outsider.
+        extra={"smtp": {"allowed_networks": ["127.0.0.1/32", "::1/128"],
+                        "max_message_size": MAX_MESSAGE_SIZE}},
+    )
+
+
+@pytest.fixture(scope="session")
+def gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeMX],
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path_factory.mktemp("gateway"), gateway_settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A fresh local part, so tests sharing the session's MX hosts never see each other's mail."""
+    return "u" + uuid.uuid4().hex[:12]
+
+
+def make_message(sender: str, recipient: str, subject: str, body: str = "Hello there.",
+                 attachment: tuple[str, bytes] | None = None, **headers: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = subject
+    for name, value in headers.items():
+        message[name.replace("_", "-")] = value
+    message.set_content(body)
+    if attachment is not None:
+        message.add_attachment(attachment[1], maintype="application", subtype="pdf",
+                               filename=attachment[0])
+    return message
+
+
+def wait_for_mail(mx: FakeMX, rcpt: str, timeout: float = 15.0) -> ReceivedMessage:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in mx.messages:
+            if rcpt in message.rcpt_tos:
+                return message
+        time.sleep(0.05)
+    raise AssertionError(f"no message for {rcpt} at {mx.name} within {timeout}s")
+
+
+def assert_no_mail(mx: FakeMX, rcpt: str) -> None:
+    assert not [m for m in mx.messages if rcpt in m.rcpt_tos], f"{mx.name} got mail for {rcpt}"

@@ -1,0 +1,103 @@
+"""Encryption at rest: round trip, tamper detection, binding to the record, key rotation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from gateway import crypto
+from gateway.store import Route, Store
+
+MESSAGE = b"Subject: Lab results\r\nFrom: d@clinic.test\r\n\r\nHbA1c 5.4%\r\n"
+
+
+@pytest.fixture
+def ring(tmp_path: Path) -> crypto.KeyRing:
+    return crypto.KeyRing(tmp_path / "keys")
+
+
+def seal(ring: crypto.KeyRing, tmp_path: Path, plaintext: bytes = MESSAGE) -> tuple[crypto.SealedKey, Path]:
+    blob = tmp_path / "m.sgb"
+    return crypto.encrypt_file(ring, io.BytesIO(plaintext), blob, "rec1", "p@x.test"), blob
+
+
+def test_round_trip_returns_the_plaintext(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    assert crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test") == MESSAGE
+
+
+def test_blob_holds_no_plaintext(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    _sealed, blob = seal(ring, tmp_path)
+    data = blob.read_bytes()
+    assert b"HbA1c" not in data and b"Lab results" not in data
+    assert data.startswith(crypto.MAGIC)
+
+
+def test_multi_chunk_message_round_trips(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    big = bytes(range(256)) * (3 * crypto.CHUNK_SIZE // 256 + 7)
+    sealed, blob = seal(ring, tmp_path, big)
+    assert crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test") == big
+
+
+def test_flipped_ciphertext_bit_is_detected(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with pytest.raises(crypto.DecryptionError):
+        crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test")
+
+
+def test_truncated_blob_is_detected(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    blob.write_bytes(blob.read_bytes()[:-1])
+    with pytest.raises(crypto.DecryptionError):
+        crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test")
+
+
+@pytest.mark.parametrize("record_id, recipient", [("rec2", "p@x.test"), ("rec1", "q@x.test")])
+def test_blob_moved_to_another_record_fails(ring: crypto.KeyRing, tmp_path: Path,
+                                             record_id: str, recipient: str) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    with pytest.raises(crypto.DecryptionError):
+        crypto.decrypt_file(ring, sealed, blob, record_id, recipient)
+
+
+def test_old_keys_still_decrypt_after_rotation(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    new_id = ring.rotate()
+    assert new_id != sealed.key_id and ring.ensure() == new_id
+    assert crypto.decrypt_file(crypto.KeyRing(ring.directory), sealed, blob, "rec1", "p@x.test") == MESSAGE
+
+
+def test_key_files_are_private(ring: crypto.KeyRing) -> None:
+    key_id = ring.ensure()
+    assert (ring.directory / f"kek-{key_id}.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_destroyed_pickup_cannot_be_opened_and_leaves_no_blob(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    try:
+        message_id = store.enqueue("d@clinic.test", [Route("p@x.test", True, "pickup")], MESSAGE)
+        pickup_id = store.store_pickup(message_id, "d@clinic.test", "p@x.test", store.clock() + 60)
+        assert store.open_pickup(pickup_id) == MESSAGE
+        assert store.destroy_pickup(pickup_id)
+        with pytest.raises(KeyError):
+            store.open_pickup(pickup_id)
+        assert list((tmp_path / "blobs").iterdir()) == []
+    finally:
+        store.close()
+
+
+def test_spool_and_database_survive_reopening(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    message_id = store.enqueue("d@clinic.test", [Route("p@x.test")], MESSAGE)
+    store.close()
+    reopened = Store(tmp_path)
+    try:
+        assert [r.message_id for r in reopened.due_recipients()] == [message_id]
+        assert reopened.read_spool(message_id) == MESSAGE
+    finally:
+        reopened.close()
