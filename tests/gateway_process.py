@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.policy
 import os
 import signal
 import smtplib
@@ -130,7 +131,7 @@ class GatewayProcess:
             for rcpt in recipients or [str(message["To"])]:
                 code, reply = client.rcpt(rcpt)
                 assert code == 250, (code, reply)
-            code, reply = client.data(message.as_bytes())
+            code, reply = client.data(message.as_bytes(policy=email.policy.SMTP))
             assert code == 250, (code, reply)
             return reply.decode()
 

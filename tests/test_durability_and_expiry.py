@@ -1,0 +1,78 @@
+"""Once accepted, a message survives kill -9; once expired, a stored message is gone."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import make_message, wait_for_mail
+from tests.fakes.dns_server import FakeDNS
+from tests.fakes.mx_host import FakeMX
+from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.test_routing_e2e import pickup_rows
+
+
+@pytest.fixture
+def own_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path / "gw", gateway_settings)
+    yield process
+    process.stop()
+
+
+def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
+        own_gateway: GatewayProcess, fake_dns: FakeDNS, mx_port: int, unique: str) -> None:
+    # The domain's MX host is down when the message arrives, so it waits in the queue.
+    fake_dns.add("later.test", "MX", "10 mx.later.test.")
+    fake_dns.add("mx.later.test", "A", "127.0.0.6")
+    rcpt = f"{unique}@later.test"
+    own_gateway.start()
+    reply = own_gateway.send(make_message("doctor@clinic.test", rcpt, "Survive", "Still here"))
+    queue_id = reply.rsplit(" ", 1)[1]
+    own_gateway.kill_hard()
+    assert (own_gateway.storage_dir / "spool" / f"{queue_id}.eml").exists()
+
+    with FakeMX("127.0.0.6", mx_port, name="mx.later.test") as later_host:
+        own_gateway.start()
+        received = wait_for_mail(later_host, rcpt, timeout=30)
+    assert b"Still here" in received.content
+
+
+def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Old news", "Expiring"))
+    row = pickup_rows(gateway, rcpt)[0]
+    blob = gateway.storage_dir / "blobs" / row["blob"]
+    link = f"{gateway.portal_url}/m/{row['id']}"
+    assert blob.exists() and httpx.get(link).status_code == 200
+
+    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
+        db.execute("UPDATE pickups SET expires = expires - 30 * 86400 WHERE id = ?", (row["id"],))
+    result = gateway.cli("purge")
+
+    assert result.returncode == 0, result.stderr
+    assert not blob.exists()
+    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
+        assert db.execute("SELECT count(*) FROM pickups WHERE id = ?", (row["id"],)).fetchone()[0] == 0
+    assert httpx.get(link).status_code == 404
+
+
+def test_purge_keeps_messages_that_have_not_expired(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Fresh", "Keep me"))
+    row = pickup_rows(gateway, rcpt)[0]
+    assert gateway.cli("purge").returncode == 0
+    assert (gateway.storage_dir / "blobs" / row["blob"]).exists()
+
+
+def test_pickup_expires_after_the_configured_retention(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Retention"))
+    row = pickup_rows(gateway, rcpt)[0]
+    assert row["expires"] - row["created"] == pytest.approx(21 * 86400, abs=60)
