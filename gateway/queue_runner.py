@@ -9,8 +9,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from gateway.delivery import REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
+from gateway.dsn import build_dsn
 from gateway.pickup_stage import PickupStage
-from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Store
+from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Route, Store
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]
@@ -23,6 +24,7 @@ class RetrySettings:
     lifetime: float = 5 * 86400.0
     poll_interval: float = 1.0
     concurrency: int = 20
+    reporting_mta: str = "localhost"
 
 
 class QueueRunner:
@@ -94,11 +96,11 @@ class QueueRunner:
             await self._to_pickup(items, result.tls_reason)
             return
         if result.outcome is Outcome.DELIVERED:
+            self._bounce(first, result.refused)
             self._record(first, result.accepted, DELIVERED, result.reply)
-            self._record(first, list(result.refused), BOUNCED, "; ".join(result.refused.values()))
             self._defer([i for i in items if i.rcpt in result.deferred], result.reply)
         elif result.outcome is Outcome.PERMANENT:
-            self._record(first, [i.rcpt for i in items], BOUNCED, result.reply)
+            self._bounce(first, {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
         else:
             self._defer(items, result.reply)
 
@@ -107,10 +109,24 @@ class QueueRunner:
             log.info("%s to %s: %s (%s)", first.message_id, ",".join(rcpts), state, reply)
             self.store.set_recipient_state(first.message_id, rcpts, state, reply)
 
+    def _bounce(self, first: QueuedRecipient, failures: dict[str, str]) -> None:
+        """Settle FAILURES as bounced and tell the sender with a DSN (never to the null sender)."""
+        if not failures:
+            return
+        if first.sender:
+            original = self.store.read_spool(first.message_id)
+            dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=first.sender,
+                            queue_id=first.message_id, original=original, failures=failures,
+                            arrival=first.received)
+            self.store.enqueue("", [Route(first.sender, reason="delivery status notification")], dsn)
+        for rcpt, reply in failures.items():
+            self._record(first, [rcpt], BOUNCED, reply)
+        self.wake()
+
     def _defer(self, items: list[QueuedRecipient], reply: str) -> None:
         for item in items:
             if self.store.clock() - item.received >= self.retry.lifetime:
-                self._record(item, [item.rcpt], BOUNCED, f"5.4.7 delivery time expired: {reply}")
+                self._bounce(item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
             else:
                 log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
                 self.store.set_recipient_state(item.message_id, [item.rcpt], DEFERRED, reply,

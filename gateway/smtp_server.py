@@ -65,6 +65,8 @@ class RelayHandler:
                           address: str, mail_options: list[str]) -> str:
         if not self._may_relay(session):
             return codes.RELAY_DENIED
+        if address == "<>":  # aiosmtpd's spelling of the null reverse-path (bounces)
+            address = ""
         if address and not _ADDRESS.match(address):
             return codes.BAD_SENDER_SYNTAX
         envelope.mail_from = address

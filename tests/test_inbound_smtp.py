@@ -104,3 +104,9 @@ def test_message_without_headers_is_refused(gateway: GatewayProcess) -> None:
         start_transaction(smtp)
         smtp.command("DATA")
         assert smtp.send_raw(b"\r\njust a body\r\n.\r\n").startswith("550 5.6.0")
+
+
+def test_null_sender_is_accepted_for_bounces(gateway: GatewayProcess) -> None:
+    with RawSMTP(gateway.smtp_port) as smtp:
+        smtp.command("EHLO client.clinic.test")
+        assert smtp.command("MAIL FROM:<>").startswith("250 2.1.0")
