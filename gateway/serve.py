@@ -43,6 +43,7 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         lifetime=parse_duration(config.delivery.max_queue_lifetime),
         poll_interval=parse_duration(config.delivery.poll_interval),
         concurrency=config.delivery.concurrency,
+        reporting_mta=config.smtp.hostname,
     )
     return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry)
 
