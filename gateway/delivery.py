@@ -184,7 +184,8 @@ class Deliverer:
         if not result.accepted:
             await client.rset()
             result.outcome = Outcome.PERMANENT if not result.deferred else Outcome.TEMPORARY
-            result.reply = f"{name}[{address}] refused every recipient"
+            replies = "; ".join(sorted(set(result.refused.values()) | set(result.deferred.values())))
+            result.reply = f"{name}[{address}] refused every recipient: {replies}"
             return result
         response = await client.data(content)
         result.reply = f"{name}[{address}] said: {response.code} {response.message}"

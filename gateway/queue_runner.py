@@ -75,8 +75,7 @@ class QueueRunner:
         except Exception:
             # Never lose the message over a bug: it stays queued and is retried.
             log.exception("delivery of %s to %s failed unexpectedly", *key)
-            self.store.set_recipient_state(key[0], [i.rcpt for i in items], DEFERRED,
-                                           "4.3.0 internal error", self._next_attempt(items[0]))
+            self._defer(items, DomainResult(Outcome.TEMPORARY, "4.3.0 internal error"))
         finally:
             self._in_flight.discard(key)
 
@@ -98,11 +97,11 @@ class QueueRunner:
         if result.outcome is Outcome.DELIVERED:
             self._bounce(first, result.refused)
             self._record(first, result.accepted, DELIVERED, result.reply)
-            self._defer([i for i in items if i.rcpt in result.deferred], result.reply)
+            self._defer([i for i in items if i.rcpt in result.deferred], result)
         elif result.outcome is Outcome.PERMANENT:
             self._bounce(first, {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
         else:
-            self._defer(items, result.reply)
+            self._defer(items, result)
 
     def _record(self, first: QueuedRecipient, rcpts: list[str], state: str, reply: str) -> None:
         if rcpts:
@@ -123,8 +122,9 @@ class QueueRunner:
             self._record(first, [rcpt], BOUNCED, reply)
         self.wake()
 
-    def _defer(self, items: list[QueuedRecipient], reply: str) -> None:
+    def _defer(self, items: list[QueuedRecipient], result: DomainResult) -> None:
         for item in items:
+            reply = result.deferred.get(item.rcpt, result.reply)
             if self.store.clock() - item.received >= self.retry.lifetime:
                 self._bounce(item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
             else:
