@@ -1,0 +1,665 @@
+"""The pickup portal, end to end through Starlette's TestClient over a real Store."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import stat
+import time
+import warnings
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+
+from gateway.config import Config
+from gateway.store import Route, Store
+from pickup import render
+from pickup.app import create_app
+from pickup.security import CONTENT_SECURITY_POLICY
+
+with warnings.catch_warnings():
+    # Starlette 1.x would rather its TestClient ran on httpx2; the test extra installs httpx.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+    from starlette.testclient import TestClient
+
+Page = Any  # a response from the TestClient: httpx's, or httpx2's once that is installed
+
+SENDER = "doctor@hospital.example"
+PATIENT = "pat@patients.test"
+OTHER = "other@elsewhere.test"
+NOTIFY_FROM = "secure-mail@hospital.example"
+PASSWORD = "correct horse battery"
+SUBJECT = 'Lab results <script>alert("subject")</script>'
+BODY_TOKEN = "HEMOGLOBIN-14-2"
+PDF = b"%PDF-1.4 fake pdf\n" * 20
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 40
+HTML = (
+    f'<p>Hello <b>patient</b>, {BODY_TOKEN}</p>'
+    '<script>alert("script")</script>'
+    '<img src="x" onerror="alert(1)">'
+    '<img src="https://tracker.example/pixel.gif" alt="tracker">'
+    '<a href="javascript:alert(2)">click me</a> '
+    '<a href="https://safe.example/page">safe link</a>'
+    '<img src="cid:logo@hospital.example" alt="Logo">'
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def secure_message(to: str = PATIENT, subject: str = SUBJECT) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Dr. Doctor <{SENDER}>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = "Mon, 23 Nov 2026 15:04:00 +0000"
+    message["Message-ID"] = "<lab-1@hospital.example>"
+    message.set_content(f"Dear patient,\n{BODY_TOKEN}\nSee https://hospital.example/info\n")
+    message.add_alternative(HTML, subtype="html")
+    html_part = message.get_payload()[1]
+    html_part.add_related(PNG, maintype="image", subtype="png", cid="<logo@hospital.example>",
+                          filename="logo.png")
+    message.add_attachment(PDF, maintype="application", subtype="pdf",
+                           filename="Résultats 2026.pdf")
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    opened = Store(tmp_path / "var", clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    config = Config()
+    config.storage.dir = str(tmp_path / "var")
+    config.pickup.organization = "St. Example Hospital"
+    config.notify.from_ = NOTIFY_FROM
+    return config
+
+
+@pytest.fixture
+def wakes() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def app(config: Config, store: Store, wakes: list[int]) -> Starlette:
+    def wake_queue() -> None:
+        # The real wake-up is an asyncio.Event: it must be set on the event loop's thread.
+        asyncio.get_running_loop()
+        wakes.append(1)
+
+    return create_app(config, store, wake_queue)
+
+
+@pytest.fixture
+def client(app: Starlette) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def other_client(app: Starlette) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def seed(store: Store, to: str = PATIENT, raw: bytes | None = None, days: float = 1) -> str:
+    message_id = store.enqueue(SENDER, [Route(to, True, "pickup")], raw or secure_message(to))
+    return store.store_pickup(message_id, SENDER, to, store.clock() + days * 86400)
+
+
+@pytest.fixture
+def pid(store: Store) -> str:
+    return seed(store)
+
+
+def csrf(response: Page) -> str:
+    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', response.text)
+    assert match, "page has no CSRF field"
+    return match.group(1)
+
+
+def code_mails(store: Store, address: str) -> list[str]:
+    rows = store.query(
+        "SELECT m.id FROM messages m JOIN recipients r ON r.message_id = m.id"
+        " WHERE r.rcpt = ? AND m.sender = ? ORDER BY m.received DESC, m.id DESC",
+        (address, NOTIFY_FROM))
+    return [row["id"] for row in rows]
+
+
+def read_mail(store: Store, queue_id: str) -> EmailMessage:
+    parsed = email.message_from_bytes(store.read_spool(queue_id), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def latest_code(store: Store, address: str) -> str:
+    body = read_mail(store, code_mails(store, address)[0]).get_body(("plain",))
+    assert body is not None
+    match = re.search(r"\b(\d{8})\b", body.get_content())
+    assert match
+    return match.group(1)
+
+
+def ask_code(client: TestClient, pickup_id: str) -> Page:
+    page = client.get(f"/m/{pickup_id}/verify")
+    return client.post(f"/m/{pickup_id}/code", data={"csrf_token": csrf(page)})
+
+
+def submit_verification(client: TestClient, pickup_id: str, code: str, **fields: str) -> Page:
+    page = client.get(f"/m/{pickup_id}/verify")
+    data = {"csrf_token": csrf(page), "code": code, "first_name": "Pat", "last_name": "Ient",
+            "password": PASSWORD, "password_confirm": PASSWORD}
+    data.update(fields)
+    return client.post(f"/m/{pickup_id}/verify", data=data)
+
+
+def register(client: TestClient, store: Store, pickup_id: str, address: str = PATIENT) -> Page:
+    ask_code(client, pickup_id)
+    return submit_verification(client, pickup_id, latest_code(store, address))
+
+
+def sign_in(client: TestClient, pickup_id: str, password: str = PASSWORD) -> Page:
+    page = client.get(f"/m/{pickup_id}")
+    return client.post(f"/m/{pickup_id}/login",
+                       data={"csrf_token": csrf(page), "password": password})
+
+
+def count(store: Store, table: str) -> int:
+    return int(store.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+# -- first visit ---------------------------------------------------------------------------
+
+def test_get_never_sends_codes_or_creates_sessions(client: TestClient, store: Store, pid: str,
+                                                   wakes: list[int]) -> None:
+    # What a link scanner does: fetch every URL, perhaps twice, perhaps with HEAD.
+    for url in (f"/m/{pid}", f"/m/{pid}", f"/m/{pid}/verify", "/", "/login"):
+        assert client.get(url).status_code == 200
+    assert client.head(f"/m/{pid}").status_code == 200
+    assert code_mails(store, PATIENT) == []
+    assert wakes == []
+    assert count(store, "verifications") == 0
+    assert count(store, "sessions") == 0
+    assert "sealgate_session" not in client.cookies
+
+
+def test_message_link_shows_address_read_only(client: TestClient, pid: str) -> None:
+    page = client.get(f"/m/{pid}")
+    assert re.search(r'value="pat@patients\.test" readonly', page.text)
+    assert "Email me a verification code" in page.text
+    assert BODY_TOKEN not in page.text and "Lab results" not in page.text
+    assert "St. Example Hospital" in page.text
+
+
+def test_post_sends_one_code_without_the_message(client: TestClient, store: Store, pid: str,
+                                                 wakes: list[int], clock: FakeClock) -> None:
+    response = ask_code(client, pid)
+    assert response.status_code == 200
+    assert response.url.path == f"/m/{pid}/verify"
+    assert "We have emailed a verification code" in response.text
+    mails = code_mails(store, PATIENT)
+    assert len(mails) == 1 and wakes == [1]
+
+    raw = store.read_spool(mails[0])
+    mail = read_mail(store, mails[0])
+    assert mail["From"].addresses[0].addr_spec == NOTIFY_FROM
+    assert mail["To"] == PATIENT
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["Date"] and mail["Message-ID"]
+    for secret in (BODY_TOKEN, b"Lab results", b"Resultats", b"R\xc3\xa9sultats"):
+        assert (secret.encode() if isinstance(secret, str) else secret) not in raw
+    assert f"/m/{pid}/verify".encode() in raw
+    # Sent as ordinary mail: not confidential, so it can never turn into a pickup itself.
+    route = store.query("SELECT confidential, mode FROM recipients WHERE message_id=?", (mails[0],))
+    assert route[0]["confidential"] == 0 and route[0]["mode"] == "opportunistic"
+
+    # Throttled: a second click within a minute sends nothing and says so.
+    again = ask_code(client, pid)
+    assert "less than a minute ago" in again.text
+    assert len(code_mails(store, PATIENT)) == 1
+    clock.advance(61)
+    ask_code(client, pid)
+    assert len(code_mails(store, PATIENT)) == 2
+
+
+def test_register_with_wrong_then_right_code(client: TestClient, store: Store, pid: str) -> None:
+    ask_code(client, pid)
+    code = latest_code(store, PATIENT)
+    wrong = "00000000" if code != "00000000" else "11111111"
+    response = submit_verification(client, pid, wrong, first_name="Pat<b>", last_name="Ient")
+    assert response.status_code == 400
+    assert "That code is not right" in response.text
+    assert 'value="Pat&lt;b&gt;"' in response.text  # kept, and escaped
+    assert PASSWORD not in response.text  # passwords are never sent back
+    assert count(store, "users") == 0 and count(store, "sessions") == 0
+
+    response = submit_verification(client, pid, code)
+    assert response.status_code == 200
+    assert response.url.path == f"/m/{pid}"
+    assert BODY_TOKEN in response.text
+    row = store.query("SELECT * FROM users WHERE address=?", (PATIENT,))[0]
+    assert (row["first_name"], row["last_name"]) == ("Pat", "Ient")
+    assert row["password_hash"].startswith("$argon2id$")
+    assert count(store, "sessions") == 1
+    events = [r["event"] for r in store.query("SELECT event FROM audit WHERE pickup_id=?", (pid,))]
+    assert {"code-sent", "registered", "open"} <= set(events)
+    opened = store.get_pickup(pid)
+    assert opened is not None and opened.read_at is not None
+
+
+def test_session_cookie_flags(client: TestClient, store: Store, pid: str) -> None:
+    ask_code(client, pid)
+    page = client.get(f"/m/{pid}/verify")
+    response = client.post(f"/m/{pid}/verify", follow_redirects=False, data={
+        "csrf_token": csrf(page), "code": latest_code(store, PATIENT), "first_name": "Pat",
+        "last_name": "Ient", "password": PASSWORD, "password_confirm": PASSWORD})
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("sealgate_session=")
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
+    assert "Secure" not in cookie  # base_url is http here
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert len(token) >= 43  # 256 bits
+    stored = store.query("SELECT token_hash FROM sessions")[0]["token_hash"]
+    assert token not in stored and len(stored) == 64
+
+
+def test_code_is_single_use_expires_and_allows_five_tries(
+        client: TestClient, other_client: TestClient, store: Store, pid: str,
+        clock: FakeClock) -> None:
+    # Five wrong tries and even the right code stops working.
+    ask_code(client, pid)
+    code = latest_code(store, PATIENT)
+    wrong = "00000000" if code != "00000000" else "11111111"
+    for left in (4, 3, 2, 1):
+        assert f"({left} tr" in submit_verification(client, pid, wrong).text
+    assert "no longer valid" in submit_verification(client, pid, wrong).text
+    assert "no longer valid" in submit_verification(client, pid, code).text
+
+    # 15 minutes, then expired.
+    clock.advance(61)
+    ask_code(client, pid)
+    code = latest_code(store, PATIENT)
+    clock.advance(15 * 60 + 1)
+    assert "no longer valid" in submit_verification(client, pid, code).text
+
+    # A new code replaces the old one; once used it never works again.
+    ask_code(client, pid)
+    code = latest_code(store, PATIENT)
+    assert submit_verification(client, pid, code).url.path == f"/m/{pid}"
+    reused = submit_verification(other_client, pid, code, password="another password",
+                                 password_confirm="another password")
+    assert reused.status_code == 400 and "no longer valid" in reused.text
+
+
+def test_password_rules_are_explained(client: TestClient, store: Store, pid: str) -> None:
+    ask_code(client, pid)
+    code = latest_code(store, PATIENT)
+    short = submit_verification(client, pid, code, password="short", password_confirm="short")
+    assert short.status_code == 400 and "at least 8 characters" in short.text
+    assert 'id="password-error"' in short.text
+    mismatch = submit_verification(client, pid, code, password_confirm="different thing")
+    assert 'id="password_confirm-error"' in mismatch.text and "not the same" in mismatch.text
+    missing = submit_verification(client, pid, code, first_name=" ", last_name="")
+    assert "Enter your first name" in missing.text and "Enter your last name" in missing.text
+    assert count(store, "users") == 0
+    # Form errors did not use up the code.
+    assert submit_verification(client, pid, code).url.path == f"/m/{pid}"
+
+
+def test_forwarded_link_registers_only_the_original_address(
+        client: TestClient, store: Store, pid: str) -> None:
+    page = client.get(f"/m/{pid}")
+    client.post(f"/m/{pid}/code", data={"csrf_token": csrf(page), "address": "thief@evil.test"})
+    assert code_mails(store, "thief@evil.test") == []
+    assert len(code_mails(store, PATIENT)) == 1
+    verify = client.get(f"/m/{pid}/verify")
+    client.post(f"/m/{pid}/verify", data={
+        "csrf_token": csrf(verify), "address": "thief@evil.test",
+        "code": latest_code(store, PATIENT),
+        "first_name": "T", "last_name": "Hief", "password": PASSWORD, "password_confirm": PASSWORD})
+    assert [r["address"] for r in store.query("SELECT address FROM users")] == [PATIENT]
+
+
+# -- reading -------------------------------------------------------------------------------
+
+def test_message_view_and_attachment_download(client: TestClient, store: Store, pid: str) -> None:
+    page = register(client, store, pid)
+    assert "Dr. Doctor" in page.text and PATIENT in page.text
+    assert "23 Nov 2026, 15:04 UTC" in page.text
+    assert "Résultats 2026.pdf" in page.text
+    link = re.search(rf'href="(/m/{pid}/attachments/\d+)"[^>]*>Résultats 2026\.pdf', page.text)
+    assert link
+
+    download = client.get(link.group(1))
+    assert download.status_code == 200
+    assert download.content == PDF
+    assert download.headers["content-type"] == "application/pdf"
+    assert download.headers["content-disposition"] == (
+        "attachment; filename=\"R_sultats 2026.pdf\"; filename*=UTF-8''R%C3%A9sultats%202026.pdf")
+    assert download.headers["x-content-type-options"] == "nosniff"
+    assert download.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    audit = store.query("SELECT * FROM audit WHERE pickup_id=? AND event='download'", (pid,))
+    assert audit[0]["detail"] == "Résultats 2026.pdf" and audit[0]["client"]
+    assert client.get(f"/m/{pid}/attachments/99").status_code == 404
+
+
+def test_html_body_is_sanitized(client: TestClient, store: Store, pid: str) -> None:
+    page = register(client, store, pid).text
+    body = page.split('class="message-body"', 1)[1]
+    assert "<script" not in body and "alert(" not in body
+    assert "onerror" not in body
+    assert "tracker.example" not in body
+    assert "javascript:" not in body
+    assert "click me" in body  # the text stays, the link goes
+    assert '<a href="https://safe.example/page"' in body and "noopener" in body
+    inline = re.search(rf'<img src="(/m/{pid}/inline/\d+)"', body)
+    assert inline, "the cid: image is served from the portal"
+    image = client.get(inline.group(1))
+    assert image.status_code == 200 and image.content == PNG
+    assert image.headers["content-type"] == "image/png"
+    assert "<script" not in page.split("<body>", 1)[1].split('class="message-body"')[0]
+
+
+def test_subject_is_escaped(client: TestClient, store: Store, pid: str) -> None:
+    page = register(client, store, pid).text
+    assert "&lt;script&gt;alert(" in page
+    assert '<script>alert("subject")' not in page
+
+
+def test_other_users_get_404_for_this_message(client: TestClient, other_client: TestClient,
+                                              store: Store, pid: str) -> None:
+    register(client, store, pid)
+    other_pid = seed(store, OTHER)
+    assert register(other_client, store, other_pid, OTHER).url.path == f"/m/{other_pid}"
+
+    unknown = other_client.get("/m/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    foreign = other_client.get(f"/m/{pid}")
+    assert unknown.status_code == foreign.status_code == 404
+    assert unknown.text == foreign.text  # nothing tells the two apart
+    assert BODY_TOKEN not in foreign.text
+    for url in (f"/m/{pid}/attachments/1", f"/m/{pid}/attachments/4", f"/m/{pid}/inline/4",
+                f"/m/{pid}/verify"):
+        response = other_client.get(url)
+        assert response.status_code == 404, url
+        assert "%PDF" not in response.text
+    inbox = other_client.get("/").text
+    assert f"/m/{other_pid}" in inbox and f"/m/{pid}" not in inbox
+
+
+def test_sign_in_with_password(client: TestClient, other_client: TestClient, store: Store,
+                               pid: str) -> None:
+    register(client, store, pid)
+    page = other_client.get(f"/m/{pid}")
+    assert "Sign in to read your secure message" in page.text
+    assert re.search(r'value="pat@patients\.test" readonly', page.text)
+
+    wrong = sign_in(other_client, pid, "wrong password")
+    assert wrong.status_code == 400 and "not right" in wrong.text
+    assert BODY_TOKEN not in wrong.text
+
+    right = sign_in(other_client, pid)
+    assert right.url.path == f"/m/{pid}" and BODY_TOKEN in right.text
+
+    # The plain /login page, with an editable address.
+    other_client.cookies.clear()
+    login = other_client.get("/login")
+    assert 'name="address"' in login.text and "readonly" not in login.text.split("<form")[1]
+    bad = other_client.post("/login", data={"csrf_token": csrf(login), "address": PATIENT,
+                                            "password": "nope nope"})
+    assert bad.status_code == 400 and 'value="pat@patients.test"' in bad.text
+    good = other_client.post("/login", data={
+        "csrf_token": csrf(login), "address": " Pat@Patients.TEST ", "password": PASSWORD})
+    assert good.url.path == "/" and "Your secure messages" in good.text
+
+
+def test_every_sign_in_gets_a_new_token(client: TestClient, store: Store, pid: str) -> None:
+    page = register(client, store, pid)
+    first = client.cookies["sealgate_session"]
+    # Signing in again while signed in replaces the old session.
+    again = client.post("/login", data={"csrf_token": csrf(page), "address": PATIENT,
+                                        "password": PASSWORD})
+    assert again.url.path == "/"
+    second = client.cookies["sealgate_session"]
+    assert second != first
+    assert count(store, "sessions") == 1
+    client.cookies.delete("sealgate_session")
+    sign_in(client, pid)
+    assert client.cookies["sealgate_session"] not in (first, second)
+    assert count(store, "sessions") == 2  # two browsers, say
+
+
+def test_forgot_password_resets_with_a_code(client: TestClient, other_client: TestClient,
+                                            store: Store, pid: str, clock: FakeClock) -> None:
+    register(client, store, pid)
+    signin = other_client.get(f"/m/{pid}")
+    assert "Forgot your password?" in signin.text
+    reset = other_client.get(f"/m/{pid}/verify")
+    assert "Choose a new password" in reset.text and 'name="first_name"' not in reset.text
+    clock.advance(61)
+    ask_code(other_client, pid)
+    done = submit_verification(other_client, pid, latest_code(store, PATIENT), first_name="",
+                               last_name="", password="a brand new one",
+                               password_confirm="a brand new one")
+    assert done.url.path == f"/m/{pid}" and BODY_TOKEN in done.text
+    row = store.query("SELECT first_name FROM users WHERE address=?", (PATIENT,))[0]
+    assert row["first_name"] == "Pat"  # names kept
+    # The new password ended the session signed in with the old one.
+    assert BODY_TOKEN not in client.get(f"/m/{pid}").text
+    assert sign_in(client, pid).status_code == 400
+    assert sign_in(client, pid, "a brand new one").url.path == f"/m/{pid}"
+
+
+def test_wrong_passwords_pause_sign_in(client: TestClient, other_client: TestClient,
+                                       store: Store, pid: str) -> None:
+    register(client, store, pid)
+    for _ in range(10):
+        sign_in(other_client, pid, "wrong password")
+    paused = sign_in(other_client, pid)
+    assert paused.status_code == 400 and "Too many wrong passwords" in paused.text
+
+
+def test_inbox_newest_first_unread_marked(client: TestClient, store: Store, clock: FakeClock,
+                                          pid: str) -> None:
+    clock.advance(60)
+    newer = seed(store, raw=secure_message(subject="Second letter"))
+    register(client, store, pid)  # opens the older one
+    inbox = client.get("/")
+    assert inbox.status_code == 200
+    assert inbox.text.index(f"/m/{newer}") < inbox.text.index(f"/m/{pid}")
+    items = inbox.text.split('<li class="inbox-item')[1:]
+    assert "unread" in items[0] and "New" in items[0] and "Second letter" in items[0]
+    assert "unread" not in items[1]
+    assert "deleted on" in items[0] and "UTC" in items[0]
+    assert inbox.headers["cache-control"] == "no-store"
+
+
+def test_signed_out_home_is_the_login_form(client: TestClient) -> None:
+    home = client.get("/")
+    assert home.status_code == 200 and 'name="password"' in home.text
+
+
+# -- sessions and CSRF ---------------------------------------------------------------------
+
+def test_logout_ends_the_session_on_the_server(client: TestClient, store: Store, pid: str,
+                                               app: Starlette) -> None:
+    page = register(client, store, pid)
+    token = client.cookies["sealgate_session"]
+    response = client.post("/logout", data={"csrf_token": csrf(page)})
+    assert response.url.path == "/login" and "You have signed out" in response.text
+    assert count(store, "sessions") == 0
+    with TestClient(app) as replay:
+        old = replay.get(f"/m/{pid}", headers={"Cookie": f"sealgate_session={token}"})
+    assert old.status_code == 200 and BODY_TOKEN not in old.text
+    assert "Sign in" in old.text
+
+
+def test_session_idle_timeout(client: TestClient, store: Store, pid: str,
+                              clock: FakeClock) -> None:
+    register(client, store, pid)
+    clock.advance(29 * 60)
+    assert BODY_TOKEN in client.get(f"/m/{pid}").text  # activity keeps it alive
+    clock.advance(29 * 60)
+    assert BODY_TOKEN in client.get(f"/m/{pid}").text
+    clock.advance(31 * 60)
+    expired = client.get(f"/m/{pid}")
+    assert BODY_TOKEN not in expired.text and "not used for a while" in expired.text
+    assert count(store, "sessions") == 0
+
+
+def test_post_without_valid_csrf_is_403(client: TestClient, store: Store, pid: str) -> None:
+    client.get(f"/m/{pid}")  # has the cookie, but sends no field
+    for url, data in ((f"/m/{pid}/code", {}), ("/login", {"address": PATIENT, "password": "x"}),
+                      (f"/m/{pid}/code", {"csrf_token": "0" * 64}), ("/logout", {})):
+        response = client.post(url, data=data)
+        assert response.status_code == 403, url
+        assert "reload the page" in response.text
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    # A token from another browser (other cookie) does not pass either.
+    token = csrf(client.get(f"/m/{pid}"))
+    with TestClient(client.app) as stranger:
+        assert stranger.post(f"/m/{pid}/code", data={"csrf_token": token}).status_code == 403
+    assert code_mails(store, PATIENT) == []
+
+
+def test_csrf_cookie_flags(client: TestClient, pid: str) -> None:
+    cookie = client.get(f"/m/{pid}").headers["set-cookie"]
+    assert cookie.startswith("sealgate_csrf=")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+
+
+def test_https_base_url_sets_secure_cookies_and_hsts(config: Config, store: Store,
+                                                     pid: str) -> None:
+    config.pickup.base_url = "https://portal.example"
+    with TestClient(create_app(config, store), base_url="https://testserver") as secure:
+        page = secure.get(f"/m/{pid}")
+        assert "Secure" in page.headers["set-cookie"]
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+
+
+# -- errors and headers --------------------------------------------------------------------
+
+def test_unknown_and_expired_ids_are_a_friendly_404(client: TestClient, store: Store,
+                                                    clock: FakeClock) -> None:
+    for url in ("/m/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/m/x", "/m/%2e%2e", "/nowhere"):
+        response = client.get(url)
+        assert response.status_code == 404
+        assert "This message is not available" in response.text
+        assert "Traceback" not in response.text
+    short_lived = seed(store, days=0.5)
+    assert client.get(f"/m/{short_lived}").status_code == 200
+    clock.advance(0.5 * 86400 + 1)
+    expired = client.get(f"/m/{short_lived}")
+    assert expired.status_code == 404 and "This message is not available" in expired.text
+    assert client.post(f"/m/{short_lived}/code",
+                       data={"csrf_token": csrf(client.get("/login"))}).status_code == 404
+
+
+def test_server_error_page_has_no_traceback(app: Starlette, store: Store, pid: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(pickup_id: str) -> None:
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(store, "get_pickup", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get(f"/m/{pid}")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert "database on fire" not in response.text and "Traceback" not in response.text
+    assert_security_headers(response)
+
+
+def assert_security_headers(response: Page, cache: str | None = "no-store") -> None:
+    headers = response.headers
+    assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["x-content-type-options"] == "nosniff"
+    if cache:
+        assert headers["cache-control"] == cache
+
+
+def test_security_headers_on_every_response(client: TestClient, store: Store, pid: str) -> None:
+    assert_security_headers(client.get(f"/m/{pid}"))
+    assert_security_headers(client.get("/login"))
+    assert_security_headers(client.get("/m/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+    assert_security_headers(client.post("/login", data={}))  # 403
+    assert_security_headers(client.get("/logout"))  # 405
+    assert_security_headers(client.get("/static/portal.css"), cache="no-cache")
+    assert_security_headers(client.get(f"/m/{pid}/attachments/1", follow_redirects=False))
+    page = register(client, store, pid)
+    assert_security_headers(page)
+    assert_security_headers(client.get(f"/m/{pid}/attachments/4"))
+    assert_security_headers(client.get("/"))
+    # No inline script or style in any page: the CSP would block it anyway.
+    for html in (page.text, client.get("/").text):
+        assert "<script" not in html.split('class="message-body"')[0]
+        assert "style=" not in html.split('class="message-body"')[0]
+
+
+def test_stylesheet_is_served(client: TestClient) -> None:
+    response = client.get("/static/portal.css")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")
+    assert "@media" in response.text
+
+
+def test_portal_secret_is_created_private(config: Config, app: Starlette) -> None:
+    secret = Path(config.storage.dir) / "portal.secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(secret.read_bytes()) == 32
+
+
+# -- rendering details ---------------------------------------------------------------------
+
+def test_content_disposition_ascii_fallback() -> None:
+    assert render.content_disposition('a"b\\c.txt') == (
+        "attachment; filename=\"a_b_c.txt\"; filename*=UTF-8''a%22b%5Cc.txt")
+
+
+def test_sanitize_drops_remote_images_and_keeps_text() -> None:
+    cleaned = render.sanitize_html(
+        '<div style="color:red" class="x" id="y"><img alt="a>b" src="http://t.example/p.gif">'
+        '<img src="cid:known" alt="ok"><a href="/logout">rel</a><form><button>b</button></form>'
+        '<style>body{display:none}</style>text</div>',
+        lambda cid: "/m/x/inline/2" if cid == "known" else None)
+    assert cleaned.startswith('<div><img src="/m/x/inline/2" alt="ok"><a ')
+    assert cleaned.endswith(">rel</a>btext</div>")
+    assert "href" not in cleaned  # relative links go: they would point into the portal
+    assert cleaned.count("<img") == 1
+    assert 'target="_blank"' in cleaned and 'rel="noopener noreferrer nofollow"' in cleaned
+
+
+def test_plain_text_message_is_escaped_and_linked(client: TestClient, store: Store) -> None:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = PATIENT
+    message["Subject"] = "Plain"
+    message.set_content("<b>not bold</b> see https://example.org/x\n")
+    pickup_id = seed(store, raw=message.as_bytes())
+    page = register(client, store, pickup_id).text
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in page
+    assert 'href="https://example.org/x"' in page
