@@ -5,6 +5,7 @@ enforced during the real attempt: a host that cannot meet it never gets the mess
 from __future__ import annotations
 
 import enum
+import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class TLSRequirement(enum.Enum):
 
 
 REQUIREMENT_FOR_MODE = {r.value: r for r in TLSRequirement}
+INTERNAL = "internal"  # route mode: hand to internal.relay (portal replies to senders)
 
 
 class Outcome(enum.Enum):
@@ -102,15 +104,28 @@ class Deliverer:
             return DomainResult(Outcome.PERMANENT, f"{code} {lookup.detail}")
         return await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement)
 
+    async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
+                    content: bytes) -> DomainResult:
+        """Hand a message to the organization's own mail server (portal replies), no MX lookup."""
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]
+        except ValueError:
+            addresses = await self.resolver.addresses(host)
+        if not addresses:
+            return DomainResult(Outcome.TEMPORARY, f"4.4.3 internal relay {host} has no address")
+        return await self._try_hosts([MXHost(host, 0, addresses)], sender, rcpts, content,
+                                     TLSRequirement.OPPORTUNISTIC, port)
+
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
-                         requirement: TLSRequirement) -> DomainResult:
+                         requirement: TLSRequirement, port: int | None = None) -> DomainResult:
         attempts: list[HostAttempt] = []
         for host in hosts:
             for address in host.addresses:
                 attempt = HostAttempt(host.name, address)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
-                                              requirement, attempt)
+                                              requirement, attempt, port or self.settings.port)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -118,14 +133,16 @@ class Deliverer:
 
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, requirement: TLSRequirement | None,
-                        attempt: HostAttempt) -> DomainResult | None:
+                        attempt: HostAttempt, port: int) -> DomainResult | None:
         """A final result from this host, or None to try the next one."""
         try:
-            return await self._transaction(name, address, sender, rcpts, content, requirement, attempt)
+            return await self._transaction(name, address, sender, rcpts, content, requirement,
+                                           attempt, port)
         except TLSFailure as exc:
             if requirement is TLSRequirement.OPPORTUNISTIC:
                 # Like Postfix at security level "may": a broken handshake falls back to plaintext.
-                return await self._try_host(name, address, sender, rcpts, content, None, attempt)
+                return await self._try_host(name, address, sender, rcpts, content, None, attempt,
+                                            port)
             attempt.tls_failure, attempt.reply = exc.reason, str(exc)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
@@ -139,8 +156,8 @@ class Deliverer:
 
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, requirement: TLSRequirement | None,
-                           attempt: HostAttempt) -> DomainResult | None:
-        client = aiosmtplib.SMTP(hostname=address, port=self.settings.port, start_tls=False,
+                           attempt: HostAttempt, port: int) -> DomainResult | None:
+        client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
                                  local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
         await client.connect()
         try:

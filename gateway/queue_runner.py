@@ -8,7 +8,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gateway.delivery import REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
+from gateway.delivery import INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
 from gateway.dsn import build_dsn
 from gateway.pickup_stage import PickupStage
 from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Route, Store
@@ -25,6 +25,7 @@ class RetrySettings:
     poll_interval: float = 1.0
     concurrency: int = 20
     reporting_mta: str = "localhost"
+    internal_relay: tuple[str, int] = ("127.0.0.1", 25)
 
 
 class QueueRunner:
@@ -85,8 +86,12 @@ class QueueRunner:
             await self._to_pickup(items, "policy")
             return
         content = await asyncio.to_thread(self.store.read_spool, first.message_id)
-        result = await self.deliverer.deliver(first.domain, first.sender, [i.rcpt for i in items],
-                                              content, REQUIREMENT_FOR_MODE[first.mode])
+        rcpts = [i.rcpt for i in items]
+        if first.mode == INTERNAL:
+            result = await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts, content)
+        else:
+            result = await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
+                                                  REQUIREMENT_FOR_MODE[first.mode])
         await self._settle(items, result)
 
     async def _settle(self, items: list[QueuedRecipient], result: DomainResult) -> None:

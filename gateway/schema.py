@@ -85,3 +85,25 @@ def migrate(conn: sqlite3.Connection) -> None:
             with conn:
                 step(db)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+
+
+@migration
+def create_delivery_knowledge(db: Database) -> None:
+    """Every attempt with its TLS facts, and what deliveries and probes learned per MX host."""
+    db["attempts"].create(
+        {
+            "id": int, "message_id": str, "rcpt": str, "at": float, "host": str, "address": str,
+            "reply": str, "tls_version": str, "cipher": str, "cert_subject": str,
+            "cert_issuer": str, "verified": int, "reason": str,
+        },
+        pk="id",
+    )
+    db["attempts"].create_index(["message_id"])
+    db["tls_cache"].create(
+        {"domain": str, "host": str, "starttls": int, "verified": int, "seen": float, "detail": str},
+        pk=("domain", "host"),
+    )
+    db["mta_sts_cache"].create(
+        {"domain": str, "policy_id": str, "mode": str, "mx": str, "max_age": int, "fetched": float},
+        pk="domain",
+    )

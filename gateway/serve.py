@@ -44,6 +44,7 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         poll_interval=parse_duration(config.delivery.poll_interval),
         concurrency=config.delivery.concurrency,
         reporting_mta=config.smtp.hostname,
+        internal_relay=parse_hostport(config.internal.relay, "internal.relay", 25),
     )
     return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry)
 
