@@ -95,6 +95,10 @@ class PickupConfig:
     max_retention_days: int = 30
     organization: str = "Sealgate"
     session_idle_timeout: str = "30m"
+    logo_file: str = ""              # PNG/SVG shown in the portal header
+    brand_color: str = "#1d4ed8"     # accent colour of buttons and links
+    templates_dir: str = ""          # overrides for templates/ without editing the package
+    max_reply_size: int = 104857600  # total of a portal reply with its attachments
 
 
 @dataclass
@@ -182,6 +186,8 @@ def validate(config: Config) -> Config:
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:
         raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", config.pickup.brand_color):
+        raise ConfigError("pickup.brand_color must look like #1d4ed8")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
     return config
