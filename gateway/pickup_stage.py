@@ -3,10 +3,13 @@ settle the recipient, all in one transaction so a crash leaves no half-done pick
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import sqlite3
 
 from gateway.config import Config
 from gateway.notify import build_notification
+from gateway.retention import EXPIRES_HEADER, expiry_time
 from gateway.store import PICKUP, Route, Store, new_pickup_id
 
 
@@ -15,8 +18,11 @@ class PickupStage:
         self.config = config
         self.store = store
 
-    def expiry_for(self, received: float) -> float:
-        return received + self.config.pickup.retention_days * 86400
+    def expiry_for(self, message_id: str, received: float) -> float:
+        with self.store.spool_path(message_id).open("rb") as spool:
+            headers = email.parser.BytesHeaderParser(policy=email.policy.default).parse(spool)
+        return expiry_time(received, headers.get(EXPIRES_HEADER), self.config.pickup.retention_days,
+                           self.config.pickup.max_retention_days, self.store.clock())
 
     def link(self, pickup_id: str) -> str:
         return f"{self.config.pickup.base_url.rstrip('/')}/m/{pickup_id}"
@@ -25,7 +31,7 @@ class PickupStage:
                          reason: str) -> str:
         """Blocking (encrypts and fsyncs): call from a worker thread."""
         pickup_id = new_pickup_id()
-        expires = self.expiry_for(received)
+        expires = self.expiry_for(message_id, received)
         notification = build_notification(
             notify_from=self.config.notify.from_, sender=sender, recipient=rcpt,
             link=self.link(pickup_id), expires=expires,

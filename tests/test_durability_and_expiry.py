@@ -76,3 +76,12 @@ def test_pickup_expires_after_the_configured_retention(
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Retention"))
     row = pickup_rows(gateway, rcpt)[0]
     assert row["expires"] - row["created"] == pytest.approx(21 * 86400, abs=60)
+
+
+def test_sender_shortens_retention_with_x_sealgate_expires(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Short-lived",
+                              X_Sealgate_Expires="7d"))
+    row = pickup_rows(gateway, rcpt)[0]
+    assert row["expires"] - row["created"] == pytest.approx(7 * 86400, abs=60)
