@@ -116,6 +116,7 @@ class DKIMConfig:
     domain: str = ""
     selector: str = ""
     key_file: str = ""
+    sign_relayed: bool = False   # also sign mail relayed for the organization's servers
 
 
 _SECTIONS: dict[str, type] = {

@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
+from gateway.dkim_signer import DKIMSigner
 from gateway.delivery import INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
 from gateway.dsn import build_dsn
 from gateway.pickup_stage import PickupStage
@@ -30,8 +31,11 @@ class RetrySettings:
 
 class QueueRunner:
     def __init__(self, store: Store, deliverer: Deliverer, pickup: PickupStage,
-                 retry: RetrySettings) -> None:
+                 retry: RetrySettings, signer: DKIMSigner | None = None,
+                 sign_relayed: bool = False) -> None:
         self.store = store
+        self.signer = signer
+        self.sign_relayed = sign_relayed
         self.deliverer = deliverer
         self.pickup = pickup
         self.retry = retry
@@ -86,6 +90,8 @@ class QueueRunner:
             await self._to_pickup(items, "policy")
             return
         content = await asyncio.to_thread(self.store.read_spool, first.message_id)
+        if self.signer is not None and (not first.client or self.sign_relayed):
+            content = self.signer.sign(content)
         rcpts = [i.rcpt for i in items]
         if first.mode == INTERNAL:
             result = await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts, content)

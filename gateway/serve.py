@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from gateway.config import Config, parse_duration, parse_hostport
+from gateway.dkim_signer import load_signer
 from gateway.delivery import Deliverer, DeliverySettings
 from gateway.dns import MXResolver, make_resolver
 from gateway.expiry import expire_forever
@@ -46,7 +47,8 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         reporting_mta=config.smtp.hostname,
         internal_relay=parse_hostport(config.internal.relay, "internal.relay", 25),
     )
-    return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry)
+    return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry,
+                       load_signer(config), config.dkim.sign_relayed)
 
 
 async def serve(config: Config) -> None:

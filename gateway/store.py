@@ -52,6 +52,8 @@ class QueuedRecipient:
     mode: str
     attempts: int
     received: float
+    client: str = ""      # the SMTP client's address; empty for mail Sealgate wrote itself
+    updated: float = 0.0  # time of the previous attempt
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,14 @@ class Store:
 
     def due_recipients(self, limit: int = 500) -> list[QueuedRecipient]:
         rows = self.query(
-            "SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m ON m.id = r.message_id"
+            "SELECT r.*, m.sender, m.received, m.client FROM recipients r JOIN messages m ON m.id = r.message_id"
             " WHERE r.state IN (?, ?) AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
             (QUEUED, DEFERRED, self.clock(), limit),
         )
         return [
             QueuedRecipient(r["message_id"], r["sender"], r["rcpt"], r["domain"],
-                            bool(r["confidential"]), r["mode"], r["attempts"], r["received"])
+                            bool(r["confidential"]), r["mode"], r["attempts"], r["received"],
+                            r["client"] or "", r["updated"])
             for r in rows
         ]
 
