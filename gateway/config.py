@@ -68,6 +68,7 @@ class DeliveryConfig:
     retry_max: str = "4000s"
     connect_timeout: str = "30s"
     poll_interval: str = "1s"
+    tls_cache_ttl: str = "1h"        # how long a host seen without STARTTLS is remembered
     processes: int = 1
 
 
@@ -182,7 +183,7 @@ def validate(config: Config) -> Config:
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
-                "connect_timeout", "poll_interval"):
+                "connect_timeout", "poll_interval", "tls_cache_ttl"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:

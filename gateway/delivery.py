@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from gateway.dns import LookupStatus, MXHost, MXResolver
+from gateway.tls_cache import TLSCache
 
 log = logging.getLogger("sealgate.delivery")
 
@@ -43,6 +44,9 @@ class HostAttempt:
     cipher: str | None = None
     verified: bool = False
     tls_failure: str | None = None  # no-starttls | tls-handshake-failed | cert-not-verified
+    starttls_offered: bool | None = None  # None: never got as far as EHLO
+    cert_subject: str = ""
+    cert_issuer: str = ""
 
 
 @dataclass
@@ -89,9 +93,11 @@ def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
 
 
 class Deliverer:
-    def __init__(self, resolver: MXResolver, settings: DeliverySettings) -> None:
+    def __init__(self, resolver: MXResolver, settings: DeliverySettings,
+                 tls_cache: TLSCache | None = None) -> None:
         self.resolver = resolver
         self.settings = settings
+        self.tls_cache = tls_cache
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
 
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
@@ -102,7 +108,25 @@ class Deliverer:
         if lookup.status is not LookupStatus.OK:
             code = "5.1.10" if lookup.status is LookupStatus.NULL_MX else "5.1.2"
             return DomainResult(Outcome.PERMANENT, f"{code} {lookup.detail}")
-        return await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement)
+        if requirement is not TLSRequirement.OPPORTUNISTIC and self._known_without_tls(domain, lookup.hosts):
+            return DomainResult(Outcome.TLS_UNAVAILABLE, "every MX host was recently seen without STARTTLS",
+                                attempts=[HostAttempt(h.name, "", "known from the TLS cache",
+                                                      tls_failure="no-starttls") for h in lookup.hosts])
+        result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement)
+        self._learn(domain, result.attempts)
+        return result
+
+    def _known_without_tls(self, domain: str, hosts: list[MXHost]) -> bool:
+        return self.tls_cache is not None and self.tls_cache.none_offer_starttls(
+            domain, [h.name for h in hosts])
+
+    def _learn(self, domain: str, attempts: list[HostAttempt]) -> None:
+        if self.tls_cache is None:
+            return
+        for attempt in attempts:
+            if attempt.starttls_offered is not None:
+                self.tls_cache.record(domain, attempt.host, attempt.starttls_offered,
+                                      attempt.verified, attempt.tls_failure or attempt.tls_version or "")
 
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
                     content: bytes) -> DomainResult:
@@ -136,8 +160,11 @@ class Deliverer:
                         attempt: HostAttempt, port: int) -> DomainResult | None:
         """A final result from this host, or None to try the next one."""
         try:
-            return await self._transaction(name, address, sender, rcpts, content, requirement,
-                                           attempt, port)
+            result = await self._transaction(name, address, sender, rcpts, content, requirement,
+                                             attempt, port)
+            if result is not None:
+                attempt.reply = result.reply
+            return result
         except TLSFailure as exc:
             if requirement is TLSRequirement.OPPORTUNISTIC:
                 # Like Postfix at security level "may": a broken handshake falls back to plaintext.
@@ -170,7 +197,8 @@ class Deliverer:
     async def _secure(self, client: aiosmtplib.SMTP, name: str, requirement: TLSRequirement,
                       attempt: HostAttempt) -> None:
         await client.ehlo()
-        if not client.supports_extension("starttls"):
+        attempt.starttls_offered = client.supports_extension("starttls")
+        if not attempt.starttls_offered:
             if requirement is TLSRequirement.OPPORTUNISTIC:
                 return
             raise TLSFailure("no-starttls", f"{name} does not offer STARTTLS")

@@ -25,16 +25,23 @@ def _headers_of(original: bytes) -> bytes:
 
 
 def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes,
-              failures: dict[str, str], arrival: float) -> bytes:
-    """A multipart/report telling SENDER that FAILURES (recipient -> reply) were not delivered."""
+              failures: dict[str, str], arrival: float, delayed: bool = False) -> bytes:
+    """A multipart/report telling SENDER about FAILURES (recipient -> reply): not delivered,
+    or with DELAYED, not delivered yet and still being retried."""
     boundary = f"=_sealgate_dsn_{secrets.token_hex(12)}"
-    explanation = [f"This is the mail system at {reporting_mta}.", "",
-                   "Your message could not be delivered to these recipients:", ""]
+    explanation = [f"This is the mail system at {reporting_mta}.", ""]
+    if delayed:
+        explanation += ["Your message could not be delivered yet to these recipients.",
+                        "It is still being retried; you do not need to send it again.", ""]
+        subject = "Delayed Mail (still being retried)"
+    else:
+        explanation += ["Your message could not be delivered to these recipients:", ""]
+        subject = "Undelivered Mail Returned to Sender"
     explanation += [f"  <{rcpt}>: {' '.join(reply.split())}" for rcpt, reply in failures.items()]
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{sender}>",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"Subject: {subject}",
         f"Date: {format_datetime(datetime.now(timezone.utc))}",
         f"Message-ID: {make_msgid(domain=reporting_mta)}",
         "Auto-Submitted: auto-replied",
@@ -49,7 +56,7 @@ def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes
         f"--{boundary}",
         "Content-Type: message/delivery-status",
         "",
-        *_status_fields(reporting_mta, queue_id, failures, arrival),
+        *_status_fields(reporting_mta, queue_id, failures, arrival, delayed),
         f"--{boundary}",
         "Content-Type: text/rfc822-headers",
         "",
@@ -59,11 +66,12 @@ def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes
 
 
 def _status_fields(reporting_mta: str, queue_id: str, failures: dict[str, str],
-                   arrival: float) -> list[str]:
+                   arrival: float, delayed: bool) -> list[str]:
     fields = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Sealgate-Queue-ID: {queue_id}",
               f"Arrival-Date: {format_datetime(datetime.fromtimestamp(arrival, timezone.utc))}", ""]
     for rcpt, reply in failures.items():
-        fields += [f"Final-Recipient: rfc822; {rcpt}", "Action: failed",
-                   f"Status: {status_of(reply)}",
+        action, default = ("delayed", "4.0.0") if delayed else ("failed", "5.0.0")
+        fields += [f"Final-Recipient: rfc822; {rcpt}", f"Action: {action}",
+                   f"Status: {status_of(reply, default)}",
                    f"Diagnostic-Code: smtp; {' '.join(reply.split())}", ""]
     return fields

@@ -25,6 +25,8 @@ class RetrySettings:
     lifetime: float = 5 * 86400.0
     poll_interval: float = 1.0
     concurrency: int = 20
+    per_domain_concurrency: int = 5
+    delay_warning: float = 4 * 3600.0  # 0: never warn
     reporting_mta: str = "localhost"
     internal_relay: tuple[str, int] = ("127.0.0.1", 25)
 
@@ -42,6 +44,8 @@ class QueueRunner:
         self._wakeup = asyncio.Event()
         self._in_flight: set[GroupKey] = set()
         self._slots = asyncio.Semaphore(retry.concurrency)
+        self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(retry.per_domain_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
 
     def wake(self) -> None:
@@ -61,6 +65,12 @@ class QueueRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def process_due(self) -> None:
+        """Deliver everything due now and wait for it (tests, and `queue flush` in-process)."""
+        self.dispatch_due()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks))
+
     def dispatch_due(self) -> None:
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
         for item in self.store.due_recipients():
@@ -75,7 +85,7 @@ class QueueRunner:
 
     async def _process(self, key: GroupKey, items: list[QueuedRecipient]) -> None:
         try:
-            async with self._slots:
+            async with self._slots, self._domain_slots[key[1]]:
                 await self._deliver_group(items)
         except Exception:
             # Never lose the message over a bug: it stays queued and is retried.
@@ -98,7 +108,21 @@ class QueueRunner:
         else:
             result = await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                                   REQUIREMENT_FOR_MODE[first.mode])
+        self._record_attempts(items, result)
         await self._settle(items, result)
+
+    def _record_attempts(self, items: list[QueuedRecipient], result: DomainResult) -> None:
+        now = self.store.clock()
+        rows = [(i.message_id, i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version,
+                 a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.tls_failure or "")
+                for a in result.attempts for i in items]
+        if not rows:
+            rows = [(i.message_id, i.rcpt, now, "", "", result.reply[:1000], None, None, "", "", 0, "")
+                    for i in items]
+        with self.store.transaction() as db:
+            db.executemany(
+                "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version, cipher,"
+                " cert_subject, cert_issuer, verified, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     async def _settle(self, items: list[QueuedRecipient], result: DomainResult) -> None:
         first = items[0]
@@ -123,25 +147,37 @@ class QueueRunner:
         """Settle FAILURES as bounced and tell the sender with a DSN (never to the null sender)."""
         if not failures:
             return
-        if first.sender:
-            original = self.store.read_spool(first.message_id)
-            dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=first.sender,
-                            queue_id=first.message_id, original=original, failures=failures,
-                            arrival=first.received)
-            self.store.enqueue("", [Route(first.sender, reason="delivery status notification")], dsn)
+        self._send_dsn(first, failures, delayed=False)
         for rcpt, reply in failures.items():
             self._record(first, [rcpt], BOUNCED, reply)
+
+    def _send_dsn(self, first: QueuedRecipient, failures: dict[str, str], delayed: bool) -> None:
+        if not first.sender:
+            return  # never answer a bounce with a bounce
+        dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=first.sender,
+                        queue_id=first.message_id, original=self.store.read_spool(first.message_id),
+                        failures=failures, arrival=first.received, delayed=delayed)
+        self.store.enqueue("", [Route(first.sender, reason="delivery status notification")], dsn)
         self.wake()
+
+    def _crossed_delay_warning(self, item: QueuedRecipient) -> bool:
+        """Warn once: on the first deferral at or past delay_warning (the previous attempt,
+        if any, was before it)."""
+        threshold = self.retry.delay_warning
+        return bool(threshold) and (item.updated - item.received < threshold
+                                    <= self.store.clock() - item.received)
 
     def _defer(self, items: list[QueuedRecipient], result: DomainResult) -> None:
         for item in items:
             reply = result.deferred.get(item.rcpt, result.reply)
             if self.store.clock() - item.received >= self.retry.lifetime:
                 self._bounce(item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
-            else:
-                log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
-                self.store.set_recipient_state(item.message_id, [item.rcpt], DEFERRED, reply,
-                                               self._next_attempt(item))
+                continue
+            if self._crossed_delay_warning(item):
+                self._send_dsn(item, {item.rcpt: reply}, delayed=True)
+            log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
+            self.store.set_recipient_state(item.message_id, [item.rcpt], DEFERRED, reply,
+                                           self._next_attempt(item))
 
     def _next_attempt(self, item: QueuedRecipient) -> float:
         delay = min(self.retry.initial * 2 ** item.attempts, self.retry.maximum)

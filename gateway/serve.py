@@ -18,6 +18,7 @@ from gateway.expiry import expire_forever
 from gateway.pickup_stage import PickupStage
 from gateway.policy_holder import PolicyHolder
 from gateway.queue_runner import QueueRunner, RetrySettings
+from gateway.tls_cache import TLSCache
 from gateway.smtp_server import RelayHandler, smtp_factory
 from gateway.store import Store, open_store
 from pickup.app import create_app
@@ -44,10 +45,13 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         lifetime=parse_duration(config.delivery.max_queue_lifetime),
         poll_interval=parse_duration(config.delivery.poll_interval),
         concurrency=config.delivery.concurrency,
+        per_domain_concurrency=config.delivery.per_domain_concurrency,
+        delay_warning=parse_duration(config.delivery.delay_warning),
         reporting_mta=config.smtp.hostname,
         internal_relay=parse_hostport(config.internal.relay, "internal.relay", 25),
     )
-    return QueueRunner(store, Deliverer(resolver, settings), PickupStage(config, store), retry,
+    tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
+    return QueueRunner(store, Deliverer(resolver, settings, tls_cache), PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 
 

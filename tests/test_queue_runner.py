@@ -1,0 +1,151 @@
+"""The queue runner in-process, with an injectable clock: time-dependent behaviour without sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config
+from gateway.serve import build_runner
+from gateway.store import Route, Store
+from tests.fakes.dns_server import FakeDNS
+from tests.fakes.mx_host import FakeMX
+from tests.gateway_process import GatewaySettings
+
+MESSAGE = b"From: doctor@relay.test\r\nTo: x@slow.test\r\nSubject: Referral\r\n\r\nPrivate body\r\n"
+DAY = 86400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def slow_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
+    fake_dns.add("slow.test", "MX", "10 mx.slow.test.")
+    fake_dns.add("mx.slow.test", "A", "127.0.0.11")
+    with FakeMX("127.0.0.11", mx_port, name="mx.slow.test", rcpt_reply="451 4.3.0 busy") as host:
+        yield host
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
+    opened = Store(tmp_path / "var", clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def config(gateway_settings: GatewaySettings, tmp_path: Path) -> Config:
+    config = Config()
+    config.storage.dir = str(tmp_path / "var")
+    config.dns.nameservers = [gateway_settings.nameserver]
+    config.delivery.port = gateway_settings.mx_port
+    config.delivery.ca_file = str(gateway_settings.ca_file)
+    return config
+
+
+def run(config: Config, store: Store) -> None:
+    asyncio.run(build_runner(config, store).process_due())
+
+
+def states(store: Store) -> dict[str, str]:
+    """States of the test's own messages (not of notifications and DSNs Sealgate wrote)."""
+    rows = store.query("SELECT rcpt, state FROM recipients WHERE reason NOT IN"
+                       " ('pickup notification', 'delivery status notification')")
+    return {r["rcpt"]: r["state"] for r in rows}
+
+
+def reports_to(store: Store, sender: str) -> list[email.message.Message]:
+    rows = store.query("SELECT r.message_id FROM recipients r JOIN messages m ON m.id = r.message_id"
+                       " WHERE r.rcpt = ? AND m.sender = ''", (sender,))
+    return [email.message_from_bytes(store.read_spool(r["message_id"]), policy=email.policy.default)
+            for r in rows]
+
+
+def test_mail_still_deferred_at_the_end_of_its_lifetime_bounces_with_a_dsn(
+        config: Config, store: Store, clock: Clock, slow_host: FakeMX) -> None:
+    store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
+    run(config, store)
+    assert states(store)["x@slow.test"] == "deferred"
+    clock.now += 5 * DAY + 1
+    run(config, store)
+    assert states(store)["x@slow.test"] == "bounced"
+    [dsn] = [r for r in reports_to(store, "doctor@relay.test") if "Undelivered" in r["Subject"]]
+    assert "Action: failed" in dsn.as_string() and "Status: 4.4.7" in dsn.as_string()
+    assert "Private body" not in dsn.as_string()
+
+
+def test_delay_warning_is_sent_once_after_delay_warning(
+        config: Config, store: Store, clock: Clock, slow_host: FakeMX) -> None:
+    store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
+    run(config, store)
+    assert reports_to(store, "doctor@relay.test") == []
+    for _ in range(3):
+        clock.now += 4 * 3600 + 1
+        run(config, store)
+    warnings = [r for r in reports_to(store, "doctor@relay.test") if r["Subject"].startswith("Delayed")]
+    assert len(warnings) == 1
+    assert "Action: delayed" in warnings[0].as_string()
+    assert states(store)["x@slow.test"] == "deferred"
+
+
+def test_retry_backoff_doubles_from_the_initial_delay(
+        config: Config, store: Store, clock: Clock, slow_host: FakeMX) -> None:
+    config.delivery.retry_initial, config.delivery.retry_max = "5m", "4000s"
+    store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
+    delays = []
+    for _ in range(6):
+        run(config, store)
+        next_attempt = store.query("SELECT next_attempt FROM recipients")[0][0]
+        delays.append(round(next_attempt - clock.now))
+        clock.now = next_attempt
+    assert delays == [300, 600, 1200, 2400, 4000, 4000]
+
+
+def test_domain_seen_without_starttls_goes_to_pickup_without_a_connection(
+        config: Config, store: Store, clock: Clock, mx_hosts: dict[str, FakeMX]) -> None:
+    secure = [Route("first@plain.test", True, "require-tls")]
+    store.enqueue("doctor@relay.test", secure, MESSAGE, client="127.0.0.1")
+    run(config, store)
+    store.enqueue("doctor@relay.test", [Route("second@plain.test", True, "require-tls")], MESSAGE,
+                  client="127.0.0.1")
+    run(config, store)
+    assert states(store)["first@plain.test"] == "pickup" == states(store)["second@plain.test"]
+    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'second@plain.test'")
+    assert attempt["reason"] == "no-starttls" and "TLS cache" in attempt["reply"]
+
+
+def test_tls_knowledge_expires_after_its_ttl(
+        config: Config, store: Store, clock: Clock, mx_hosts: dict[str, FakeMX]) -> None:
+    store.enqueue("doctor@relay.test", [Route("a@plain.test", True, "require-tls")], MESSAGE)
+    run(config, store)
+    clock.now += 3601
+    store.enqueue("doctor@relay.test", [Route("b@plain.test", True, "require-tls")], MESSAGE)
+    run(config, store)
+    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'b@plain.test'")
+    assert attempt["address"] == "127.0.0.3"
+
+
+def test_every_attempt_is_recorded_with_its_tls_parameters(
+        config: Config, store: Store, mx_hosts: dict[str, FakeMX]) -> None:
+    store.enqueue("doctor@relay.test", [Route("rec@tls.test", True, "require-verified-tls")], MESSAGE)
+    run(config, store)
+    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'rec@tls.test'")
+    assert attempt["host"] == "mx.tls.test" and attempt["address"] == "127.0.0.2"
+    assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3") and attempt["cipher"]
+    assert attempt["verified"] == 1 and attempt["reply"].startswith("mx.tls.test[127.0.0.2] said: 250")
