@@ -139,7 +139,7 @@ def _merge_domains(policy: Policy, path: str, lines: list[str], rules: Any) -> N
                               " like example.org or *.example.org")
         if match in seen:
             raise PolicyError(f"{path}:{line}: duplicate rule for {match!r} (first at {seen[match]})")
-        mode = _check_mode(path, line, rule.get("mode"))
+        mode = _check_mode(path, _line_of(lines, r"^\s*mode\s*=", line - 1), rule.get("mode"))
         origin = Origin(path, line)
         seen[match] = origin
         policy.rules.append(DomainRule(match, mode, origin))

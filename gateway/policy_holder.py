@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -10,16 +11,33 @@ from gateway.policy import Policy, PolicyError, load_policy
 log = logging.getLogger("sealgate.policy")
 
 
+def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    try:
+        files = sorted(directory.glob("*.toml"))
+        return tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+    except OSError:
+        return ()
+
+
 class PolicyHolder:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._seen = _signature(directory)
         self.current = load_policy(directory)
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload when a policy file is added, removed or changed."""
+        while True:
+            await asyncio.sleep(interval)
+            if _signature(self.directory) != self._seen:
+                self.reload()
 
     def __call__(self) -> Policy:
         return self.current
 
     def reload(self) -> bool:
         """Load the files again; on error keep the old policy active and log why."""
+        self._seen = _signature(self.directory)
         try:
             self.current = load_policy(self.directory)
         except (PolicyError, OSError) as exc:

@@ -73,13 +73,13 @@ async def serve(config: Config) -> None:
                                           port=portal_port, log_level="warning", lifespan="off",
                                           access_log=False))
     tasks = [asyncio.create_task(runner.run()), asyncio.create_task(expire_forever(store)),
-             asyncio.create_task(portal.serve())]
+             asyncio.create_task(policy.watch()), asyncio.create_task(portal.serve())]
     log.info("sealgate ready: SMTP on %s, portal on %s", config.smtp.listen, config.pickup.listen)
     await stop.wait()
     log.info("shutting down")
     smtp.close()
     portal.should_exit = True
-    for task in tasks[:2]:
+    for task in tasks[:-1]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await smtp.wait_closed()

@@ -87,6 +87,7 @@ def test_tags_are_stripped_case_insensitively(policy_dir: Path) -> None:
     ('[defualt]\nmode = "pickup"\n', "bad.toml:1: unknown section [defualt]"),
     ('[[domain]]\nmatch = "x.example"\nmod = "pickup"\n', "bad.toml:3: unknown key 'mod'"),
     ('[[domain]]\nmatch = "not a domain"\nmode = "pickup"\n', "bad.toml:1: match 'not a domain'"),
+    ('[[domain]]\nmatch = "x.example"\n\nmode = "never"\n', "bad.toml:4: mode 'never'"),
     ('[[domain]]\nmatch = "a.example"\nmode = "pickup"\n\n[[domain]]\nmatch = "a.example"\n'
      'mode = "pickup"\n', "bad.toml:5: duplicate rule for 'a.example' (first at"),
     ('[default\nmode = "pickup"\n', "bad.toml:1:"),
