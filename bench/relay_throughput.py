@@ -1,8 +1,10 @@
 """Relay throughput of a real `sealgate serve` through fake MX hosts on loopback.
 
 Prints accepted messages/s (250 after fsync + commit) and end-to-end delivered messages/s.
+Messages are spread over --domains recipient domains (d0.<kind>.test ...), all served by
+one fake MX host: plain (no STARTTLS) or tls (STARTTLS with a trustme certificate).
 Usage: python bench/relay_throughput.py [--messages 1000] [--connections 20] [--size 10240]
-       [--domain plain.test|tls.test]
+       [--kind plain|tls] [--domains 10]
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ def message(index: int, size: int) -> bytes:
     return head + line * max(1, (size - len(head)) // len(line))
 
 
-def send_batch(port: int, start: int, count: int, size: int, domain: str) -> None:
+def send_batch(port: int, start: int, count: int, size: int, kind: str, domains: int) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
         client.ehlo("bench.clinic.test")
         for index in range(start, start + count):
-            client.sendmail("bench@clinic.test", [f"r{index}@{domain}"], message(index, size))
+            rcpt = f"r{index}@d{index % domains}.{kind}.test"
+            client.sendmail("bench@clinic.test", [rcpt], message(index, size))
 
 
 def main() -> None:
@@ -43,7 +46,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--size", type=int, default=10240)
-    parser.add_argument("--domain", default="plain.test", choices=["plain.test", "tls.test"])
+    parser.add_argument("--kind", default="plain", choices=["plain", "tls"])
+    parser.add_argument("--domains", type=int, default=10)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sealgate-bench-"))
     ca = make_ca()
@@ -55,24 +59,26 @@ def main() -> None:
             FakeMX("127.0.0.2", port, name="mx.tls.test", tls_cert=leaf(ca, "mx.tls.test")) as tls_mx, \
             FakeMX("127.0.0.3", port, name="mx.plain.test") as plain_mx:
         for name, ip in (("tls", "127.0.0.2"), ("plain", "127.0.0.3")):
-            dns.add(f"{name}.test", "MX", f"10 mx.{name}.test.")
             dns.add(f"mx.{name}.test", "A", ip)
+            for number in range(args.domains):
+                dns.add(f"d{number}.{name}.test", "MX", f"10 mx.{name}.test.")
         settings = GatewaySettings(nameserver=dns.nameserver, mx_port=port,
                                    ca_file=write_ca_pem(ca, work / "ca.pem"), policy_dir=policy_dir)
         gateway = GatewayProcess(work / "gw", settings)
         gateway.start()
-        sink = tls_mx if args.domain == "tls.test" else plain_mx
+        sink = tls_mx if args.kind == "tls" else plain_mx
         per = args.messages // args.connections
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(args.connections) as pool:
-            list(pool.map(lambda c: send_batch(gateway.smtp_port, c * per, per, args.size, args.domain),
-                          range(args.connections)))
+            list(pool.map(lambda c: send_batch(gateway.smtp_port, c * per, per, args.size, args.kind,
+                                               args.domains), range(args.connections)))
         accepted = time.perf_counter() - started
         sink.wait_for(per * args.connections, timeout=600)
         delivered = time.perf_counter() - started
         gateway.stop()
     total = per * args.connections
-    print(f"messages: {total} x {args.size} B to {args.domain} over {args.connections} connections")
+    print(f"messages: {total} x {args.size} B to {args.domains} {args.kind} domains"
+          f" over {args.connections} connections")
     print(f"accepted:  {total / accepted:8.1f} msg/s ({accepted:.2f} s)")
     print(f"delivered: {total / delivered:8.1f} msg/s end to end ({delivered:.2f} s)")
 

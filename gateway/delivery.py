@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from gateway.connection_pool import ConnectionPool, close_quietly
 from gateway.dns import LookupStatus, MXHost, MXResolver
 from gateway.tls_cache import TLSCache
 
@@ -74,6 +75,9 @@ class DeliverySettings:
     timeout: float = 30.0
 
 
+_TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject", "cert_issuer")
+
+
 class TLSFailure(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -98,6 +102,7 @@ class Deliverer:
         self.resolver = resolver
         self.settings = settings
         self.tls_cache = tls_cache
+        self.pool = ConnectionPool()
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
 
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
@@ -184,15 +189,40 @@ class Deliverer:
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, requirement: TLSRequirement | None,
                            attempt: HostAttempt, port: int) -> DomainResult | None:
+        key = (name, address, port, requirement)
+        client = await self._reuse(key, attempt) or await self._open(name, address, port,
+                                                                     requirement, attempt)
+        try:
+            result = await self._send(client, name, address, sender, rcpts, content)
+        except BaseException:
+            await close_quietly(client)
+            raise
+        await self.pool.give(key, client, {f: getattr(attempt, f) for f in _TLS_FACTS})
+        return result
+
+    async def _reuse(self, key: tuple[object, ...], attempt: HostAttempt) -> aiosmtplib.SMTP | None:
+        idle = await self.pool.take(key)
+        if idle is None:
+            return None
+        for field_name, value in idle.tls.items():
+            setattr(attempt, field_name, value)
+        return idle.client
+
+    async def _open(self, name: str, address: str, port: int, requirement: TLSRequirement | None,
+                    attempt: HostAttempt) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
                                  local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
         await client.connect()
         try:
             if requirement is not None:  # None: plaintext retry after a failed opportunistic handshake
                 await self._secure(client, name, requirement, attempt)
-            return await self._send(client, name, address, sender, rcpts, content)
-        finally:
-            await _close(client)
+        except BaseException:
+            await close_quietly(client)
+            raise
+        return client
+
+    async def close(self) -> None:
+        await self.pool.close_all()
 
     async def _secure(self, client: aiosmtplib.SMTP, name: str, requirement: TLSRequirement,
                       attempt: HostAttempt) -> None:
@@ -246,12 +276,3 @@ def _no_host_took_it(attempts: list[HostAttempt], requirement: TLSRequirement) -
     if tls_failed and not secure_but_busy and requirement is not TLSRequirement.OPPORTUNISTIC:
         return DomainResult(Outcome.TLS_UNAVAILABLE, summary, attempts=attempts)
     return DomainResult(Outcome.TEMPORARY, f"4.4.1 {summary}", attempts=attempts)
-
-
-async def _close(client: aiosmtplib.SMTP) -> None:
-    if not client.is_connected:
-        return
-    try:
-        await client.quit()
-    except (aiosmtplib.SMTPException, OSError, TimeoutError):
-        client.close()

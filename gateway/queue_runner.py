@@ -47,6 +47,7 @@ class QueueRunner:
         self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(retry.per_domain_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
+        self._attempt_rows: list[tuple[object, ...]] = []
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -56,6 +57,8 @@ class QueueRunner:
             while True:
                 self._wakeup.clear()
                 self.dispatch_due()
+                self.flush_attempts()
+                await self.deliverer.pool.close_idle()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), self.retry.poll_interval)
                 except TimeoutError:
@@ -64,12 +67,18 @@ class QueueRunner:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            self.flush_attempts()
+            await self.deliverer.close()
 
     async def process_due(self) -> None:
         """Deliver everything due now and wait for it (tests, and `queue flush` in-process)."""
         self.dispatch_due()
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
+        self.flush_attempts()
+
+    async def close(self) -> None:
+        await self.deliverer.close()
 
     def dispatch_due(self) -> None:
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
@@ -112,13 +121,20 @@ class QueueRunner:
         await self._settle(items, result)
 
     def _record_attempts(self, items: list[QueuedRecipient], result: DomainResult) -> None:
+        """Buffer the attempt history; flush_attempts writes it in one commit per loop turn
+        (history, not queue state: the queue rows are committed at once)."""
         now = self.store.clock()
         rows = [(i.message_id, i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version,
                  a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.tls_failure or "")
                 for a in result.attempts for i in items]
+        self._attempt_rows += rows or [
+            (i.message_id, i.rcpt, now, "", "", result.reply[:1000], None, None, "", "", 0, "")
+            for i in items]
+
+    def flush_attempts(self) -> None:
+        rows, self._attempt_rows = self._attempt_rows, []
         if not rows:
-            rows = [(i.message_id, i.rcpt, now, "", "", result.reply[:1000], None, None, "", "", 0, "")
-                    for i in items]
+            return
         with self.store.transaction() as db:
             db.executemany(
                 "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version, cipher,"

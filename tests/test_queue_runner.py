@@ -14,6 +14,7 @@ from gateway.config import Config
 from gateway.serve import build_runner
 from gateway.store import Route, Store
 from tests.fakes.dns_server import FakeDNS
+from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewaySettings
 
@@ -59,8 +60,18 @@ def config(gateway_settings: GatewaySettings, tmp_path: Path) -> Config:
     return config
 
 
-def run(config: Config, store: Store) -> None:
-    asyncio.run(build_runner(config, store).process_due())
+def run(config: Config, store: Store, rounds: list[list[Route]] | None = None) -> None:
+    """Process what is due; with ROUNDS, enqueue and process each round on one runner."""
+    async def main() -> None:
+        runner = build_runner(config, store)
+        try:
+            for routes in rounds or [[]]:
+                if routes:
+                    store.enqueue("doctor@relay.test", routes, MESSAGE, client="127.0.0.1")
+                await runner.process_due()
+        finally:
+            await runner.close()
+    asyncio.run(main())
 
 
 def states(store: Store) -> dict[str, str]:
@@ -155,3 +166,23 @@ def test_every_attempt_is_recorded_with_its_tls_parameters(
     assert attempt["host"] == "mx.tls.test" and attempt["address"] == "127.0.0.2"
     assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3") and attempt["cipher"]
     assert attempt["verified"] == 1 and attempt["reply"].startswith("mx.tls.test[127.0.0.2] said: 250")
+
+
+def test_connection_is_reused_for_the_next_message_to_the_same_host(
+        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    first, second = f"a-{unique}@tls.test", f"b-{unique}@tls.test"
+    run(config, store, rounds=[[Route(first, True, "require-tls")], [Route(second, True, "require-tls")]])
+    received = {r: wait_for_mail(mx_hosts["tls"], r) for r in (first, second)}
+    assert received[first].tls and received[second].tls
+    assert received[first].peer_port == received[second].peer_port
+    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = ?", (second,))
+    assert attempt["tls_version"] == received[second].tls_version
+
+
+def test_connection_secured_for_a_lower_requirement_is_not_reused(
+        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    plain_tls, verified = f"a-{unique}@tls.test", f"b-{unique}@verified.test"
+    run(config, store, rounds=[[Route(plain_tls, True, "require-tls")],
+                               [Route(verified, True, "require-verified-tls")]])
+    first, second = wait_for_mail(mx_hosts["tls"], plain_tls), wait_for_mail(mx_hosts["tls"], verified)
+    assert first.peer_port != second.peer_port

@@ -38,6 +38,7 @@ class ReceivedMessage:
     tls_version: str | None
     cipher: str | None
     helo: str | None = None
+    peer_port: int = 0  # tells connections apart: reused connections share it
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -98,6 +99,7 @@ class _Handler:
             rcpt_tos=list(envelope.rcpt_tos),
             content=bytes(content),
             peer_ip=peer_ip,
+            peer_port=int(peer[1]) if isinstance(peer, tuple) else 0,
             tls=tls,
             tls_version=version,
             cipher=cipher,
