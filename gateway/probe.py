@@ -1,0 +1,531 @@
+"""`sealgate probe DOMAIN`: what each MX host of a domain offers, what the domain
+publishes (MTA-STS, DANE), and what Sealgate would therefore do with mail to it in
+each routing mode.
+
+The probe is a diagnosis for admins, not an input to routing: delivery enforces TLS
+during the real attempt. It therefore predicts with the same rules delivery uses
+(PKIX chain + MX name as Python's ssl checks them, DANE before MTA-STS, pickup when
+a reached host cannot meet the requirement) and says which rule decided.
+
+Per host it makes up to two connections: one with an unverified context to see what
+the host presents even when verification would fail, and, when that worked, one with
+a verifying context to get OpenSSL's own PKIX verdict for system roots + ca_file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import enum
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosmtplib
+import dns.asyncresolver
+import dns.exception
+import dns.name
+
+from gateway.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
+from gateway.dns import LookupStatus, MXHost, MXLookup, MXResolver
+from gateway.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
+from gateway.tls_inspect import CertFacts, cert_facts, dns_name_matches, presented_chain
+
+__all__ = [
+    "HostProbe", "MODES", "PKIXStatus", "ProbeReport", "RouteAction", "RoutePrediction",
+    "format_report", "predict_route", "probe",
+]
+
+MODES = ("require-tls", "require-verified-tls", "pickup", "not-confidential")
+_CLOSE_GRACE = 2.0  # seconds a host gets to finish the TLS shutdown after QUIT
+_CERT_INVALID = "certificate not valid: "
+
+
+class PKIXStatus(enum.Enum):
+    VALID = "valid"            # chains to a trusted root (system store + ca_file)
+    INVALID = "invalid"
+    UNKNOWN = "unknown"        # no TLS, or the checking connection failed
+
+
+class RouteAction(enum.Enum):
+    DELIVER_TLS = "deliver-tls"
+    DELIVER_OPPORTUNISTIC = "deliver-opportunistic"
+    PICKUP = "pickup"
+    DEFER = "defer"
+    BOUNCE = "bounce"
+
+
+@dataclass(frozen=True)
+class RoutePrediction:
+    action: RouteAction
+    text: str
+    host: str = ""
+    address: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action.value, "text": self.text, "host": self.host,
+                "address": self.address}
+
+
+@dataclass
+class HostProbe:
+    name: str
+    preference: int
+    address: str
+    connected: bool = False
+    error: str = ""                      # connection or SMTP failure before TLS
+    banner: str = ""
+    starttls_offered: bool = False
+    tls_version: str | None = None
+    cipher: str | None = None
+    tls_error: str = ""                  # STARTTLS refused or handshake failed
+    chain: list[CertFacts] = field(default_factory=list)
+    chain_der: list[bytes] = field(default_factory=list, repr=False)
+    pkix: PKIXStatus = PKIXStatus.UNKNOWN
+    pkix_detail: str = ""
+    name_match: bool | None = None
+    dane: TLSALookup | None = None
+    dane_verdict: DaneVerdict | None = None
+    dane_detail: str = ""
+    sts_match: bool | None = None        # None: the domain has no MTA-STS policy
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [{self.address}]"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_version is not None
+
+    @property
+    def pkix_verified(self) -> bool:
+        """What `require-verified-tls` and MTA-STS need: trusted chain and MX name."""
+        return self.pkix is PKIXStatus.VALID and bool(self.name_match)
+
+    def as_dict(self) -> dict[str, Any]:
+        dane = self.dane
+        return {
+            "name": self.name, "preference": self.preference, "address": self.address,
+            "connected": self.connected, "error": self.error, "banner": self.banner,
+            "starttls_offered": self.starttls_offered, "tls_version": self.tls_version,
+            "cipher": self.cipher, "tls_error": self.tls_error,
+            "certificates": [c.as_dict() for c in self.chain],
+            "pkix": {"status": self.pkix.value, "detail": self.pkix_detail,
+                     "name_match": self.name_match, "verified": self.pkix_verified},
+            "dane": {
+                "status": dane.status.value if dane else None,
+                "tlsa_name": dane.name if dane else None,
+                "records": [r.to_text() for r in dane.records] if dane else [],
+                "verdict": self.dane_verdict.value if self.dane_verdict else None,
+                "detail": self.dane_detail or (dane.detail if dane else ""),
+            },
+            "mta_sts_match": self.sts_match,
+        }
+
+
+@dataclass
+class ProbeReport:
+    domain: str
+    port: int
+    probed_at: datetime.datetime
+    mx_status: LookupStatus
+    mx_detail: str = ""
+    hosts: list[HostProbe] = field(default_factory=list)
+    sts: STSLookup | None = None
+    routes: dict[str, RoutePrediction] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        sts = self.sts
+        return {
+            "domain": self.domain, "port": self.port, "probed_at": self.probed_at.isoformat(),
+            "mx": {"status": self.mx_status.value, "detail": self.mx_detail},
+            "hosts": [h.as_dict() for h in self.hosts],
+            "mta_sts": {
+                "status": sts.status.value if sts else None,
+                "detail": sts.detail if sts else "",
+                "policy": sts.policy.as_dict() if sts and sts.policy else None,
+            },
+            "routes": {mode: route.as_dict() for mode, route in self.routes.items()},
+        }
+
+
+# -- probing -----------------------------------------------------------------------------
+
+
+def _unverified_context() -> ssl.SSLContext:
+    # Like delivery for require-tls: any certificate, but never below TLS 1.2.
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _chain_context(ca_file: str) -> ssl.SSLContext:
+    """Chain only; the name is checked separately so the report can say which failed."""
+    context = ssl.create_default_context()
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int, ca_file: str,
+                https_port: int = 443, timeout: float = 10,
+                helo_name: str = "localhost") -> ProbeReport:
+    """Probe DOMAIN's MX hosts on PORT; raises ValueError for a malformed domain name."""
+    domain = domain.strip().rstrip(".").lower()
+    try:
+        dns.name.from_text(domain)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"{domain!r} is not a valid domain name: {exc}") from None
+    if "." not in domain:
+        raise ValueError(f"{domain!r} is not a valid domain name:"
+                         " use the full name, e.g. example.org")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    sts_task = asyncio.ensure_future(
+        fetch_policy(domain, resolver, https_port=https_port, ca_file=ca_file, timeout=timeout))
+    try:
+        try:
+            lookup = await MXResolver(resolver).lookup(domain)
+        except dns.exception.DNSException as exc:  # those MXResolver does not map itself
+            lookup = MXLookup(LookupStatus.TEMPORARY, detail=f"{domain}: DNS lookup failed: {exc}")
+        hosts: list[HostProbe] = []
+        if lookup.status is LookupStatus.OK:
+            hosts = await _probe_hosts(lookup.hosts, resolver, port, ca_file, timeout, helo_name)
+    finally:
+        sts = await sts_task  # never left running, even when the MX part raised
+    report = ProbeReport(domain, port, now, lookup.status, lookup.detail, hosts, sts)
+    policy = sts.policy if sts.status is STSStatus.FOUND else None
+    for host in hosts:
+        host.sts_match = policy.matches(host.name) if policy else None
+    report.routes = {mode: predict_route(report, mode) for mode in MODES}
+    return report
+
+
+async def _probe_hosts(mx_hosts: list[MXHost], resolver: dns.asyncresolver.Resolver, port: int,
+                       ca_file: str, timeout: float, helo_name: str) -> list[HostProbe]:
+    names = list(dict.fromkeys(h.name for h in mx_hosts))
+    tlsa = dict(zip(names, await asyncio.gather(*(lookup_tlsa(resolver, n, port) for n in names))))
+    probes = [HostProbe(h.name, h.preference, address) for h in mx_hosts for address in h.addresses]
+    unverified, verifying = _unverified_context(), _chain_context(ca_file)
+    await asyncio.gather(*(_probe_host(p, port, unverified, verifying, timeout, helo_name)
+                           for p in probes))
+    for host in probes:
+        _judge_dane(host, tlsa[host.name])
+    return probes
+
+
+async def _probe_host(host: HostProbe, port: int, unverified: ssl.SSLContext,
+                      verifying: ssl.SSLContext, timeout: float, helo_name: str) -> None:
+    if not await _session(host, port, unverified, timeout, helo_name, record=True):
+        return
+    names = host.chain[0].dns_names if host.chain else []
+    host.name_match = any(dns_name_matches(name, host.name) for name in names)
+    check = HostProbe(host.name, host.preference, host.address)
+    if await _session(check, port, verifying, timeout, helo_name, record=False):
+        host.pkix, host.pkix_detail = PKIXStatus.VALID, "chain verified"
+    elif check.tls_error.startswith(_CERT_INVALID):
+        host.pkix, host.pkix_detail = PKIXStatus.INVALID, check.tls_error[len(_CERT_INVALID):]
+    else:
+        host.pkix_detail = f"could not check: {check.error or check.tls_error}"
+
+
+async def _session(host: HostProbe, port: int, context: ssl.SSLContext, timeout: float,
+                   helo_name: str, *, record: bool) -> bool:
+    """Connect, EHLO, STARTTLS with CONTEXT, QUIT; fills HOST (with the TLS facts when
+    RECORD) and says whether the TLS handshake succeeded."""
+    client = aiosmtplib.SMTP(hostname=host.address, port=port, start_tls=False, timeout=timeout,
+                             local_hostname=helo_name)
+    try:
+        await client.connect()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        host.error = f"connection failed: {_connect_error(exc)}"
+        return False
+    raw = client.transport  # the TCP transport, before STARTTLS wraps it
+    try:
+        host.connected = True
+        try:
+            ehlo = await client.ehlo()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            host.error = f"EHLO failed: {_text(exc)}"
+            return False
+        host.banner = ehlo.message.splitlines()[0] if ehlo.message else ""
+        host.starttls_offered = client.supports_extension("starttls")
+        if not host.starttls_offered:
+            return False
+        try:
+            await client.starttls(server_hostname=host.name, tls_context=context)
+        except aiosmtplib.SMTPResponseException as exc:
+            host.tls_error = f"STARTTLS refused: {exc.code} {exc.message}"
+            return False
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            host.tls_error = _tls_failure(exc)
+            return False
+        ssl_object = client.get_transport_info("ssl_object")
+        if record and ssl_object is not None:
+            cipher = ssl_object.cipher()
+            host.tls_version, host.cipher = ssl_object.version(), cipher[0] if cipher else None
+            host.chain_der = presented_chain(ssl_object)
+            host.chain = [_facts(der) for der in host.chain_der]
+        return True
+    finally:
+        await _close(client, raw)
+
+
+def _facts(der: bytes) -> CertFacts:
+    """cert_facts(), or a placeholder saying why not: one odd certificate must not
+    abort the whole report."""
+    try:
+        return cert_facts(der)
+    except ValueError as exc:
+        return CertFacts(f"(unparsable certificate: {exc})", "",
+                         datetime.datetime.min.replace(tzinfo=datetime.timezone.utc), [])
+
+
+def _tls_failure(exc: BaseException) -> str:
+    cause = exc if isinstance(exc, ssl.SSLError) else exc.__cause__ or exc.__context__ or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"{_CERT_INVALID}{cause.verify_message or cause}"
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return f"{_CERT_INVALID}{_text(exc)}"
+    return f"TLS handshake failed: {_text(exc)}"
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _connect_error(exc: BaseException) -> str:
+    """"Connection refused" rather than aiosmtplib's sentence repeating address and port,
+    which the report already shows."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.errno:
+        return os.strerror(cause.errno)
+    if isinstance(exc, (TimeoutError, aiosmtplib.SMTPTimeoutError)) or \
+            isinstance(cause, TimeoutError):
+        return "timed out"
+    return _text(exc)
+
+
+async def _close(client: aiosmtplib.SMTP, raw: asyncio.BaseTransport | None) -> None:
+    """QUIT, then wait until the TCP connection is really gone.
+
+    Closing a TLS transport only starts the close_notify exchange; the TCP transport
+    underneath closes later. The probe usually runs under asyncio.run(), which would
+    otherwise end first and leave that socket to the garbage collector.
+    """
+    if client.is_connected:
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()
+    if raw is None:
+        return
+    for _ in range(int(_CLOSE_GRACE / 0.01)):
+        if raw.is_closing():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raw.abort()  # the peer never finished the TLS shutdown
+    for _ in range(2):  # let the transport's scheduled connection_lost close the socket
+        await asyncio.sleep(0)
+
+
+def _judge_dane(host: HostProbe, lookup: TLSALookup) -> None:
+    host.dane = lookup
+    if lookup.status is not TLSAStatus.USABLE:
+        return
+    if not host.chain_der:
+        host.dane_verdict, host.dane_detail = DaneVerdict.MISMATCH, "no TLS: nothing to verify"
+        return
+    check = verify_detail(lookup.records, host.chain_der, host.name)
+    host.dane_verdict, host.dane_detail = check.verdict, check.detail
+
+
+# -- route prediction --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _HostFit:
+    ok: bool
+    why: str               # what made it fit or not, for the route text
+    tls_failure: bool = False   # reached, but could not meet a TLS requirement
+    standard: str = ""     # "DANE" / "MTA-STS" when a published policy applied
+
+
+def _standard_requirement(host: HostProbe, report: ProbeReport) -> _HostFit | None:
+    """What the domain's own publications demand of HOST, for all mail; None if nothing.
+    DANE wins over MTA-STS for a host with usable TLSA records (RFC 8461 2)."""
+    dane = host.dane
+    if dane is not None and dane.status is TLSAStatus.TEMPFAIL:
+        return _HostFit(False, f"{host.name}: DANE TLSA lookup failed, host not used")
+    if dane is not None and dane.status is TLSAStatus.USABLE:
+        if host.dane_verdict is DaneVerdict.MATCH:
+            return _HostFit(True, "DANE-verified", standard="DANE")
+        return _HostFit(False, f"{host.name}: DANE: {host.dane_detail or host.tls_error}",
+                        tls_failure=True, standard="DANE")
+    if dane is not None and dane.status is TLSAStatus.UNUSABLE:
+        if host.tls:   # RFC 7672 2.2: mandatory TLS, though nothing can be authenticated
+            return _HostFit(True, "TLS required by unusable DANE records", standard="DANE")
+        return _HostFit(False, f"{host.name}: DANE records demand TLS: "
+                        f"{host.tls_error or 'no STARTTLS'}", tls_failure=True, standard="DANE")
+    policy = report.sts.policy if report.sts and report.sts.status is STSStatus.FOUND else None
+    if policy is not None and policy.mode is STSMode.ENFORCE:
+        if not host.sts_match:
+            return _HostFit(False, f"MTA-STS enforce: {host.name} not in policy mx",
+                            tls_failure=True, standard="MTA-STS")
+        if not host.pkix_verified:
+            return _HostFit(False, f"MTA-STS enforce: {host.name}: {_pkix_problem(host)}",
+                            tls_failure=True, standard="MTA-STS")
+        return _HostFit(True, "MTA-STS-verified", standard="MTA-STS")
+    return None
+
+
+def _pkix_problem(host: HostProbe) -> str:
+    if not host.tls:
+        return host.tls_error or "no STARTTLS"
+    if host.pkix is not PKIXStatus.VALID:
+        return f"certificate not verified: {host.pkix_detail or host.pkix.value}"
+    return "certificate name does not match"
+
+
+def _fit(host: HostProbe, mode: str, report: ProbeReport) -> _HostFit:
+    if not host.connected or host.error:
+        return _HostFit(False, f"{host.label}: {host.error}")
+    standard = _standard_requirement(host, report)
+    if standard is not None and not standard.ok:
+        return standard
+    if mode == "not-confidential":
+        if host.tls:
+            return standard or _HostFit(True, f"STARTTLS, {host.tls_version}")
+        return standard or _HostFit(True, "plaintext after failed STARTTLS" if host.tls_error
+                                    else "plaintext, no STARTTLS")
+    if not host.tls:
+        return _HostFit(False, f"{host.name}: {host.tls_error or 'no STARTTLS'}", tls_failure=True)
+    if mode == "require-verified-tls":
+        if host.dane_verdict is DaneVerdict.MATCH:
+            return _HostFit(True, "DANE-verified", standard="DANE")
+        if not host.pkix_verified:
+            return _HostFit(False, f"{host.name}: {_pkix_problem(host)}", tls_failure=True)
+        return standard or _HostFit(True, "certificate verified")
+    return standard or _HostFit(True, "certificate not checked")
+
+
+def predict_route(report: ProbeReport, mode: str) -> RoutePrediction:
+    """What delivery would do now for a recipient at the domain in MODE."""
+    if mode == "pickup":
+        return RoutePrediction(RouteAction.PICKUP, "pickup (policy: always pickup)")
+    if report.mx_status is LookupStatus.TEMPORARY:
+        return RoutePrediction(RouteAction.DEFER, f"defer ({report.mx_detail})")
+    if report.mx_status is not LookupStatus.OK:
+        return RoutePrediction(RouteAction.BOUNCE, f"bounce ({report.mx_detail})")
+    fits = [(host, _fit(host, mode, report)) for host in report.hosts]
+    for host, fit in fits:
+        if fit.ok:
+            return _deliver(host, fit, mode)
+    failures = [fit for _, fit in fits]
+    why = "; ".join(dict.fromkeys(fit.why for fit in failures))
+    confidential = mode != "not-confidential"
+    if confidential and any(fit.tls_failure for fit in failures):
+        # Like delivery: a reached host that cannot meet the requirement means pickup.
+        return RoutePrediction(RouteAction.PICKUP, f"pickup ({why})")
+    if any(fit.standard for fit in failures):
+        return RoutePrediction(RouteAction.DEFER, f"defer ({why})")
+    return RoutePrediction(RouteAction.DEFER, f"defer (no MX host usable: {why})")
+
+
+def _deliver(host: HostProbe, fit: _HostFit, mode: str) -> RoutePrediction:
+    if mode == "not-confidential" and not fit.standard:
+        return RoutePrediction(RouteAction.DELIVER_OPPORTUNISTIC,
+                               f"deliver opportunistically to {host.label} ({fit.why})",
+                               host.name, host.address)
+    return RoutePrediction(RouteAction.DELIVER_TLS,
+                           f"deliver over TLS to {host.label} ({fit.why})", host.name, host.address)
+
+
+# -- report ------------------------------------------------------------------------------
+
+_LABEL = 14
+
+
+def _line(label: str, value: str, indent: int = 4) -> str:
+    return f"{' ' * indent}{label:<{_LABEL}}{value}".rstrip()
+
+
+def format_report(report: ProbeReport) -> str:
+    out = [f"Probe of {report.domain} (SMTP port {report.port}, "
+           f"{report.probed_at.strftime('%Y-%m-%d %H:%M:%S UTC')})", ""]
+    out.append("MX hosts")
+    if report.mx_status is not LookupStatus.OK:
+        out.append(_line("lookup", f"{report.mx_status.value}: {report.mx_detail}", 2))
+    for host in report.hosts:
+        out.append(f"  {host.preference:>3} {host.label}")
+        out.extend(_host_lines(host, report.probed_at))
+    out += ["", "MTA-STS"]
+    out.extend(_sts_lines(report))
+    out += ["", "Routing (what Sealgate would do now)"]
+    width = max(len(m) for m in MODES) + 3
+    for mode, route in report.routes.items():
+        out.append(f"  {mode:<{width}}{route.text}")
+    return "\n".join(out) + "\n"
+
+
+def _host_lines(host: HostProbe, now: datetime.datetime) -> list[str]:
+    if not host.connected or host.error:
+        return [_line("connection", host.error or "failed", 6)]
+    lines = [_line("banner", host.banner, 6),
+             _line("STARTTLS", "offered" if host.starttls_offered else "not offered", 6)]
+    if host.tls_error:
+        lines.append(_line("TLS", host.tls_error, 6))
+    if host.tls:
+        lines.append(_line("TLS", f"{host.tls_version}  {host.cipher}", 6))
+    for position, cert in enumerate(host.chain):
+        title = "certificate" if position == 0 else f"chain [{position}]"
+        days = (cert.not_after - now).days
+        expiry = f"{cert.not_after:%Y-%m-%d} ({'EXPIRED' if days < 0 else f'in {days} days'})"
+        lines.append(_line(title, f"subject  {cert.subject or '(empty)'}", 6))
+        lines.append(_line("", f"issuer   {cert.issuer or '(empty)'}", 6))
+        lines.append(_line("", f"expires  {expiry}", 6))
+        if position == 0:
+            lines.append(_line("", f"names    {', '.join(cert.dns_names) or '(none)'}", 6))
+    if host.tls:
+        name = "matches" if host.name_match else f"does NOT match {host.name}"
+        verdict = "verified" if host.pkix_verified else "NOT verified"
+        why = f" ({host.pkix_detail})" if host.pkix is not PKIXStatus.VALID else ""
+        lines.append(_line("PKIX", f"{verdict}: chain {host.pkix.value}{why}, name {name}", 6))
+    lines.append(_line("DANE", _dane_text(host), 6))
+    if host.sts_match is not None:
+        lines.append(_line("MTA-STS", "mx matches policy" if host.sts_match
+                           else "mx NOT in policy", 6))
+    return lines
+
+
+def _dane_text(host: HostProbe) -> str:
+    dane = host.dane
+    if dane is None:
+        return "not checked"
+    if dane.status is TLSAStatus.USABLE and host.dane_verdict is not None:
+        return f"{host.dane_verdict.value}: {host.dane_detail}"
+    return f"{dane.status.value}: {dane.detail}"
+
+
+def _sts_lines(report: ProbeReport) -> list[str]:
+    sts = report.sts
+    if sts is None:
+        return [_line("status", "not checked", 2)]
+    shown = sts.detail if sts.detail and sts.status is not STSStatus.FOUND else ""
+    lines = [_line("status", sts.status.value + (f" ({shown})" if shown else ""), 2)]
+    policy = sts.policy
+    if policy is not None:
+        note = "" if policy.mode is STSMode.ENFORCE else " (not enforced)"
+        lines.append(_line("mode", f"{policy.mode.value}{note}, id {policy.id}", 2))
+        lines.append(_line("mx", ", ".join(policy.mx_patterns) or "(none)", 2))
+        lines.append(_line("max_age", f"{policy.max_age} s", 2))
+        for host in dict.fromkeys(h.name for h in report.hosts):
+            verdict = "matches" if policy.matches(host) else "NOT in policy"
+            lines.append(_line("", f"{host}: {verdict}", 2))
+    return lines
