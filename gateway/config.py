@@ -69,6 +69,9 @@ class DeliveryConfig:
     connect_timeout: str = "30s"
     poll_interval: str = "1s"
     tls_cache_ttl: str = "1h"        # how long a host seen without STARTTLS is remembered
+    dane: bool = True                # honour DANE TLSA records (needs a validating resolver)
+    mta_sts: bool = True             # honour MTA-STS policies
+    mta_sts_port: int = 443          # HTTPS port of mta-sts.<domain> (tests use another)
     processes: int = 1
 
 

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from gateway.connection_pool import ConnectionPool, close_quietly
+from gateway.dane import DaneVerdict, TLSAStatus, TLSARecord, lookup_tlsa, verify_detail
 from gateway.dns import LookupStatus, MXHost, MXResolver
+from gateway.mta_sts import MTASTSResolver, STSMode, STSPolicy
+from gateway.tls_inspect import cert_facts, presented_chain
 from gateway.tls_cache import TLSCache
 
 log = logging.getLogger("sealgate.delivery")
@@ -23,9 +26,25 @@ class TLSRequirement(enum.Enum):
     OPPORTUNISTIC = "opportunistic"   # STARTTLS when offered, plaintext otherwise
     ENCRYPTED = "require-tls"         # any certificate, but never plaintext
     VERIFIED = "require-verified-tls"  # PKIX chain and MX host name
+    DANE = "dane"                     # the presented chain must match the host's TLSA records
+
+    def at_least(self, floor: TLSRequirement) -> TLSRequirement:
+        order = [TLSRequirement.OPPORTUNISTIC, TLSRequirement.ENCRYPTED, TLSRequirement.VERIFIED]
+        if self is TLSRequirement.DANE or floor is TLSRequirement.DANE:
+            return TLSRequirement.DANE
+        return max(self, floor, key=order.index)
 
 
-REQUIREMENT_FOR_MODE = {r.value: r for r in TLSRequirement}
+@dataclass(frozen=True)
+class HostTLSPolicy:
+    """What one MX host must offer: the route's requirement, raised by DANE or MTA-STS."""
+
+    requirement: TLSRequirement
+    tlsa: tuple[TLSARecord, ...] = ()
+    source: str = "policy"  # policy | mta-sts | dane
+
+
+REQUIREMENT_FOR_MODE = {r.value: r for r in TLSRequirement if r is not TLSRequirement.DANE}
 INTERNAL = "internal"  # route mode: hand to internal.relay (portal replies to senders)
 
 
@@ -89,7 +108,7 @@ def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if requirement is not TLSRequirement.VERIFIED:
+    if requirement is not TLSRequirement.VERIFIED:  # DANE checks the chain against TLSA itself
         # Unverified TLS still beats plaintext against passive eavesdroppers (RFC 7435).
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -98,10 +117,13 @@ def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
 
 class Deliverer:
     def __init__(self, resolver: MXResolver, settings: DeliverySettings,
-                 tls_cache: TLSCache | None = None) -> None:
+                 tls_cache: TLSCache | None = None, mta_sts: MTASTSResolver | None = None,
+                 dane: bool = True) -> None:
         self.resolver = resolver
         self.settings = settings
         self.tls_cache = tls_cache
+        self.mta_sts = mta_sts
+        self.dane = dane
         self.pool = ConnectionPool()
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
 
@@ -117,9 +139,42 @@ class Deliverer:
             return DomainResult(Outcome.TLS_UNAVAILABLE, "every MX host was recently seen without STARTTLS",
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
                                                       tls_failure="no-starttls") for h in lookup.hosts])
-        result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement)
+        sts = await self._sts_policy(domain)
+        hosts = lookup.hosts
+        if sts is not None and sts.enforced:
+            hosts = [h for h in hosts if sts.matches(h.name)]
+            if not hosts:
+                return _sts_mismatch(lookup.hosts, requirement)
+        result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
+                                       sts_enforced=sts is not None and sts.enforced)
         self._learn(domain, result.attempts)
         return result
+
+    async def _sts_policy(self, domain: str) -> STSPolicy | None:
+        if self.mta_sts is None:
+            return None
+        try:
+            policy = await self.mta_sts.policy_for(domain)
+        except Exception:  # a broken policy host must not stop delivery: RFC 8461 5.1
+            log.exception("MTA-STS lookup for %s failed", domain)
+            return None
+        if policy is not None and policy.mode is STSMode.TESTING:
+            log.info("%s publishes an MTA-STS policy in testing mode (logged only)", domain)
+        return policy
+
+    async def host_policy(self, host: MXHost, requirement: TLSRequirement, port: int,
+                          sts_enforced: bool) -> HostTLSPolicy | str:
+        """The host's TLS policy, or why it must be skipped (DANE lookup failed)."""
+        tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
+        if tlsa is not None and tlsa.status is TLSAStatus.TEMPFAIL:
+            return f"{host.name}: TLSA lookup failed ({tlsa.detail}); not using this host"
+        if tlsa is not None and tlsa.status is TLSAStatus.USABLE:
+            return HostTLSPolicy(TLSRequirement.DANE, tuple(r for r in tlsa.records if r.usable), "dane")
+        if sts_enforced:
+            return HostTLSPolicy(requirement.at_least(TLSRequirement.VERIFIED), (), "mta-sts")
+        if tlsa is not None and tlsa.status is TLSAStatus.UNUSABLE:
+            return HostTLSPolicy(requirement.at_least(TLSRequirement.ENCRYPTED), (), "dane")
+        return HostTLSPolicy(requirement)
 
     def _known_without_tls(self, domain: str, hosts: list[MXHost]) -> bool:
         return self.tls_cache is not None and self.tls_cache.none_offer_starttls(
@@ -144,34 +199,43 @@ class Deliverer:
         if not addresses:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 internal relay {host} has no address")
         return await self._try_hosts([MXHost(host, 0, addresses)], sender, rcpts, content,
-                                     TLSRequirement.OPPORTUNISTIC, port)
+                                     TLSRequirement.OPPORTUNISTIC, port, standards=False)
 
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
-                         requirement: TLSRequirement, port: int | None = None) -> DomainResult:
+                         requirement: TLSRequirement, port: int | None = None,
+                         sts_enforced: bool = False, standards: bool = True) -> DomainResult:
+        """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
+        port = port or self.settings.port
         for host in hosts:
+            policy: HostTLSPolicy | str = HostTLSPolicy(requirement)
+            if standards:
+                policy = await self.host_policy(host, requirement, port, sts_enforced)
+            if isinstance(policy, str):
+                attempts.append(HostAttempt(host.name, "", policy))
+                continue
             for address in host.addresses:
                 attempt = HostAttempt(host.name, address)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
-                                              requirement, attempt, port or self.settings.port)
+                                              policy, attempt, port)
                 if result is not None:
                     result.attempts = attempts
                     return result
         return _no_host_took_it(attempts, requirement)
 
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
-                        content: bytes, requirement: TLSRequirement | None,
+                        content: bytes, policy: HostTLSPolicy | None,
                         attempt: HostAttempt, port: int) -> DomainResult | None:
         """A final result from this host, or None to try the next one."""
         try:
-            result = await self._transaction(name, address, sender, rcpts, content, requirement,
+            result = await self._transaction(name, address, sender, rcpts, content, policy,
                                              attempt, port)
             if result is not None:
                 attempt.reply = result.reply
             return result
         except TLSFailure as exc:
-            if requirement is TLSRequirement.OPPORTUNISTIC:
+            if policy is not None and policy.requirement is TLSRequirement.OPPORTUNISTIC:
                 # Like Postfix at security level "may": a broken handshake falls back to plaintext.
                 return await self._try_host(name, address, sender, rcpts, content, None, attempt,
                                             port)
@@ -187,11 +251,11 @@ class Deliverer:
         return None
 
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
-                           content: bytes, requirement: TLSRequirement | None,
+                           content: bytes, policy: HostTLSPolicy | None,
                            attempt: HostAttempt, port: int) -> DomainResult | None:
-        key = (name, address, port, requirement)
+        key = (name, address, port, policy)
         client = await self._reuse(key, attempt) or await self._open(name, address, port,
-                                                                     requirement, attempt)
+                                                                     policy, attempt)
         try:
             result = await self._send(client, name, address, sender, rcpts, content)
         except BaseException:
@@ -208,14 +272,14 @@ class Deliverer:
             setattr(attempt, field_name, value)
         return idle.client
 
-    async def _open(self, name: str, address: str, port: int, requirement: TLSRequirement | None,
+    async def _open(self, name: str, address: str, port: int, policy: HostTLSPolicy | None,
                     attempt: HostAttempt) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
                                  local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
         await client.connect()
         try:
-            if requirement is not None:  # None: plaintext retry after a failed opportunistic handshake
-                await self._secure(client, name, requirement, attempt)
+            if policy is not None:  # None: plaintext retry after a failed opportunistic handshake
+                await self._secure(client, name, policy, attempt)
         except BaseException:
             await close_quietly(client)
             raise
@@ -224,8 +288,9 @@ class Deliverer:
     async def close(self) -> None:
         await self.pool.close_all()
 
-    async def _secure(self, client: aiosmtplib.SMTP, name: str, requirement: TLSRequirement,
+    async def _secure(self, client: aiosmtplib.SMTP, name: str, policy: HostTLSPolicy,
                       attempt: HostAttempt) -> None:
+        requirement = policy.requirement
         await client.ehlo()
         attempt.starttls_offered = client.supports_extension("starttls")
         if not attempt.starttls_offered:
@@ -238,12 +303,27 @@ class Deliverer:
             raise TLSFailure("tls-handshake-failed", f"{name} refused STARTTLS: {exc.code} {exc.message}")
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             verify = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
-            reason = "cert-not-verified" if verify else "tls-handshake-failed"
+            reason = "tls-handshake-failed"
+            if verify:
+                reason = "mta-sts-mismatch" if policy.source == "mta-sts" else "cert-not-verified"
             raise TLSFailure(reason, f"{name}: TLS failed: {exc}") from None
+        self._note_tls(client, name, policy, attempt)
+
+    def _note_tls(self, client: aiosmtplib.SMTP, name: str, policy: HostTLSPolicy,
+                  attempt: HostAttempt) -> None:
+        """Record the session's TLS facts; for DANE, the chain must match a TLSA record."""
         ssl_object = client.get_transport_info("ssl_object")
+        chain = presented_chain(ssl_object) if ssl_object else []
         attempt.tls_version = ssl_object.version() if ssl_object else None
         attempt.cipher = ssl_object.cipher()[0] if ssl_object else None
-        attempt.verified = requirement is TLSRequirement.VERIFIED
+        if chain:
+            facts = cert_facts(chain[0])
+            attempt.cert_subject, attempt.cert_issuer = facts.subject, facts.issuer
+        if policy.requirement is TLSRequirement.DANE:
+            check = verify_detail(policy.tlsa, chain, name)
+            if check.verdict is not DaneVerdict.MATCH:
+                raise TLSFailure("dane-mismatch", f"{name}: DANE: {check.detail}")
+        attempt.verified = policy.requirement in (TLSRequirement.VERIFIED, TLSRequirement.DANE)
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
                     rcpts: list[str], content: bytes) -> DomainResult:
@@ -265,6 +345,15 @@ class Deliverer:
         response = await client.data(content)
         result.reply = f"{name}[{address}] said: {response.code} {response.message}"
         return result
+
+
+def _sts_mismatch(hosts: list[MXHost], requirement: TLSRequirement) -> DomainResult:
+    """MTA-STS enforce and no MX host matches the policy: never deliver to them (RFC 8461 5)."""
+    attempts = [HostAttempt(h.name, "", f"{h.name} is not in the domain's MTA-STS policy",
+                            tls_failure="mta-sts-mismatch") for h in hosts]
+    reply = "4.7.5 no MX host matches the domain's MTA-STS policy"
+    outcome = Outcome.TEMPORARY if requirement is TLSRequirement.OPPORTUNISTIC else Outcome.TLS_UNAVAILABLE
+    return DomainResult(outcome, reply, attempts=attempts)
 
 
 def _no_host_took_it(attempts: list[HostAttempt], requirement: TLSRequirement) -> DomainResult:

@@ -53,6 +53,7 @@ def make_resolver(nameservers: list[str], timeout: float = 5.0) -> dns.asyncreso
         ]
     resolver.lifetime = timeout
     resolver.timeout = timeout
+    resolver.cache = dns.resolver.Cache()  # MX, A and _mta-sts answers, for their TTLs
     return resolver
 
 

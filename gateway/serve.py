@@ -18,6 +18,7 @@ from gateway.expiry import expire_forever
 from gateway.pickup_stage import PickupStage
 from gateway.policy_holder import PolicyHolder
 from gateway.queue_runner import QueueRunner, RetrySettings
+from gateway.mta_sts import MTASTSResolver, STSCache
 from gateway.tls_cache import TLSCache
 from gateway.smtp_server import RelayHandler, smtp_factory
 from gateway.store import Store, open_store
@@ -51,7 +52,13 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         internal_relay=parse_hostport(config.internal.relay, "internal.relay", 25),
     )
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
-    return QueueRunner(store, Deliverer(resolver, settings, tls_cache), PickupStage(config, store), retry,
+    mta_sts = None
+    if config.delivery.mta_sts:
+        mta_sts = MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
+                                 https_port=config.delivery.mta_sts_port,
+                                 ca_file=config.delivery.ca_file)
+    deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane)
+    return QueueRunner(store, deliverer, PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 
 

@@ -22,11 +22,13 @@ import trustme
 
 from tests.fakes.certs import leaf, make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
+from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.mx_host import FakeMX, ReceivedMessage
 from tests.fakes.ports import free_port
 from tests.gateway_process import GatewayProcess, GatewaySettings
 
 MAX_MESSAGE_SIZE = 2_000_000
+POLICY_HTTPS_IP = "127.0.0.12"
 MX_IPS = {"tls": "127.0.0.2", "plain": "127.0.0.3", "bad-cert": "127.0.0.4", "relay": "127.0.0.5"}
 
 TEST_POLICY = """\
@@ -49,6 +51,10 @@ mode = "require-verified-tls"
 [[domain]]
 match = "patients.test"
 mode = "pickup"
+
+[[domain]]
+match = "*.verified.test"
+mode = "require-verified-tls"
 """
 
 
@@ -98,7 +104,15 @@ def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def policy_https(ca: trustme.CA) -> Iterator[FakeHTTPS]:
+    """The HTTPS host of every mta-sts.<domain> in the tests (point its A record here)."""
+    with FakeHTTPS(POLICY_HTTPS_IP, free_port(POLICY_HTTPS_IP), ca) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir: Path,
+                     policy_https: FakeHTTPS,
                      tmp_path_factory: pytest.TempPathFactory) -> GatewaySettings:
     ca_file = write_ca_pem(ca, tmp_path_factory.mktemp("ca") / "ca.pem")
     return GatewaySettings(
@@ -106,7 +120,8 @@ def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir
         relay=f"{MX_IPS['relay']}:{mx_port}",
         # 127.0.0.1 may relay; tests connect from 127.0.0.9 to play an outsider.
         extra={"smtp": {"allowed_networks": ["127.0.0.1/32", "::1/128"],
-                        "max_message_size": MAX_MESSAGE_SIZE}},
+                        "max_message_size": MAX_MESSAGE_SIZE},
+               "delivery": {"mta_sts_port": policy_https.port}},
     )
 
 

@@ -54,7 +54,7 @@ def write_config(directory: Path, settings: GatewaySettings, smtp_port: int, por
         "internal": {"relay": settings.relay},
     }
     for name, values in settings.extra.items():
-        sections.setdefault(name, {}).update(values)
+        sections[name] = {**sections.get(name, {}), **values}
     text = "".join(
         f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items()) + "\n"
         for name, values in sections.items()

@@ -79,7 +79,9 @@ def zone() -> Iterator[FakeDNS]:
 
 @pytest.fixture
 def resolver(zone: FakeDNS) -> dns.asyncresolver.Resolver:
-    return make_resolver([zone.nameserver], timeout=2.0)
+    uncached = make_resolver([zone.nameserver], timeout=2.0)
+    uncached.cache = None  # these tests change records within their TTL
+    return uncached
 
 
 def publish(zone: FakeDNS, https: FakeHTTPS, domain: str, text: str | bytes | None,
