@@ -12,11 +12,14 @@ import sys
 from datetime import datetime, timezone
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, load_config, parse_duration
 from gateway.crypto import KeyRing
+from gateway.dns import make_resolver
 from gateway.expiry import purge_expired
 from gateway.policy import PolicyError, decide, load_policy
+from gateway.route_context import cached_knowledge, dane_status, describe
 from gateway.store import open_store
 
 
@@ -50,14 +53,39 @@ def _route_headers(args: argparse.Namespace) -> Message:
 def cmd_route(config: Config, args: argparse.Namespace) -> int:
     policy = load_policy(config.policy_dir)
     decision = decide(policy, _route_headers(args), args.to)
+    knowledge = _domain_knowledge(config, decision.recipient.rpartition("@")[2], args.no_dns)
     if args.json:
-        print(json.dumps({"from": args.sender, **decision.as_dict()}, indent=2))
+        print(json.dumps({"from": args.sender, **decision.as_dict(), "domain": knowledge}, indent=2))
         return 0
     print(f"from:         {args.sender}")
     print(f"to:           {decision.recipient}")
     print(f"confidential: {'yes' if decision.confidential else 'no'} ({decision.why})")
     print(f"mode:         {decision.mode}")
     print(f"rule:         {decision.rule}")
+    print("\n".join(describe(knowledge)))
+    return 0
+
+
+def _domain_knowledge(config: Config, domain: str, offline: bool) -> dict[str, Any]:
+    store = open_store(config.storage_dir)
+    try:
+        knowledge = cached_knowledge(config, store, domain)
+    finally:
+        store.close()
+    if not offline:
+        knowledge["dane"] = asyncio.run(dane_status(config, domain))
+    return knowledge
+
+
+def cmd_probe(config: Config, args: argparse.Namespace) -> int:
+    from gateway.probe import format_report, probe
+
+    resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
+    report = asyncio.run(probe(args.domain, resolver=resolver, port=config.delivery.port,
+                               ca_file=config.delivery.ca_file,
+                               https_port=config.delivery.mta_sts_port,
+                               helo_name=config.smtp.hostname))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0
 
 
@@ -150,7 +178,12 @@ def parser() -> argparse.ArgumentParser:
     route.add_argument("--header", action="append", default=[])
     route.add_argument("--message", help="an RFC 5322 file whose headers are used")
     route.add_argument("--json", action="store_true")
+    route.add_argument("--no-dns", action="store_true", help="skip the live DANE look-up")
     route.set_defaults(func=cmd_route)
+    probe = sub.add_parser("probe", help="what a domain's MX hosts offer, and the route per mode")
+    probe.add_argument("domain")
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(func=cmd_probe)
     policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="action", required=True)
     check = policy.add_parser("check", help="validate policy files")
     check.add_argument("dir", nargs="?")

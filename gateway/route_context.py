@@ -1,0 +1,58 @@
+"""What Sealgate currently knows about a recipient domain's TLS, for `sealgate route`:
+the TLS cache from real deliveries, the cached MTA-STS policy, and a live DANE look-up."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.config import Config, parse_duration
+from gateway.dane import lookup_tlsa
+from gateway.dns import LookupStatus, MXResolver, make_resolver
+from gateway.mta_sts import STSCache
+from gateway.store import Store
+from gateway.tls_cache import TLSCache
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cached_knowledge(config: Config, store: Store, domain: str) -> dict[str, Any]:
+    hosts = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl)).fresh(domain)
+    policy = STSCache(store).get(domain)
+    return {
+        "tls_cache": [{"host": h.host, "starttls": h.starttls, "verified": h.verified,
+                       "seen": _when(h.seen), "detail": h.detail} for h in hosts.values()],
+        "mta_sts": policy.as_dict() if policy else None,
+    }
+
+
+async def dane_status(config: Config, domain: str) -> list[dict[str, str]]:
+    """TLSA status per MX host, asked live (a few DNS queries, no SMTP connection)."""
+    resolver = make_resolver(config.dns.nameservers, min(parse_duration(config.dns.timeout), 5.0))
+    lookup = await MXResolver(resolver).lookup(domain)
+    if lookup.status is not LookupStatus.OK:
+        return [{"host": "-", "status": lookup.status.value, "detail": lookup.detail}]
+    results = await asyncio.gather(*(lookup_tlsa(resolver, h.name, config.delivery.port)
+                                     for h in lookup.hosts))
+    return [{"host": h.name, "status": r.status.value, "detail": r.detail}
+            for h, r in zip(lookup.hosts, results)]
+
+
+def describe(knowledge: dict[str, Any]) -> list[str]:
+    lines = []
+    for host in knowledge["tls_cache"] or []:
+        tls = "STARTTLS" if host["starttls"] else "no STARTTLS"
+        lines.append(f"tls cache:    {host['host']}: {tls}{', verified' if host['verified'] else ''}"
+                     f" (seen {host['seen']})")
+    if not knowledge["tls_cache"]:
+        lines.append("tls cache:    nothing recent (no delivery to this domain within the TTL)")
+    policy = knowledge["mta_sts"]
+    lines.append(f"mta-sts:      {policy['mode']} (mx: {', '.join(policy['mx'])}; id {policy['id']})"
+                 if policy else "mta-sts:      no cached policy")
+    for host in knowledge.get("dane", []):
+        lines.append(f"dane:         {host['host']}: {host['status']}"
+                     + (f" ({host['detail']})" if host["detail"] else ""))
+    return lines
