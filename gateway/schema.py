@@ -107,3 +107,24 @@ def create_delivery_knowledge(db: Database) -> None:
         {"domain": str, "policy_id": str, "mode": str, "mx": str, "max_age": int, "fetched": float},
         pk="domain",
     )
+
+
+@migration
+def portal_threads_accounts_and_throttle(db: Database) -> None:
+    """Pickup portal: replies stored in the thread of the message they answer, the user's
+    time zone, single-use password-reset links, and failed sign-ins for throttling."""
+    # kind: 'message' (stored by the gateway) or 'reply' (written in the portal);
+    # thread_id: for a reply, the id of the message it belongs under.
+    db["pickups"].add_column("kind", str, not_null_default="message")
+    db["pickups"].add_column("thread_id", str)
+    db["pickups"].add_column("replied_at", float)
+    db["pickups"].create_index(["thread_id"])
+    db["users"].add_column("time_zone", str, not_null_default="UTC")
+    db["password_resets"].create(
+        {"token_hash": str, "address": str, "pickup_id": str, "created": float,
+         "expires": float, "used": int},
+        pk="token_hash",
+    )
+    db["password_resets"].create_index(["address"])
+    db["login_failures"].create({"id": int, "key": str, "at": float}, pk="id")
+    db["login_failures"].create_index(["key", "at"])

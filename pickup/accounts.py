@@ -1,5 +1,5 @@
 """Recipient accounts over the store's tables: users and passwords, emailed verification
-codes, and sign-in sessions.
+codes, sign-in sessions and profile settings.
 
 Everything here is synchronous and may be slow (argon2, fsync'ed commits): callers on the
 event loop run it in a worker thread.
@@ -11,17 +11,17 @@ import enum
 import hashlib
 import hmac
 import secrets
-import threading
+import sqlite3
 from dataclasses import dataclass
+from functools import cached_property
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.store import Store
 from pickup.security import derive_key
+from pickup.throttle import LoginThrottle, Paused
 
-PASSWORD_MIN = 8
-PASSWORD_MAX = 128
 NAME_MAX = 100
 
 CODE_DIGITS = 8  # 10^8 codes: with 5 tries per code and the send limits, guessing is hopeless
@@ -30,15 +30,13 @@ CODE_MAX_ATTEMPTS = 5
 CODE_RESEND_INTERVAL = 60.0
 CODE_DAILY_LIMIT = 10  # codes per address per 24 h: the portal must not become a mail cannon
 
-LOGIN_MAX_FAILURES = 10  # per address and window, then sign-in waits (a code still works)
-LOGIN_FAILURE_WINDOW = 15 * 60.0
-
 
 @dataclass(frozen=True)
 class User:
     address: str
     first_name: str
     last_name: str
+    time_zone: str = "UTC"
 
     @property
     def display_name(self) -> str:
@@ -61,21 +59,15 @@ class CodeCheck(enum.Enum):
     OK = "ok"
     WRONG = "wrong"  # try again
     INVALID = "invalid"  # none outstanding, expired, used, or out of attempts: ask for a new one
+    REGISTERED = "registered"  # the address has an account already: sign in instead
 
 
 class TooManyFailures(Exception):
-    """Sign-in for this address is paused after repeated wrong passwords."""
+    """Sign-in is paused after repeated wrong passwords, for this address or this client."""
 
-
-def password_problem(password: str, confirmation: str) -> tuple[str, str] | None:
-    """Which field is wrong and why, in words for the form; None when PASSWORD can be used."""
-    if len(password) < PASSWORD_MIN:
-        return "password", f"Use at least {PASSWORD_MIN} characters."
-    if len(password) > PASSWORD_MAX:
-        return "password", f"Use at most {PASSWORD_MAX} characters."
-    if password != confirmation:
-        return "password_confirm", "The two passwords are not the same. Please type them again."
-    return None
+    def __init__(self, paused: Paused) -> None:
+        super().__init__(paused.reason)
+        self.reason = paused.reason
 
 
 def normalize_address(address: str) -> str:
@@ -87,36 +79,21 @@ def normalize_code(code: str) -> str:
     return "".join(ch for ch in code if ch not in " -\t")
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """Session and reset tokens are stored hashed: a copy of the database signs no one in."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class FailureThrottle:
-    """Recent failures per key, in memory: enough for one portal process to slow down
-    password guessing without a table (a restart forgets, which only helps the user)."""
+def set_password(db: sqlite3.Connection, address: str, password_hash: str, now: float) -> None:
+    """A new password, inside the caller's transaction; it ends every session signed in
+    with the old one (the caller starts a fresh one for the browser that changed it)."""
+    db.execute("UPDATE users SET password_hash=?, password_changed=? WHERE address=?",
+               (password_hash, now, address))
+    db.execute("DELETE FROM sessions WHERE address=?", (address,))
 
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
 
-    def blocked(self, key: str, now: float) -> bool:
-        with self._lock:
-            recent = [t for t in self._failures.get(key, []) if t > now - self.window]
-            if recent:
-                self._failures[key] = recent
-            else:
-                self._failures.pop(key, None)
-            return len(recent) >= self.limit
-
-    def record(self, key: str, now: float) -> None:
-        with self._lock:
-            self._failures.setdefault(key, []).append(now)
-
-    def clear(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
+def _user(row: sqlite3.Row) -> User:
+    return User(row["address"], row["first_name"], row["last_name"], row["time_zone"])
 
 
 class Accounts:
@@ -125,29 +102,33 @@ class Accounts:
         self.idle_timeout = idle_timeout
         self.hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
         self.code_key = derive_key(secret, "verification-code")
-        self.login_failures = FailureThrottle(LOGIN_MAX_FAILURES, LOGIN_FAILURE_WINDOW)
-        # Verified against when the address has no account, so that a wrong address and a
-        # wrong password take the same time.
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        self.throttle = LoginThrottle(store)
 
     # -- users and passwords -------------------------------------------------------------
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """Verified against when the address has no account, so that a wrong address and a
+        wrong password take the same time. Made on first use: each hash costs 19 MiB and
+        tens of milliseconds."""
+        return self.hasher.hash(secrets.token_hex(16))
 
     def hash_password(self, password: str) -> str:
         return self.hasher.hash(password)
 
     def get_user(self, address: str) -> User | None:
-        rows = self.store.query("SELECT address, first_name, last_name FROM users WHERE address=?",
+        rows = self.store.query("SELECT * FROM users WHERE address=?",
                                 (normalize_address(address),))
-        if not rows:
-            return None
-        return User(rows[0]["address"], rows[0]["first_name"], rows[0]["last_name"])
+        return _user(rows[0]) if rows else None
 
-    def authenticate(self, address: str, password: str) -> User | None:
-        """The user when PASSWORD is right; raises TooManyFailures while sign-in is paused."""
+    def authenticate(self, address: str, password: str, client: str) -> User | None:
+        """The user when PASSWORD is right; raises TooManyFailures while sign-in is paused
+        for this address or this client. Unknown addresses take the same time and count
+        the same failures as known ones."""
         address = normalize_address(address)
-        now = self.store.clock()
-        if self.login_failures.blocked(address, now):
-            raise TooManyFailures(address)
+        paused = self.throttle.paused(address, client)
+        if paused is not None:
+            raise TooManyFailures(paused)
         rows = self.store.query("SELECT * FROM users WHERE address=?", (address,))
         stored = rows[0]["password_hash"] if rows else self._dummy_hash
         try:
@@ -156,14 +137,24 @@ class Accounts:
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok:
-            self.login_failures.record(address, now)
+            self.throttle.record_failure(address, client)
             return None
-        self.login_failures.clear(address)
+        self.throttle.clear_account(address)
         if self.hasher.check_needs_rehash(stored):
             with self.store.transaction() as db:
                 db.execute("UPDATE users SET password_hash=? WHERE address=?",
                            (self.hasher.hash(password), address))
-        return User(address, rows[0]["first_name"], rows[0]["last_name"])
+        return _user(rows[0])
+
+    def change_password(self, address: str, password_hash: str) -> None:
+        with self.store.transaction() as db:
+            set_password(db, normalize_address(address), password_hash, self.store.clock())
+        self.throttle.clear_account(normalize_address(address))
+
+    def set_time_zone(self, address: str, zone: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE users SET time_zone=? WHERE address=?",
+                       (zone, normalize_address(address)))
 
     # -- verification codes --------------------------------------------------------------
 
@@ -194,15 +185,18 @@ class Accounts:
             )
         return IssuedCode(CodeSend.SENT, code)
 
-    def redeem_code(self, address: str, code: str, password_hash: str,
-                    first_name: str | None, last_name: str | None) -> tuple[CodeCheck, int]:
-        """Check CODE and, when right, create the account or set its new password in the
-        same transaction. Returns the outcome and the attempts left for this code.
+    def redeem_code(self, address: str, code: str, password_hash: str, first_name: str,
+                    last_name: str, time_zone: str) -> tuple[CodeCheck, int]:
+        """Check CODE and, when right, create the account in the same transaction.
+        Returns the outcome and the attempts left for this code.
 
-        Names are kept as they are when None (a password reset)."""
+        A code only ever creates an account: an existing password is changed with the
+        current password or a reset link, never by whoever holds a fresh code."""
         address = normalize_address(address)
         now = self.store.clock()
         with self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
+                return CodeCheck.REGISTERED, 0
             row = db.execute(
                 "SELECT * FROM verifications WHERE address=? AND used=0 ORDER BY id DESC LIMIT 1",
                 (address,)).fetchone()
@@ -215,20 +209,11 @@ class Accounts:
                 left = CODE_MAX_ATTEMPTS - attempts
                 return (CodeCheck.WRONG if left else CodeCheck.INVALID), left
             db.execute("UPDATE verifications SET used=1 WHERE id=?", (row["id"],))
-            exists = db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone()
-            if exists:
-                db.execute(
-                    "UPDATE users SET password_hash=?, password_changed=?,"
-                    " first_name=coalesce(?, first_name), last_name=coalesce(?, last_name)"
-                    " WHERE address=?", (password_hash, now, first_name, last_name, address))
-            else:
-                db.execute(
-                    "INSERT INTO users (address, first_name, last_name, password_hash, created,"
-                    " password_changed) VALUES (?,?,?,?,?,?)",
-                    (address, first_name or "", last_name or "", password_hash, now, now))
-            # A new password ends every session signed in with the old one.
+            db.execute(
+                "INSERT INTO users (address, first_name, last_name, password_hash, created,"
+                " password_changed, time_zone) VALUES (?,?,?,?,?,?,?)",
+                (address, first_name, last_name, password_hash, now, now, time_zone))
             db.execute("DELETE FROM sessions WHERE address=?", (address,))
-        self.login_failures.clear(address)
         return CodeCheck.OK, CODE_MAX_ATTEMPTS - row["attempts"]
 
     # -- sessions ------------------------------------------------------------------------
@@ -239,20 +224,20 @@ class Accounts:
         now = self.store.clock()
         with self.store.transaction() as db:
             if replacing:
-                db.execute("DELETE FROM sessions WHERE token_hash=?", (_token_hash(replacing),))
+                db.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash(replacing),))
             db.execute("DELETE FROM sessions WHERE last_seen <= ?", (now - self.idle_timeout,))
             db.execute("INSERT INTO sessions (token_hash, address, created, last_seen)"
                        " VALUES (?,?,?,?)",
-                       (_token_hash(token), normalize_address(address), now, now))
+                       (token_hash(token), normalize_address(address), now, now))
         return token
 
     def resolve_session(self, token: str) -> User | None:
         """The signed-in user for TOKEN, keeping the session alive; None when unknown or idle."""
         if not 20 <= len(token) <= 100:
             return None
-        digest = _token_hash(token)
+        digest = token_hash(token)
         rows = self.store.query(
-            "SELECT s.last_seen, u.address, u.first_name, u.last_name FROM sessions s"
+            "SELECT s.last_seen, u.* FROM sessions s"
             " JOIN users u ON u.address = s.address WHERE s.token_hash=?", (digest,))
         if not rows:
             return None
@@ -265,8 +250,13 @@ class Accounts:
         if idle > min(60.0, self.idle_timeout / 10):
             with self.store.transaction() as db:
                 db.execute("UPDATE sessions SET last_seen=? WHERE token_hash=?", (now, digest))
-        return User(rows[0]["address"], rows[0]["first_name"], rows[0]["last_name"])
+        return _user(rows[0])
 
     def end_session(self, token: str) -> None:
         with self.store.transaction() as db:
-            db.execute("DELETE FROM sessions WHERE token_hash=?", (_token_hash(token),))
+            db.execute("DELETE FROM sessions WHERE token_hash=?", (token_hash(token),))
+
+    def end_all_sessions(self, address: str) -> None:
+        """Sign out everywhere: every browser signed in as ADDRESS, this one included."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE address=?", (normalize_address(address),))

@@ -1,5 +1,9 @@
-"""Mail the portal sends itself: the verification code that proves a recipient reads
-the mailbox a message was sent to. It never carries the secure message's subject or body."""
+"""Mail the portal sends itself: verification codes, password-reset links and notices of
+account changes. None of it ever carries a secure message's subject or body.
+
+Templates come from pickup.templates_dir first (mail/NAME), then from the package, so an
+organization can reword them without editing the package.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,68 @@ import email.policy
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, make_msgid
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-# Plain text mail: autoescaping would turn '&' in a link or name into '&amp;'.
-_text_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
-                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
-def verification_email(*, notify_from: str, organization: str, to: str, code: str,
-                       link: str, minutes: int, now: float) -> bytes:
-    message = EmailMessage()
-    message["From"] = formataddr((organization, notify_from))
-    message["To"] = to
-    message["Subject"] = f"Your verification code for {organization} secure messages"
-    message["Date"] = format_datetime(datetime.fromtimestamp(now, timezone.utc))
-    message["Message-ID"] = make_msgid(domain=notify_from.rpartition("@")[2] or None)
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"  # no out-of-office replies to a robot
-    message.set_content(_text_env.get_template("mail/verify_code.txt").render(
-        organization=organization, code=code, link=link, minutes=minutes))
-    return message.as_bytes(policy=email.policy.SMTP)
+def template_loader(override_dir: str, package_dir: Path) -> jinja2.BaseLoader:
+    """The override directory first (when configured), then the package's templates."""
+    loaders: list[jinja2.BaseLoader] = []
+    if override_dir:
+        loaders.append(jinja2.FileSystemLoader(override_dir))
+    loaders.append(jinja2.FileSystemLoader(package_dir))
+    return jinja2.ChoiceLoader(loaders)
+
+
+@cache
+def mail_environment(templates_dir: str) -> jinja2.Environment:
+    # Plain text mail: autoescaping would turn '&' in a link or name into '&amp;'.
+    return jinja2.Environment(
+        loader=template_loader(templates_dir, TEMPLATES), autoescape=False,
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+class Mailer:
+    def __init__(self, notify_from: str, organization: str, templates_dir: str = "") -> None:
+        self.notify_from = notify_from
+        self.organization = organization
+        self.env = mail_environment(templates_dir)
+
+    def compose(self, *, to: str, subject: str, template: str, now: float,
+                **values: Any) -> bytes:
+        message = EmailMessage()
+        message["From"] = formataddr((self.organization, self.notify_from))
+        message["To"] = to
+        message["Subject"] = subject
+        message["Date"] = format_datetime(datetime.fromtimestamp(now, timezone.utc))
+        message["Message-ID"] = make_msgid(domain=self.notify_from.rpartition("@")[2] or None)
+        message["Auto-Submitted"] = "auto-generated"
+        message["X-Auto-Response-Suppress"] = "All"  # no out-of-office replies to a robot
+        message.set_content(self.env.get_template(f"mail/{template}").render(
+            organization=self.organization, address=to, **values))
+        return message.as_bytes(policy=email.policy.SMTP)
+
+    def verification(self, to: str, code: str, link: str, minutes: int, now: float) -> bytes:
+        return self.compose(
+            to=to, subject=f"Your verification code for {self.organization} secure messages",
+            template="verify_code.txt", now=now, code=code, link=link, minutes=minutes)
+
+    def password_reset(self, to: str, link: str, minutes: int, now: float) -> bytes:
+        return self.compose(
+            to=to, subject=f"Reset your password for {self.organization} secure messages",
+            template="password_reset.txt", now=now, link=link, minutes=minutes)
+
+    def registered(self, to: str, when: str, link: str, now: float) -> bytes:
+        return self.compose(
+            to=to, subject=f"Your account for {self.organization} secure messages",
+            template="registered.txt", now=now, when=when, link=link)
+
+    def password_changed(self, to: str, when: str, link: str, now: float) -> bytes:
+        return self.compose(
+            to=to, subject=f"Your password for {self.organization} secure messages was changed",
+            template="password_changed.txt", now=now, when=when, link=link)

@@ -4,7 +4,8 @@ sanitized HTML body, and the list of attachments.
 The message comes from anyone on the internet, so every part is treated as hostile: HTML
 goes through nh3 with a short allow-list, remote images never load (they would tell the
 sender when and where the message was read), and a malformed part degrades to text
-instead of failing the page.
+instead of failing the page. Sanitized HTML is shown in a sandboxed frame with its own
+Content-Security-Policy, so even what nh3 might let through can neither script nor load.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 
 import nh3
+from markupsafe import Markup, escape
 
 # Images shown inline (cid:) only in formats browsers cannot run script from (no SVG).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -32,8 +34,7 @@ ALLOWED_TAGS = frozenset({
     "p", "pre", "q", "s", "small", "span", "strong", "sub", "sup", "table", "tbody", "td",
     "tfoot", "th", "thead", "tr", "u", "ul",
 })
-# No class, id or style: the message must not be able to dress up as the portal around it
-# (and inline style is refused by the page's CSP anyway).
+# No class or id: the message must not be able to dress up as the portal around it.
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "title"},
     "abbr": {"title"},
@@ -42,8 +43,31 @@ ALLOWED_ATTRIBUTES = {
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan", "scope"},
 }
+# In its own frame the message may keep its look: presentational attributes and inline
+# style limited to these properties (the frame's CSP blocks any url() they might hold).
+FRAME_TAGS = frozenset({"center", "font"})
+FRAME_ATTRIBUTES = {
+    "*": {"style", "align", "dir"},
+    "font": {"color", "face", "size"},
+    "table": {"width", "border", "cellpadding", "cellspacing", "bgcolor", "align"},
+    "td": {"width", "height", "bgcolor", "valign", "align"},
+    "th": {"width", "height", "bgcolor", "valign", "align"},
+    "tr": {"bgcolor", "valign", "align"},
+}
+STYLE_PROPERTIES = frozenset({
+    "background-color", "border", "border-bottom", "border-collapse", "border-color",
+    "border-left", "border-radius", "border-right", "border-spacing", "border-style",
+    "border-top", "border-width", "color", "font", "font-family", "font-size", "font-style",
+    "font-weight", "height", "letter-spacing", "line-height", "margin", "margin-bottom",
+    "margin-left", "margin-right", "margin-top", "max-width", "min-width", "padding",
+    "padding-bottom", "padding-left", "padding-right", "padding-top", "text-align",
+    "text-decoration", "text-indent", "text-transform", "vertical-align", "white-space",
+    "width", "word-break",
+})
+_DANGEROUS_STYLE = re.compile(r"url\s*\(|expression|@import|\\|javascript:|behavior", re.I)
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 _IMG_TAG = re.compile(r"<img\b[^>]*>")
+_URL = re.compile(r"\bhttps?://[^\s<>\"'\x00-\x1f]+", re.IGNORECASE)
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
@@ -64,7 +88,7 @@ class MessageView:
     date: datetime | None
     subject: str
     text: str | None  # shown when there is no HTML body
-    html: str | None  # already sanitized
+    has_html: bool  # the sanitized HTML comes from body_html(), for the frame or print view
     attachments: list[Attachment]
 
 
@@ -75,6 +99,16 @@ class Summary:
     sender: str
     subject: str
     date: datetime | None
+
+
+@dataclass(frozen=True)
+class ThreadHeaders:
+    """What a reply needs from the message it answers."""
+
+    sender_address: str  # the From address, where a reply goes
+    subject: str
+    message_id: str  # '<...>' or empty
+    references: list[str]
 
 
 @dataclass(frozen=True)
@@ -100,25 +134,73 @@ def summary(raw: bytes) -> Summary:
     return Summary(addresses(headers, "from"), header(headers, "subject"), message_date(headers))
 
 
-def message_view(raw: bytes, inline_url: Callable[[int], str]) -> MessageView:
-    """The view of RAW; INLINE_URL(number) is where an inline (cid:) image can be fetched."""
+def message_view(raw: bytes) -> MessageView:
+    """The view of RAW: headers, the text body, and the attachments."""
     message = parse(raw)
     body, listed = _structure(message)
-    attachments = [info for info, _ in listed]
-    text = html = None
-    if body is not None and body.get_content_subtype() == "html":
-        cids = {a.content_id: a.number for a in attachments
-                if a.content_id and a.content_type in INLINE_IMAGE_TYPES}
-        html = sanitize_html(_text(body),
-                             lambda cid: inline_url(cids[cid]) if cid in cids else None)
-    elif body is not None:
-        text = _text(body)
+    has_html = body is not None and body.get_content_subtype() == "html"
+    text = _text(body) if body is not None and not has_html else None
+    # Images the HTML body shows in place are part of the text, not files to download.
+    shown = _cids_in(_text(body)) if body is not None and has_html else set()
     return MessageView(
         sender=addresses(message, "from"), to=addresses(message, "to"),
         cc=addresses(message, "cc"),
-        date=message_date(message), subject=header(message, "subject"), text=text, html=html,
-        attachments=attachments,
+        date=message_date(message), subject=header(message, "subject"), text=text,
+        has_html=has_html,
+        attachments=[info for info, _ in listed if not _shown_inline(info, shown)],
     )
+
+
+def _cids_in(html: str) -> set[str]:
+    return {urllib.parse.unquote(cid).strip("<>").lower()
+            for cid in re.findall(r"""cid:([^"'\s>)]+)""", html, re.IGNORECASE)}
+
+
+def _shown_inline(info: Attachment, shown: set[str]) -> bool:
+    """Whatever its Content-Disposition says: senders' mail programs disagree on it."""
+    return (bool(info.content_id) and info.content_id.lower() in shown
+            and info.content_type in INLINE_IMAGE_TYPES)
+
+
+def body_html(raw: bytes, inline_url: Callable[[int], str], framed: bool) -> str | None:
+    """The sanitized HTML body of RAW, or None when it has none. INLINE_URL(number) is where
+    an inline (cid:) image can be fetched. FRAMED keeps the sender's styling, for the
+    sandboxed frame; otherwise the HTML is fit to sit inside a portal page."""
+    message = parse(raw)
+    body, listed = _structure(message)
+    if body is None or body.get_content_subtype() != "html":
+        return None
+    cids = {info.content_id: info.number for info, _ in listed
+            if info.content_id and info.content_type in INLINE_IMAGE_TYPES}
+    return sanitize_html(_text(body), lambda cid: inline_url(cids[cid]) if cid in cids else None,
+                         framed)
+
+
+def thread_headers(raw: bytes, fallback_sender: str) -> ThreadHeaders:
+    """From the headers of RAW only: who to answer, and how to thread the answer."""
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    return ThreadHeaders(
+        sender_address=first_address(headers, "from") or fallback_sender,
+        subject=header(headers, "subject"),
+        message_id=_msgid(header(headers, "message-id")),
+        references=[ref for ref in (_msgid(r) for r in header(headers, "references").split())
+                    if ref],
+    )
+
+
+def first_address(message: Message, name: str) -> str:
+    try:
+        found = getattr(message.get(name), "addresses", None)
+        return str(found[0].addr_spec) if found else ""
+    except Exception:
+        return ""
+
+
+def _msgid(value: str) -> str:
+    """A message id as '<left@right>', or '' for anything that could break a header."""
+    value = value.strip()
+    ok = re.fullmatch(r"<[!-;=?-~]{1,250}>", value)  # printable ASCII, no '<', '>' inside
+    return value if ok else ""
 
 
 def attachment(raw: bytes, number: int) -> Download | None:
@@ -130,11 +212,24 @@ def attachment(raw: bytes, number: int) -> Download | None:
     return None
 
 
-def sanitize_html(html: str, cid_url: Callable[[str], str | None]) -> str:
-    """HTML safe to place inside a portal page. CID_URL maps a Content-ID to a local image
-    URL, or None to drop the image."""
+def sanitize_html(html: str, cid_url: Callable[[str], str | None], framed: bool = False) -> str:
+    """HTML safe to show. CID_URL maps a Content-ID to a local image URL, or None to drop
+    the image. FRAMED allows the presentational attributes and inline style of
+    FRAME_ATTRIBUTES, for the sandboxed frame; otherwise there is no style at all (the
+    portal page's CSP refuses inline style anyway)."""
+    tags = set(ALLOWED_TAGS) | (set(FRAME_TAGS) if framed else set())
+    attributes = {tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()}
+    if framed:
+        for tag, names in FRAME_ATTRIBUTES.items():
+            attributes.setdefault(tag, set()).update(names)
 
     def keep(tag: str, attribute: str, value: str) -> str | None:
+        if tag == "img" and attribute != "alt" and ("<" in value or ">" in value):
+            return None  # keeps whole <img> tags visible to _IMG_TAG below
+        if attribute == "style":
+            return None if _DANGEROUS_STYLE.search(value) else value
+        if attribute in ("bgcolor", "color"):
+            return value if re.fullmatch(r"#?[0-9A-Za-z]{1,20}", value.strip()) else None
         if tag == "a" and attribute == "href":
             scheme = urllib.parse.urlsplit(value.strip()).scheme.lower()
             return value if scheme in LINK_SCHEMES else None  # no relative or odd schemes
@@ -144,25 +239,48 @@ def sanitize_html(html: str, cid_url: Callable[[str], str | None]) -> str:
             return None  # remote images are tracking beacons: never load them
         if tag == "img" and attribute == "alt":
             return value.replace("<", "").replace(">", "").replace('"', "")  # see _IMG_TAG
-        if attribute in ("width", "height", "colspan", "rowspan", "start"):
-            return value if value.strip().isdigit() else None
+        if attribute in ("width", "height"):
+            return value if re.fullmatch(r"\d{1,4}%?", value.strip()) else None
+        if attribute in ("colspan", "rowspan", "start", "border", "cellpadding", "cellspacing",
+                         "size"):
+            return value if value.strip().isdigit() and len(value.strip()) < 5 else None
         return value
 
     cleaned = nh3.clean(
         html,
-        tags=set(ALLOWED_TAGS),
+        tags=tags,
         clean_content_tags={"script", "style", "title", "head"},
-        attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
+        attributes=attributes,
         attribute_filter=keep,
         url_schemes=set(LINK_SCHEMES) | {"cid"},
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
         strip_comments=True,
+        filter_style_properties=set(STYLE_PROPERTIES) if framed else None,
     )
     # nh3 cannot drop an element from a filter, only its attribute: remove the <img> tags
-    # left without a src. Attribute values cannot contain '>' (alt is filtered above, the
-    # others are digits or our own URLs), so the pattern sees whole tags.
+    # left without a src. No attribute value of an <img> can contain '>' (filtered above),
+    # so the pattern sees whole tags.
     return _IMG_TAG.sub(lambda m: m.group(0) if ' src="' in m.group(0) else "", cleaned)
+
+
+def linkify(text: str) -> Markup:
+    """TEXT escaped for HTML, with its http(s) links made clickable (opening in a new tab,
+    no referrer). Jinja's urlize does the same in about a second per megabyte; this is one
+    regular-expression pass."""
+    pieces: list[str] = []
+    position = 0
+    for match in _URL.finditer(text):
+        url = match.group(0).rstrip(".,;:!?'\"")
+        if url.endswith(")") and "(" not in url:
+            url = url[:-1]
+        pieces.append(str(escape(text[position:match.start()])))
+        link = escape(url)
+        pieces.append(f'<a href="{link}" target="_blank" rel="noopener noreferrer nofollow">'
+                      f"{link}</a>")
+        position = match.start() + len(url)
+    pieces.append(str(escape(text[position:])))
+    return Markup("".join(pieces))
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:

@@ -21,11 +21,21 @@ SECRET_SIZE = 32
 CSRF_COOKIE = "sealgate_csrf"
 CSRF_FIELD = "csrf_token"
 
-# No inline script or style anywhere: the only stylesheet is /static/portal.css, and the
-# sanitized HTML of a message can therefore not style or script the page around it.
+# No inline script or style anywhere: the only stylesheets and script are the portal's own
+# files, and the sanitized HTML of a message can therefore not style or script the page
+# around it. Frames: only the portal's own sandboxed message-body frame.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# The message body document, shown in a frame of the message page: no script at all, no
+# request but its own inline images, the sender's inline style allowed (it was filtered),
+# and sandboxed even when opened on its own. allow-same-origin lets the portal's script
+# size the frame to its content; without allow-scripts it gives the frame nothing to run.
+BODY_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'self'; form-action 'none'; base-uri 'none'; "
+    "sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox"
 )
 SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -75,7 +85,11 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
 
 
 def add_security_headers(headers: MutableHeaders, hsts: bool) -> None:
+    # A response that set its own framing policy (the message body frame) keeps it.
+    own_policy = "content-security-policy" in headers
     for name, value in SECURITY_HEADERS.items():
+        if own_policy and name in ("Content-Security-Policy", "X-Frame-Options"):
+            continue
         headers[name] = value
     if hsts:
         headers["Strict-Transport-Security"] = HSTS

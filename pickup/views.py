@@ -1,13 +1,16 @@
-"""The portal's endpoints and error pages.
+"""The portal's shared request helpers, signing in and out, the first visit (verification
+code and account), and the error pages. Reading (message_views), replying (reply_views)
+and the account pages (account_views) have modules of their own.
 
 Rules every endpoint follows:
-- A GET never sends mail, consumes a code or signs anyone in: link scanners fetch every
-  link in a notification before the recipient does.
-- Every POST goes through read_form, which checks the CSRF token.
+- A GET never sends mail, consumes a code or token, or signs anyone in: link scanners
+  fetch every link in a notification before the recipient does.
+- Every POST goes through read_form (or the reply's own parser), which checks the CSRF token.
 - Database, decryption and argon2 work is synchronous and slow, so it runs in a worker
   thread: GET endpoints are plain functions (Starlette runs them in its thread pool),
   POST endpoints read the form on the event loop and hand the rest to run_in_threadpool.
-- A signed-in user gets the same 404 for an unknown, expired or someone else's message.
+- A signed-in user gets the same 404 for an unknown, expired or someone else's message,
+  attachment or reply: authorization is checked on every request, for every object.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.config import Config
-from gateway.crypto import DecryptionError
-from gateway.store import Pickup, Route, Store
-from pickup import mail, render
+from gateway.store import Route, Store
 from pickup.accounts import (CODE_DIGITS, CODE_LIFETIME, NAME_MAX, Accounts, CodeCheck, CodeSend,
-                             TooManyFailures, User, normalize_address, normalize_code,
-                             password_problem)
+                             TooManyFailures, User, normalize_address, normalize_code)
+from pickup.brand import Brand
+from pickup.mail import Mailer
 from pickup.pages import Pages, path_for
-from pickup.security import CSRF_FIELD, Csrf, CsrfError, add_security_headers
+from pickup.passwords import PASSWORD_MAX, PASSWORD_MIN, password_problem
+from pickup.resets import Resets
+from pickup.security import CSRF_FIELD, Csrf, add_security_headers
+from pickup.threads import MESSAGE, Item, Threads
+from pickup.timezones import DEFAULT_ZONE, format_time, valid_zone
 
 SESSION_COOKIE = "sealgate_session"
 MAX_FORM_BYTES = 64 * 1024
@@ -42,10 +48,20 @@ class Portal:
     config: Config
     store: Store
     accounts: Accounts
+    resets: Resets
+    threads: Threads
     csrf: Csrf
     pages: Pages
+    mailer: Mailer
+    brand: Brand
     wake_queue: Callable[[], None]
     secure_cookies: bool
+
+    def public_url(self, request: Request, name: str, **params: Any) -> str:
+        """An absolute link for mail. base_url is the portal's public root (like the
+        notification link), so the route's own path follows it, without root_path."""
+        return self.config.pickup.base_url.rstrip("/") + str(
+            request.app.url_path_for(name, **params))
 
 
 def portal(request: Request) -> Portal:
@@ -75,8 +91,10 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None,
     return response
 
 
-def redirect(request: Request, name: str, query: str = "", **params: Any) -> Response:
-    target = path_for(request, name, **params) + (f"?{query}" if query else "")
+def redirect(request: Request, name: str, query: str = "", fragment: str = "",
+             **params: Any) -> Response:
+    target = path_for(request, name, **params) + (f"?{query}" if query else "") + (
+        f"#{fragment}" if fragment else "")
     return RedirectResponse(target, status_code=303)  # 303: the browser follows with a GET
 
 
@@ -88,32 +106,34 @@ def not_found() -> HTTPException:
     return HTTPException(404)
 
 
-def find_pickup(request: Request) -> Pickup | None:
+def find_item(request: Request) -> Item | None:
     pickup_id = request.path_params["pickup_id"]
     if not _PICKUP_ID.match(pickup_id):
         return None
-    return portal(request).store.get_pickup(pickup_id)
+    return portal(request).threads.get(pickup_id)
 
 
-def owned_pickup(request: Request, user: User) -> Pickup:
-    """The requested pickup if it is USER's; otherwise 404, whatever the reason."""
-    pickup = find_pickup(request)
-    if pickup is None or pickup.recipient != user.address:
+def owned_item(request: Request, user: User) -> Item:
+    """The requested message or reply if it is in one of USER's threads; otherwise 404,
+    whatever the reason."""
+    item = find_item(request)
+    if item is None or item.pickup.recipient != user.address:
         raise not_found()
-    return pickup
+    return item
 
 
-def anonymous_pickup(request: Request) -> Pickup | Response:
-    """For the sign-in and verification steps: the pickup, or where to go instead."""
-    pickup = find_pickup(request)
+def anonymous_message(request: Request) -> Item | Response:
+    """For the sign-in and verification steps: the message (never a reply, whose id no
+    email ever carries), or where to go instead."""
+    item = find_item(request)
     user = current_user(request)
     if user is not None:
-        if pickup is not None and pickup.recipient == user.address:
-            return redirect(request, "message", pickup_id=pickup.id)
+        if item is not None and item.pickup.recipient == user.address:
+            return redirect(request, "message", pickup_id=item.root_id)
         raise not_found()
-    if pickup is None:
+    if item is None or item.kind != MESSAGE:
         raise not_found()
-    return pickup
+    return item
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -127,6 +147,21 @@ async def read_form(request: Request) -> dict[str, str]:
     return values
 
 
+def queue_mail(request: Request, to: str, content: bytes) -> None:
+    """Queue portal mail to TO; the queue is woken once the response is ready (wake_up)."""
+    app = portal(request)
+    app.store.enqueue(app.config.notify.from_, [Route(to)], content)
+    request.state.wake = True
+
+
+async def wake_up(request: Request, response: Response) -> Response:
+    """Wake the queue runner for mail queued by this request. Here, on the event loop, not
+    in a worker thread: the runner's wake-up is an asyncio.Event, which is not thread-safe."""
+    if getattr(request.state, "wake", False):
+        portal(request).wake_queue()
+    return response
+
+
 def start_session(request: Request, user: User, target: str) -> Response:
     """Sign USER in with a brand-new token (never reuse one an attacker may have planted)."""
     app = portal(request)
@@ -137,31 +172,34 @@ def start_session(request: Request, user: User, target: str) -> Response:
     return response
 
 
+def password_errors(form: dict[str, str], address: str) -> dict[str, str]:
+    problem = password_problem(form.get("password", ""), form.get("password_confirm", ""),
+                               address)
+    return {problem[0]: problem[1]} if problem else {}
+
+
+def account_notice(request: Request, user_address: str, kind: str) -> None:
+    """Tell the address that its account was created or its password changed."""
+    app = portal(request)
+    now = app.store.clock()
+    user = app.accounts.get_user(user_address)
+    when = format_time(now, user.time_zone if user else DEFAULT_ZONE)
+    link = app.public_url(request, "login")
+    compose = app.mailer.registered if kind == "registered" else app.mailer.password_changed
+    queue_mail(request, user_address, compose(user_address, when, link, now))
+
+
 # -- signed out: home and sign in ----------------------------------------------------------
 
-def home(request: Request) -> Response:
-    user = current_user(request)
-    if user is None:
-        return login_page(request)
-    store = portal(request).store
-    items = []
-    for pickup in store.list_pickups(user.address):
-        try:
-            summary = render.summary(store.open_pickup(pickup.id))
-        except (KeyError, OSError, DecryptionError):
-            continue  # expired a moment ago, or damaged: opening it explains
-        items.append({"pickup": pickup, "summary": summary})
-    return page(request, "inbox.html", {"items": items})
-
-
-def login_page(request: Request, pickup: Pickup | None = None, status_code: int = 200,
+def login_page(request: Request, item: Item | None = None, status_code: int = 200,
                values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                ) -> Response:
     notice = request.query_params.get("notice", "")
     if getattr(request.state, "session_ended", False):
         notice = "session-ended"
     return page(request, "login.html", {
-        "pickup": pickup, "values": values or {}, "errors": errors or {}, "notice": notice,
+        "pickup": item.pickup if item else None, "values": values or {}, "errors": errors or {},
+        "notice": notice, "password_max": PASSWORD_MAX,
     }, status_code)
 
 
@@ -180,7 +218,7 @@ async def message_login(request: Request) -> Response:
     form = await read_form(request)
 
     def run() -> Response:
-        found = anonymous_pickup(request)
+        found = anonymous_message(request)
         if isinstance(found, Response):
             return found
         return sign_in(request, form, found)
@@ -188,9 +226,9 @@ async def message_login(request: Request) -> Response:
     return await run_in_threadpool(run)
 
 
-def sign_in(request: Request, form: dict[str, str], pickup: Pickup | None) -> Response:
+def sign_in(request: Request, form: dict[str, str], item: Item | None) -> Response:
     """Check address and password; arriving from a message, the address is the message's."""
-    address = pickup.recipient if pickup else normalize_address(form.get("address", ""))
+    address = item.pickup.recipient if item else normalize_address(form.get("address", ""))
     password = form.get("password", "")
     errors: dict[str, str] = {}
     if not address:
@@ -201,19 +239,20 @@ def sign_in(request: Request, form: dict[str, str], pickup: Pickup | None) -> Re
         errors["password"] = "Enter your password."
     if not errors:
         try:
-            user = portal(request).accounts.authenticate(address, password)
-        except TooManyFailures:
-            errors["password"] = ("Too many wrong passwords. Please wait 15 minutes and try again"
-                                  + (", or reset your password below." if pickup else "."))
+            user = portal(request).accounts.authenticate(address, password, client_ip(request))
+        except TooManyFailures as paused:
+            where = "this address" if paused.reason == "account" else "your network"
+            errors["password"] = (f"Too many wrong passwords for {where}. Please wait 15 minutes "
+                                  "and try again, or reset your password.")
         else:
             if user is not None:
-                if pickup is not None:
-                    portal(request).store.audit(pickup.id, "sign-in", client_ip(request))
+                if item is not None:
+                    portal(request).store.audit(item.id, "sign-in", client_ip(request))
                     return start_session(request, user, path_for(request, "message",
-                                                                  pickup_id=pickup.id))
+                                                                  pickup_id=item.id))
                 return start_session(request, user, path_for(request, "home"))
             errors["password"] = "The email address or password is not right. Please try again."
-    return login_page(request, pickup, 400, {"address": address}, errors)
+    return login_page(request, item, 400, {"address": address}, errors)
 
 
 async def logout(request: Request) -> Response:
@@ -228,109 +267,90 @@ async def logout(request: Request) -> Response:
 
 # -- first visit: verification code and account --------------------------------------------
 
-def message(request: Request) -> Response:
-    user = current_user(request)
-    if user is not None:
-        return show_message(request, user, owned_pickup(request, user))
-    pickup = find_pickup(request)
-    if pickup is None:
-        raise not_found()
-    if portal(request).accounts.get_user(pickup.recipient) is not None:
-        return login_page(request, pickup)
-    return page(request, "start.html", {"pickup": pickup})
-
-
 async def request_code(request: Request) -> Response:
     await read_form(request)
-    response, queued = await run_in_threadpool(send_code, request)
-    if queued:
-        # Here, on the event loop, not in the worker thread: the queue runner's wake-up
-        # is an asyncio.Event, which is not thread-safe.
-        portal(request).wake_queue()
-    return response
+    return await wake_up(request, await run_in_threadpool(send_code, request))
 
 
-def send_code(request: Request) -> tuple[Response, bool]:
+def send_code(request: Request) -> Response:
     """Mail a fresh code to the message's recipient (never to an address from the form)."""
-    found = anonymous_pickup(request)
+    found = anonymous_message(request)
     if isinstance(found, Response):
-        return found, False
+        return found
     app = portal(request)
-    issued = app.accounts.issue_code(found.recipient)
+    recipient = found.pickup.recipient
+    if app.accounts.get_user(recipient) is not None:
+        return redirect(request, "message", pickup_id=found.id)  # sign in instead
+    issued = app.accounts.issue_code(recipient)
     if issued.outcome is CodeSend.SENT:
-        # base_url is the portal's public root (like the notification link), so the route's
-        # own path follows it, without this request's root_path.
-        link = app.config.pickup.base_url.rstrip("/") + str(
-            request.app.url_path_for("verify_form", pickup_id=found.id))
-        content = mail.verification_email(
-            notify_from=app.config.notify.from_, organization=app.config.pickup.organization,
-            to=found.recipient, code=issued.code, link=link, minutes=int(CODE_LIFETIME // 60),
-            now=app.store.clock(),
-        )
-        app.store.enqueue(app.config.notify.from_, [Route(found.recipient)], content)
+        link = app.public_url(request, "verify_form", pickup_id=found.id)
+        content = app.mailer.verification(recipient, issued.code, link,
+                                          int(CODE_LIFETIME // 60), app.store.clock())
+        queue_mail(request, recipient, content)
         app.store.audit(found.id, "code-sent", client_ip(request))
     return redirect(request, "verify_form", query=f"notice={issued.outcome.value}",
-                    pickup_id=found.id), issued.outcome is CodeSend.SENT
+                    pickup_id=found.id)
 
 
 def verify_form(request: Request) -> Response:
-    found = anonymous_pickup(request)
+    found = anonymous_message(request)
     if isinstance(found, Response):
         return found
+    if portal(request).accounts.get_user(found.pickup.recipient) is not None:
+        return redirect(request, "message", pickup_id=found.id)
     return verify_page(request, found, notice=request.query_params.get("notice", ""))
 
 
-def verify_page(request: Request, pickup: Pickup, status_code: int = 200, notice: str = "",
+def verify_page(request: Request, item: Item, status_code: int = 200, notice: str = "",
                 values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                 ) -> Response:
-    reset = portal(request).accounts.get_user(pickup.recipient) is not None
     return page(request, "verify.html", {
-        "pickup": pickup, "reset": reset, "notice": notice, "values": values or {},
-        "errors": errors or {}, "code_digits": CODE_DIGITS,
+        "pickup": item.pickup, "notice": notice, "values": values or {},
+        "errors": errors or {}, "code_digits": CODE_DIGITS, "password_min": PASSWORD_MIN,
+        "password_max": PASSWORD_MAX,
     }, status_code)
 
 
 async def verify(request: Request) -> Response:
     form = await read_form(request)
-    return await run_in_threadpool(check_code, request, form)
+    return await wake_up(request, await run_in_threadpool(check_code, request, form))
 
 
 def check_code(request: Request, form: dict[str, str]) -> Response:
-    """Create the account (or set a new password) once the emailed code is right."""
-    found = anonymous_pickup(request)
+    """Create the account once the emailed code is right."""
+    found = anonymous_message(request)
     if isinstance(found, Response):
         return found
     app = portal(request)
-    reset = app.accounts.get_user(found.recipient) is not None
+    recipient = found.pickup.recipient
     code = normalize_code(form.get("code", ""))
     first_name = " ".join(form.get("first_name", "").split())
     last_name = " ".join(form.get("last_name", "").split())
-    password, confirmation = form.get("password", ""), form.get("password_confirm", "")
+    time_zone = valid_zone(form.get("time_zone", "").strip()) or DEFAULT_ZONE
 
     errors: dict[str, str] = {}
     if not (code.isdigit() and len(code) == CODE_DIGITS):
         errors["code"] = f"Enter the {CODE_DIGITS}-digit code from the email we sent you."
-    if not reset:
-        for field, label, value in (("first_name", "first name", first_name),
-                                    ("last_name", "last name", last_name)):
-            if not value:
-                errors[field] = f"Enter your {label}."
-            elif len(value) > NAME_MAX or not value.isprintable():
-                errors[field] = f"Enter your {label} in at most {NAME_MAX} ordinary characters."
-    problem = password_problem(password, confirmation)
-    if problem:
-        errors[problem[0]] = problem[1]
+    for field, label, value in (("first_name", "first name", first_name),
+                                ("last_name", "last name", last_name)):
+        if not value:
+            errors[field] = f"Enter your {label}."
+        elif len(value) > NAME_MAX or not value.isprintable():
+            errors[field] = f"Enter your {label} in at most {NAME_MAX} ordinary characters."
+    errors.update(password_errors(form, recipient))
 
     if not errors:
         outcome, left = app.accounts.redeem_code(
-            found.recipient, code, app.accounts.hash_password(password),
-            None if reset else first_name, None if reset else last_name)
+            recipient, code, app.accounts.hash_password(form["password"]), first_name,
+            last_name, time_zone)
         if outcome is CodeCheck.OK:
-            app.store.audit(found.id, "password-reset" if reset else "registered",
-                            client_ip(request))
-            user = app.accounts.get_user(found.recipient)
+            app.store.audit(found.id, "registered", client_ip(request))
+            account_notice(request, recipient, "registered")
+            user = app.accounts.get_user(recipient)
             assert user is not None
             return start_session(request, user, path_for(request, "message", pickup_id=found.id))
+        if outcome is CodeCheck.REGISTERED:
+            return redirect(request, "message", pickup_id=found.id)
         if outcome is CodeCheck.WRONG:
             tries = "1 try" if left == 1 else f"{left} tries"
             errors["code"] = (f"That code is not right. Check the most recent email from us "
@@ -339,72 +359,9 @@ def check_code(request: Request, form: dict[str, str]) -> Response:
             errors["code"] = ("This code is no longer valid: it has expired, was already used, "
                               "or was typed wrong too many times. Ask for a new code below.")
             code = ""
-    values = {"code": code, "first_name": first_name, "last_name": last_name}
+    values = {"code": code, "first_name": first_name, "last_name": last_name,
+              "time_zone": form.get("time_zone", "")}
     return verify_page(request, found, 400, values=values, errors=errors)
-
-
-# -- signed in: message and attachments ----------------------------------------------------
-
-def show_message(request: Request, user: User, pickup: Pickup) -> Response:
-    store = portal(request).store
-    try:
-        raw = store.open_pickup(pickup.id)
-    except KeyError:
-        raise not_found() from None
-    except (OSError, DecryptionError):
-        store.audit(pickup.id, "open-failed", client_ip(request))
-        return page(request, "error.html", {"kind": "damaged"}, 500)
-
-    def inline_url(number: int) -> str:
-        return path_for(request, "inline", pickup_id=pickup.id, number=number)
-
-    view = render.message_view(raw, inline_url)
-    store.mark_pickup_read(pickup.id)
-    store.audit(pickup.id, "open", client_ip(request), request.headers.get("user-agent", "")[:200])
-    return page(request, "message.html", {"pickup": pickup, "message": view})
-
-
-def open_attachment(request: Request) -> tuple[Pickup, render.Download] | Response:
-    user = current_user(request)
-    if user is None:  # signed out meanwhile: the message page asks to sign in
-        return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
-    pickup = owned_pickup(request, user)
-    try:
-        raw = portal(request).store.open_pickup(pickup.id)
-    except (KeyError, OSError, DecryptionError):
-        raise not_found() from None
-    download = render.attachment(raw, request.path_params["number"])
-    if download is None:
-        raise not_found()
-    return pickup, download
-
-
-def attachment(request: Request) -> Response:
-    found = open_attachment(request)
-    if isinstance(found, Response):
-        return found
-    pickup, download = found
-    portal(request).store.audit(pickup.id, "download", client_ip(request), download.filename)
-    return Response(download.data, headers={
-        "Content-Type": download.content_type_header,
-        "Content-Disposition": render.content_disposition(download.filename),
-        "X-Content-Type-Options": "nosniff",
-    })
-
-
-def inline(request: Request) -> Response:
-    """An image the HTML body shows by cid:, only in formats that cannot carry script."""
-    found = open_attachment(request)
-    if isinstance(found, Response):
-        return found
-    _, download = found
-    if download.content_type not in render.INLINE_IMAGE_TYPES:
-        raise not_found()
-    return Response(download.data, headers={
-        "Content-Type": download.content_type,
-        "Content-Disposition": render.content_disposition(download.filename, "inline"),
-        "X-Content-Type-Options": "nosniff",
-    })
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -420,7 +377,8 @@ def error_page(request: Request, status_code: int, headers: dict[str, str] | Non
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return await run_in_threadpool(error_page, request, exc.status_code, exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return await run_in_threadpool(error_page, request, exc.status_code, headers)
 
 
 async def csrf_error(request: Request, exc: Exception) -> Response:

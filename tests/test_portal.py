@@ -1,195 +1,32 @@
-"""The pickup portal, end to end through Starlette's TestClient over a real Store."""
+"""The pickup portal over HTTP (Starlette's TestClient, a real Store): the first visit,
+signing in and out, sessions, CSRF, error pages and security headers. Reading, replying
+and the account have test modules of their own (test_portal_*.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import email
-import email.policy
 import re
 import stat
-import time
-import warnings
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 
 from gateway.config import Config
-from gateway.store import Route, Store
+from gateway.store import Store
 from pickup import render
 from pickup.app import create_app
-from pickup.security import CONTENT_SECURITY_POLICY
+from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY
+from tests.portal_fixtures import (BODY_TOKEN, NOTIFY_FROM, OTHER, PASSWORD, PATIENT, PDF, PNG,
+                                   SENDER, FakeClock,
+                                   TestClient, app, ask_code, assert_security_headers,
+                                   body_frame, client, clock, code_mails, config, count, csrf,
+                                   latest_code, other_client, pid, read_mail,
+                                   register, secure_message, seed, sign_in, store,
+                                   submit_verification, wakes)
 
-with warnings.catch_warnings():
-    # Starlette 1.x would rather its TestClient ran on httpx2; the test extra installs httpx.
-    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-    from starlette.testclient import TestClient
-
-Page = Any  # a response from the TestClient: httpx's, or httpx2's once that is installed
-
-SENDER = "doctor@hospital.example"
-PATIENT = "pat@patients.test"
-OTHER = "other@elsewhere.test"
-NOTIFY_FROM = "secure-mail@hospital.example"
-PASSWORD = "correct horse battery"
-SUBJECT = 'Lab results <script>alert("subject")</script>'
-BODY_TOKEN = "HEMOGLOBIN-14-2"
-PDF = b"%PDF-1.4 fake pdf\n" * 20
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 40
-HTML = (
-    f'<p>Hello <b>patient</b>, {BODY_TOKEN}</p>'
-    '<script>alert("script")</script>'
-    '<img src="x" onerror="alert(1)">'
-    '<img src="https://tracker.example/pixel.gif" alt="tracker">'
-    '<a href="javascript:alert(2)">click me</a> '
-    '<a href="https://safe.example/page">safe link</a>'
-    '<img src="cid:logo@hospital.example" alt="Logo">'
-)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def secure_message(to: str = PATIENT, subject: str = SUBJECT) -> bytes:
-    message = EmailMessage()
-    message["From"] = f"Dr. Doctor <{SENDER}>"
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = "Mon, 23 Nov 2026 15:04:00 +0000"
-    message["Message-ID"] = "<lab-1@hospital.example>"
-    message.set_content(f"Dear patient,\n{BODY_TOKEN}\nSee https://hospital.example/info\n")
-    message.add_alternative(HTML, subtype="html")
-    html_part = message.get_payload()[1]
-    html_part.add_related(PNG, maintype="image", subtype="png", cid="<logo@hospital.example>",
-                          filename="logo.png")
-    message.add_attachment(PDF, maintype="application", subtype="pdf",
-                           filename="Résultats 2026.pdf")
-    return message.as_bytes(policy=email.policy.SMTP)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    opened = Store(tmp_path / "var", clock)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Config:
-    config = Config()
-    config.storage.dir = str(tmp_path / "var")
-    config.pickup.organization = "St. Example Hospital"
-    config.notify.from_ = NOTIFY_FROM
-    return config
-
-
-@pytest.fixture
-def wakes() -> list[int]:
-    return []
-
-
-@pytest.fixture
-def app(config: Config, store: Store, wakes: list[int]) -> Starlette:
-    def wake_queue() -> None:
-        # The real wake-up is an asyncio.Event: it must be set on the event loop's thread.
-        asyncio.get_running_loop()
-        wakes.append(1)
-
-    return create_app(config, store, wake_queue)
-
-
-@pytest.fixture
-def client(app: Starlette) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def other_client(app: Starlette) -> Iterator[TestClient]:
-    with TestClient(app) as test_client:
-        yield test_client
-
-
-def seed(store: Store, to: str = PATIENT, raw: bytes | None = None, days: float = 1) -> str:
-    message_id = store.enqueue(SENDER, [Route(to, True, "pickup")], raw or secure_message(to))
-    return store.store_pickup(message_id, SENDER, to, store.clock() + days * 86400)
-
-
-@pytest.fixture
-def pid(store: Store) -> str:
-    return seed(store)
-
-
-def csrf(response: Page) -> str:
-    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', response.text)
-    assert match, "page has no CSRF field"
-    return match.group(1)
-
-
-def code_mails(store: Store, address: str) -> list[str]:
-    rows = store.query(
-        "SELECT m.id FROM messages m JOIN recipients r ON r.message_id = m.id"
-        " WHERE r.rcpt = ? AND m.sender = ? ORDER BY m.received DESC, m.id DESC",
-        (address, NOTIFY_FROM))
-    return [row["id"] for row in rows]
-
-
-def read_mail(store: Store, queue_id: str) -> EmailMessage:
-    parsed = email.message_from_bytes(store.read_spool(queue_id), policy=email.policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
-
-
-def latest_code(store: Store, address: str) -> str:
-    body = read_mail(store, code_mails(store, address)[0]).get_body(("plain",))
-    assert body is not None
-    match = re.search(r"\b(\d{8})\b", body.get_content())
-    assert match
-    return match.group(1)
-
-
-def ask_code(client: TestClient, pickup_id: str) -> Page:
-    page = client.get(f"/m/{pickup_id}/verify")
-    return client.post(f"/m/{pickup_id}/code", data={"csrf_token": csrf(page)})
-
-
-def submit_verification(client: TestClient, pickup_id: str, code: str, **fields: str) -> Page:
-    page = client.get(f"/m/{pickup_id}/verify")
-    data = {"csrf_token": csrf(page), "code": code, "first_name": "Pat", "last_name": "Ient",
-            "password": PASSWORD, "password_confirm": PASSWORD}
-    data.update(fields)
-    return client.post(f"/m/{pickup_id}/verify", data=data)
-
-
-def register(client: TestClient, store: Store, pickup_id: str, address: str = PATIENT) -> Page:
-    ask_code(client, pickup_id)
-    return submit_verification(client, pickup_id, latest_code(store, address))
-
-
-def sign_in(client: TestClient, pickup_id: str, password: str = PASSWORD) -> Page:
-    page = client.get(f"/m/{pickup_id}")
-    return client.post(f"/m/{pickup_id}/login",
-                       data={"csrf_token": csrf(page), "password": password})
-
-
-def count(store: Store, table: str) -> int:
-    return int(store.query(f"SELECT count(*) FROM {table}")[0][0])
+__all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
+SHOWN = "Lab results"  # the subject: on the message page, never before sign-in
 
 
 # -- first visit ---------------------------------------------------------------------------
@@ -260,7 +97,7 @@ def test_register_with_wrong_then_right_code(client: TestClient, store: Store, p
     response = submit_verification(client, pid, code)
     assert response.status_code == 200
     assert response.url.path == f"/m/{pid}"
-    assert BODY_TOKEN in response.text
+    assert SHOWN in response.text and BODY_TOKEN in body_frame(client, pid).text
     row = store.query("SELECT * FROM users WHERE address=?", (PATIENT,))[0]
     assert (row["first_name"], row["last_name"]) == ("Pat", "Ient")
     assert row["password_hash"].startswith("$argon2id$")
@@ -313,7 +150,10 @@ def test_code_is_single_use_expires_and_allows_five_tries(
     assert submit_verification(client, pid, code).url.path == f"/m/{pid}"
     reused = submit_verification(other_client, pid, code, password="another password",
                                  password_confirm="another password")
-    assert reused.status_code == 400 and "no longer valid" in reused.text
+    # The address has an account now: a code never changes its password.
+    assert reused.url.path == f"/m/{pid}" and "Sign in to read" in reused.text
+    assert sign_in(other_client, pid, "another password").status_code == 400
+    assert sign_in(other_client, pid).url.path == f"/m/{pid}"
 
 
 def test_password_rules_are_explained(client: TestClient, store: Store, pid: str) -> None:
@@ -368,9 +208,19 @@ def test_message_view_and_attachment_download(client: TestClient, store: Store, 
     assert client.get(f"/m/{pid}/attachments/99").status_code == 404
 
 
-def test_html_body_is_sanitized(client: TestClient, store: Store, pid: str) -> None:
+def test_html_body_is_sanitized_and_framed(client: TestClient, store: Store, pid: str) -> None:
     page = register(client, store, pid).text
-    body = page.split('class="message-body"', 1)[1]
+    frame = re.search(r'<iframe class="message-frame" src="(/m/[^"]+/body)"([^>]*)>', page)
+    assert frame
+    sandbox = 'sandbox="allow-same-origin allow-popups allow-popups-to-escape-sandbox"'
+    assert sandbox in frame.group(2)
+    assert "allow-scripts" not in page
+    assert BODY_TOKEN not in page  # the HTML is only in the frame
+    response = client.get(frame.group(1))
+    assert_security_headers(response, policy=BODY_CONTENT_SECURITY_POLICY)
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    body = response.text.split("<body>", 1)[1]
+    assert BODY_TOKEN in body
     assert "<script" not in body and "alert(" not in body
     assert "onerror" not in body
     assert "tracker.example" not in body
@@ -382,7 +232,6 @@ def test_html_body_is_sanitized(client: TestClient, store: Store, pid: str) -> N
     image = client.get(inline.group(1))
     assert image.status_code == 200 and image.content == PNG
     assert image.headers["content-type"] == "image/png"
-    assert "<script" not in page.split("<body>", 1)[1].split('class="message-body"')[0]
 
 
 def test_subject_is_escaped(client: TestClient, store: Store, pid: str) -> None:
@@ -401,7 +250,7 @@ def test_other_users_get_404_for_this_message(client: TestClient, other_client: 
     foreign = other_client.get(f"/m/{pid}")
     assert unknown.status_code == foreign.status_code == 404
     assert unknown.text == foreign.text  # nothing tells the two apart
-    assert BODY_TOKEN not in foreign.text
+    assert SHOWN not in foreign.text
     for url in (f"/m/{pid}/attachments/1", f"/m/{pid}/attachments/4", f"/m/{pid}/inline/4",
                 f"/m/{pid}/verify"):
         response = other_client.get(url)
@@ -420,10 +269,10 @@ def test_sign_in_with_password(client: TestClient, other_client: TestClient, sto
 
     wrong = sign_in(other_client, pid, "wrong password")
     assert wrong.status_code == 400 and "not right" in wrong.text
-    assert BODY_TOKEN not in wrong.text
+    assert SHOWN not in wrong.text
 
     right = sign_in(other_client, pid)
-    assert right.url.path == f"/m/{pid}" and BODY_TOKEN in right.text
+    assert right.url.path == f"/m/{pid}" and SHOWN in right.text
 
     # The plain /login page, with an editable address.
     other_client.cookies.clear()
@@ -453,25 +302,17 @@ def test_every_sign_in_gets_a_new_token(client: TestClient, store: Store, pid: s
     assert count(store, "sessions") == 2  # two browsers, say
 
 
-def test_forgot_password_resets_with_a_code(client: TestClient, other_client: TestClient,
-                                            store: Store, pid: str, clock: FakeClock) -> None:
+def test_a_code_never_resets_a_password(client: TestClient, other_client: TestClient,
+                                        store: Store, pid: str, clock: FakeClock) -> None:
     register(client, store, pid)
-    signin = other_client.get(f"/m/{pid}")
-    assert "Forgot your password?" in signin.text
-    reset = other_client.get(f"/m/{pid}/verify")
-    assert "Choose a new password" in reset.text and 'name="first_name"' not in reset.text
+    # Registered: the link signs in; the code pages send back to it, and send nothing.
+    assert other_client.get(f"/m/{pid}/verify", follow_redirects=False).status_code == 303
     clock.advance(61)
-    ask_code(other_client, pid)
-    done = submit_verification(other_client, pid, latest_code(store, PATIENT), first_name="",
-                               last_name="", password="a brand new one",
-                               password_confirm="a brand new one")
-    assert done.url.path == f"/m/{pid}" and BODY_TOKEN in done.text
-    row = store.query("SELECT first_name FROM users WHERE address=?", (PATIENT,))[0]
-    assert row["first_name"] == "Pat"  # names kept
-    # The new password ended the session signed in with the old one.
-    assert BODY_TOKEN not in client.get(f"/m/{pid}").text
-    assert sign_in(client, pid).status_code == 400
-    assert sign_in(client, pid, "a brand new one").url.path == f"/m/{pid}"
+    before = len(code_mails(store, PATIENT))
+    assert "Sign in to read" in ask_code(other_client, pid).text
+    assert len(code_mails(store, PATIENT)) == before
+    signin = other_client.get(f"/m/{pid}")
+    assert f'href="/m/{pid}/forgot"' in signin.text
 
 
 def test_wrong_passwords_pause_sign_in(client: TestClient, other_client: TestClient,
@@ -514,7 +355,7 @@ def test_logout_ends_the_session_on_the_server(client: TestClient, store: Store,
     assert count(store, "sessions") == 0
     with TestClient(app) as replay:
         old = replay.get(f"/m/{pid}", headers={"Cookie": f"sealgate_session={token}"})
-    assert old.status_code == 200 and BODY_TOKEN not in old.text
+    assert old.status_code == 200 and SHOWN not in old.text
     assert "Sign in" in old.text
 
 
@@ -522,12 +363,12 @@ def test_session_idle_timeout(client: TestClient, store: Store, pid: str,
                               clock: FakeClock) -> None:
     register(client, store, pid)
     clock.advance(29 * 60)
-    assert BODY_TOKEN in client.get(f"/m/{pid}").text  # activity keeps it alive
+    assert SHOWN in client.get(f"/m/{pid}").text  # activity keeps it alive
     clock.advance(29 * 60)
-    assert BODY_TOKEN in client.get(f"/m/{pid}").text
+    assert SHOWN in client.get(f"/m/{pid}").text
     clock.advance(31 * 60)
     expired = client.get(f"/m/{pid}")
-    assert BODY_TOKEN not in expired.text and "not used for a while" in expired.text
+    assert SHOWN not in expired.text and "not used for a while" in expired.text
     assert count(store, "sessions") == 0
 
 
@@ -584,22 +425,13 @@ def test_server_error_page_has_no_traceback(app: Starlette, store: Store, pid: s
     def broken(pickup_id: str) -> None:
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(store, "get_pickup", broken)
+    monkeypatch.setattr(app.state.portal.threads, "get", broken)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get(f"/m/{pid}")
     assert response.status_code == 500
     assert "Something went wrong" in response.text
     assert "database on fire" not in response.text and "Traceback" not in response.text
     assert_security_headers(response)
-
-
-def assert_security_headers(response: Page, cache: str | None = "no-store") -> None:
-    headers = response.headers
-    assert headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    assert headers["referrer-policy"] == "no-referrer"
-    assert headers["x-content-type-options"] == "nosniff"
-    if cache:
-        assert headers["cache-control"] == cache
 
 
 def test_security_headers_on_every_response(client: TestClient, store: Store, pid: str) -> None:
@@ -615,9 +447,9 @@ def test_security_headers_on_every_response(client: TestClient, store: Store, pi
     assert_security_headers(client.get(f"/m/{pid}/attachments/4"))
     assert_security_headers(client.get("/"))
     # No inline script or style in any page: the CSP would block it anyway.
-    for html in (page.text, client.get("/").text):
-        assert "<script" not in html.split('class="message-body"')[0]
-        assert "style=" not in html.split('class="message-body"')[0]
+    for html in (page.text, client.get("/").text, client.get("/account").text):
+        assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/portal.js" defer>']
+        assert "style=" not in html and "<style" not in html
 
 
 def test_stylesheet_is_served(client: TestClient) -> None:
@@ -663,3 +495,47 @@ def test_plain_text_message_is_escaped_and_linked(client: TestClient, store: Sto
     page = register(client, store, pickup_id).text
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page
     assert 'href="https://example.org/x"' in page
+
+
+# -- every route -------------------------------------------------------------------------------
+
+def route_urls(app: Starlette, method: str, pickup_id: str) -> list[str]:
+    params = {"pickup_id": pickup_id, "number": "1", "token": "t" * 43, "path": "/portal.css"}
+    urls = []
+    for route in app.routes:
+        methods = getattr(route, "methods", None) or {"GET"}
+        if method in methods:
+            path = str(getattr(route, "path", ""))
+            urls.append(re.sub(r"\{(\w+)(:\w+)?\}", lambda m: params[m.group(1)], path))
+    return urls
+
+
+def test_no_get_sends_mail_spends_a_token_or_signs_in(client: TestClient, other_client: TestClient,
+                                                      app: Starlette, store: Store, pid: str,
+                                                      wakes: list[int]) -> None:
+    register(client, store, pid)
+    other_client.post(f"/m/{pid}/forgot", data={"csrf_token": csrf(other_client.get("/login"))})
+    state = {table: count(store, table) for table in ("messages", "sessions", "verifications")}
+    resets = store.query("SELECT token_hash, used FROM password_resets")
+    wakes.clear()
+    with TestClient(app) as scanner:  # what a link scanner does: fetch everything, signed out
+        for url in route_urls(app, "GET", pid) + [f"/m/{pid}/verify", f"/m/{pid}/forgot"]:
+            assert scanner.get(url).status_code in (200, 204, 303, 404), url
+            assert scanner.head(url).status_code in (200, 204, 303, 404, 405), url
+        assert "sealgate_session" not in scanner.cookies
+    assert state == {table: count(store, table) for table in state} and wakes == []
+    assert store.query("SELECT token_hash, used FROM password_resets") == resets
+
+
+def test_every_post_needs_the_csrf_token(client: TestClient, app: Starlette, store: Store,
+                                         pid: str) -> None:
+    register(client, store, pid)  # signed in, so each form would otherwise do its work
+    mails_before = count(store, "messages")
+    for url in route_urls(app, "POST", pid):
+        for data in ({}, {"csrf_token": "0" * 64}):
+            response = client.post(url, data={**data, "text": "x", "address": PATIENT,
+                                               "password": PASSWORD, "time_zone": "UTC"})
+            assert response.status_code == 403, url
+            assert "reload the page" in response.text
+    assert count(store, "messages") == mails_before
+    assert client.get("/").status_code == 200 and "Your secure messages" in client.get("/").text

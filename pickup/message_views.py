@@ -1,0 +1,195 @@
+"""Reading: the inbox, a message with its thread of replies, the message body frame, the
+print view, and attachment downloads. Every one needs a signed-in owner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.crypto import DecryptionError
+from pickup import render
+from pickup.accounts import User
+from pickup.pages import path_for
+from pickup.security import BODY_CONTENT_SECURITY_POLICY
+from pickup.threads import MESSAGE, Item
+from pickup.views import (anonymous_message, client_ip, current_user, login_page, not_found,
+                          owned_item, page, portal, redirect)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One message of a thread, ready for a template."""
+
+    item: Item
+    view: render.MessageView
+    is_reply: bool
+
+
+# -- pages -----------------------------------------------------------------------------------
+
+def home(request: Request) -> Response:
+    user = current_user(request)
+    if user is None:
+        return login_page(request)
+    return inbox(request, user)
+
+
+def message(request: Request) -> Response:
+    """A notification link: the thread when signed in as its owner, otherwise the first
+    step (verification code) or the sign-in form for the message's address."""
+    user = current_user(request)
+    if user is not None:
+        item = owned_item(request, user)
+        if item.kind != MESSAGE:
+            return redirect(request, "message", fragment=f"reply-{item.id}",
+                            pickup_id=item.root_id)
+        return show_thread(request, user, item)
+    found = anonymous_message(request)
+    if isinstance(found, Response):
+        return found
+    if portal(request).accounts.get_user(found.pickup.recipient) is not None:
+        return login_page(request, found)
+    return page(request, "start.html", {"pickup": found.pickup})
+
+
+def inbox(request: Request, user: User) -> Response:
+    store = portal(request).store
+    items = []
+    for item in portal(request).threads.inbox(user.address):
+        try:
+            summary = render.summary(store.open_pickup(item.id))
+        except (KeyError, OSError, DecryptionError):
+            continue  # expired a moment ago, or damaged: opening it explains
+        items.append({"pickup": item.pickup, "summary": summary, "replied": item.replied_at})
+    return page(request, "inbox.html", {"items": items})
+
+
+def thread_entries(request: Request, root: Item) -> list[Entry] | None:
+    """ROOT and its replies, decrypted and parsed; None when ROOT cannot be opened."""
+    app = portal(request)
+    entries = []
+    for item in [root, *app.threads.replies(root)]:
+        try:
+            raw = app.store.open_pickup(item.id)
+        except KeyError:
+            if item is root:
+                raise not_found() from None
+            continue
+        except (OSError, DecryptionError):
+            app.store.audit(item.id, "open-failed", client_ip(request))
+            if item is root:
+                return None
+            continue
+        entries.append(Entry(item, render.message_view(raw), item is not root))
+    return entries
+
+
+def show_thread(request: Request, user: User, root: Item, status_code: int = 200,
+                reply: dict[str, Any] | None = None) -> Response:
+    app = portal(request)
+    entries = thread_entries(request, root)
+    if entries is None:
+        return page(request, "error.html", {"kind": "damaged"}, 500)
+    app.store.mark_pickup_read(root.id)
+    agent = request.headers.get("user-agent", "")[:200]
+    app.store.audit(root.id, "open", client_ip(request), agent)
+    return page(request, "message.html", {
+        "pickup": root.pickup, "entries": entries, "notice": request.query_params.get("notice", ""),
+        "reply": reply or {"values": {}, "errors": {}},
+        "max_reply_size": app.config.pickup.max_reply_size,
+    }, status_code)
+
+
+def print_view(request: Request) -> Response:
+    """The whole thread on one page without navigation, for paper or PDF. HTML bodies are
+    inline here (without the sender's styling: the page's CSP allows none)."""
+    user = current_user(request)
+    if user is None:
+        return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
+    root = owned_item(request, user)
+    if root.kind != MESSAGE:
+        return redirect(request, "print", pickup_id=root.root_id)
+    entries = thread_entries(request, root)
+    if entries is None:
+        return page(request, "error.html", {"kind": "damaged"}, 500)
+    bodies = {}
+    for entry in entries:
+        if entry.view.has_html:
+            raw = portal(request).store.open_pickup(entry.item.id)
+            bodies[entry.item.id] = render.body_html(raw, _inline_url(request, entry.item), False)
+    return page(request, "print.html", {"pickup": root.pickup, "entries": entries,
+                                        "bodies": bodies})
+
+
+def body(request: Request) -> Response:
+    """The sanitized HTML body as a document of its own, for the sandboxed frame of the
+    message page, with its own CSP (see BODY_CONTENT_SECURITY_POLICY)."""
+    user = current_user(request)
+    if user is None:
+        raise not_found()
+    item = owned_item(request, user)
+    try:
+        raw = portal(request).store.open_pickup(item.id)
+    except (KeyError, OSError, DecryptionError):
+        raise not_found() from None
+    html = render.body_html(raw, _inline_url(request, item), True)
+    if html is None:
+        raise not_found()
+    return page(request, "body.html", {"html": html}, headers={
+        "Content-Security-Policy": BODY_CONTENT_SECURITY_POLICY,
+        "X-Frame-Options": "SAMEORIGIN",
+    })
+
+
+def _inline_url(request: Request, item: Item) -> Any:
+    def url(number: int) -> str:
+        return path_for(request, "inline", pickup_id=item.id, number=number)
+    return url
+
+
+# -- files -----------------------------------------------------------------------------------
+
+def open_attachment(request: Request) -> tuple[Item, render.Download] | Response:
+    user = current_user(request)
+    if user is None:  # signed out meanwhile: the message page asks to sign in
+        return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
+    item = owned_item(request, user)
+    try:
+        raw = portal(request).store.open_pickup(item.id)
+    except (KeyError, OSError, DecryptionError):
+        raise not_found() from None
+    download = render.attachment(raw, request.path_params["number"])
+    if download is None:
+        raise not_found()
+    return item, download
+
+
+def attachment(request: Request) -> Response:
+    found = open_attachment(request)
+    if isinstance(found, Response):
+        return found
+    item, download = found
+    portal(request).store.audit(item.root_id, "download", client_ip(request), download.filename)
+    return Response(download.data, headers={
+        "Content-Type": download.content_type_header,
+        "Content-Disposition": render.content_disposition(download.filename),
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+def inline(request: Request) -> Response:
+    """An image the HTML body shows by cid:, only in formats that cannot carry script."""
+    found = open_attachment(request)
+    if isinstance(found, Response):
+        return found
+    _, download = found
+    if download.content_type not in render.INLINE_IMAGE_TYPES:
+        raise not_found()
+    return Response(download.data, headers={
+        "Content-Type": download.content_type,
+        "Content-Disposition": render.content_disposition(download.filename, "inline"),
+        "X-Content-Type-Options": "nosniff",
+    })

@@ -1,0 +1,130 @@
+"""Browser tests' plumbing: Debian's Chromium driven by Playwright, a screenshot helper
+that also checks the page on a 360 px phone, and checks every page must pass.
+
+Playwright's own browser downloads are never used (`playwright install` is not run
+anywhere): the tests drive /usr/bin/chromium, which .ci/run installs with apt-get. When it
+is missing the tests fail, loudly; they never skip.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import (BrowserContext, ConsoleMessage, Dialog, Page, ViewportSize,
+                                 sync_playwright)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+DESKTOP = ViewportSize(width=1280, height=800)
+PHONE = ViewportSize(width=360, height=740)
+
+
+def require_chromium() -> str:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
+                    "(`apt-get install chromium`, which .ci/run does). They must run, not skip.")
+    return str(CHROMIUM)
+
+
+@dataclass
+class Watch:
+    """What a page did that no portal page should: script errors, CSP violations, dialogs."""
+
+    problems: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        page.on("dialog", self._dialog)
+
+    def _console(self, page: Page, message: ConsoleMessage) -> None:
+        if message.type not in ("error", "warning"):
+            return
+        # A page answered with 400 or 404 on purpose (a form with errors, a missing
+        # message) is logged as a failed load of the page itself: that one is expected.
+        if (message.text.startswith("Failed to load resource") and
+                message.location.get("url") == page.url):
+            return
+        self.problems.append(f"console {message.type}: {message.text} "
+                             f"({message.location.get('url')})")
+
+    def _dialog(self, dialog: Dialog) -> None:
+        self.problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    def assert_clean(self) -> None:
+        assert not self.problems, "\n".join(self.problems)
+
+
+@contextmanager
+def chromium(profile: Path, javascript: bool = True, time_zone: str = "America/New_York",
+             ) -> Iterator[BrowserContext]:
+    """A headless Chromium with a fresh user data dir at PROFILE."""
+    executable = require_chromium()
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=executable, headless=True, args=CHROMIUM_ARGS,
+            java_script_enabled=javascript, timezone_id=time_zone, locale="en-GB",
+            viewport=DESKTOP, accept_downloads=True)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def shoot(page: Page, name: str) -> None:
+    """Screenshots of PAGE at desktop and phone widths (tests/artifacts/NAME-*.png), and the
+    checks every page must pass: nothing wider than a 360 px phone, every field labelled."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(50)  # let a resized message frame settle
+    page.screenshot(path=str(ARTIFACTS / f"{name}-phone.png"), full_page=True)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"{name}: {width} px wide on a {PHONE['width']} px phone"
+    assert_fields_labelled(page, name)
+    page.set_viewport_size(DESKTOP)
+
+
+def assert_fields_labelled(page: Page, name: str) -> None:
+    unlabelled = page.evaluate("""() => Array.from(
+        document.querySelectorAll('input:not([type=hidden]), select, textarea'))
+        .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+        .map(el => el.name || el.id)""")
+    assert unlabelled == [], f"{name}: fields without a label: {unlabelled}"
+
+
+def error_next_to(page: Page, field_id: str) -> str:
+    """The error message shown with FIELD_ID, which must sit in the field's own block and be
+    announced with it (aria-describedby)."""
+    block = page.locator(f".field:has(#{field_id})")
+    message = block.locator(".error-message").inner_text()
+    described = page.get_attribute(f"#{field_id}", "aria-describedby") or ""
+    assert f"{field_id}-error" in described.split()
+    assert page.get_attribute(f"#{field_id}", "aria-invalid") == "true"
+    return message
+
+
+def mail_text(content: bytes) -> str:
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+def link_in(content: bytes, pattern: str) -> str:
+    found = re.search(pattern, mail_text(content))
+    assert found, f"no link matching {pattern} in the mail"
+    return found.group(0)
