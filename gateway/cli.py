@@ -151,15 +151,20 @@ def cmd_pickup(config: Config, args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for p in store.list_pickups(args.recipient):
-                state = "read" if p.read_at else "unread"
-                print(f"{p.id}  {p.sender} -> {p.recipient}  {state}  expires {_when(p.expires)}")
+                kind = f"reply to {p.thread_id}" if p.kind == "reply" else p.state
+                print(f"{p.id}  {p.sender} -> {p.recipient}  {kind}  expires {_when(p.expires)}")
         elif args.action == "revoke":
-            if not store.destroy_pickup(args.id):
+            destroyed = store.destroy_conversation(args.id)
+            if not destroyed:
                 print(f"no such stored message: {args.id}", file=sys.stderr)
                 return 1
-            print(f"destroyed {args.id}")
+            print(f"destroyed {args.id} ({destroyed} stored messages including replies)")
         elif args.action == "audit":
-            for r in store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,)):
+            rows = store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,))
+            if not rows:
+                print(f"no audit events for {args.id}", file=sys.stderr)
+                return 1
+            for r in rows:
                 print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
         return 0
     finally:

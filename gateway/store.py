@@ -66,6 +66,15 @@ class Pickup:
     expires: float
     read_at: float | None
     size: int
+    kind: str = "message"          # "message" from the gateway, "reply" written in the portal
+    thread_id: str | None = None   # for a reply: the message it answers
+    replied_at: float | None = None
+
+    @property
+    def state(self) -> str:
+        if self.replied_at:
+            return "replied"
+        return "read" if self.read_at else "unread"
 
 
 def new_queue_id() -> str:
@@ -253,6 +262,11 @@ class Store:
             db.execute("UPDATE pickups SET read_at=coalesce(read_at, ?) WHERE id=?",
                        (self.clock(), pickup_id))
 
+    def destroy_conversation(self, pickup_id: str) -> int:
+        """Destroy a stored message and the portal replies kept in its thread."""
+        replies = [r["id"] for r in self.query("SELECT id FROM pickups WHERE thread_id=?", (pickup_id,))]
+        return sum(self.destroy_pickup(i) for i in [pickup_id, *replies])
+
     def destroy_pickup(self, pickup_id: str) -> bool:
         """Destroy blob, wrapped data key and row; secure_delete overwrites the freed pages."""
         rows = self.query("SELECT blob FROM pickups WHERE id=?", (pickup_id,))
@@ -274,7 +288,8 @@ class Store:
 
 def _pickup(row: sqlite3.Row) -> Pickup:
     return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
-                  row["expires"], row["read_at"], row["size"])
+                  row["expires"], row["read_at"], row["size"], row["kind"], row["thread_id"],
+                  row["replied_at"])
 
 
 def open_store(directory: Path, clock: Clock = time.time) -> Store:

@@ -138,3 +138,26 @@ def test_opening_the_link_sends_nothing_and_signs_nobody_in(
         assert "sealgate_session" not in response.cookies
     time.sleep(0.5)
     assert len([m for m in mx_hosts["plain"].messages[before:] if rcpt in m.rcpt_tos]) == 0
+
+
+def test_admin_sees_state_and_audit_and_can_revoke(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str]) -> None:
+    rcpt, link = stored_secure_message
+    pickup_id = link.rsplit("/", 1)[1]
+    assert f"{pickup_id}  doctor@clinic.test -> {rcpt}  unread" in gateway.cli("pickup", "list").stdout
+    with httpx.Client(base_url=gateway.portal_url) as client:
+        page = register(client, link, mx_hosts["plain"], rcpt)
+        assert "read" in gateway.cli("pickup", "list", "--recipient", rcpt).stdout
+        sent = client.post(f"{link}/reply", data={"csrf_token": csrf_token(page), "text": "Thanks!"},
+                           files={"attachments": ("", b"", "application/octet-stream")},
+                           follow_redirects=True)
+        assert sent.status_code == 200
+        listing = gateway.cli("pickup", "list", "--recipient", rcpt).stdout
+        assert f"{pickup_id}  doctor@clinic.test -> {rcpt}  replied" in listing
+        assert f"reply to {pickup_id}" in listing
+        audit = gateway.cli("pickup", "audit", pickup_id).stdout
+        assert " open " in audit and "127.0.0.1" in audit
+        revoked = gateway.cli("pickup", "revoke", pickup_id)
+        assert revoked.returncode == 0 and "2 stored messages" in revoked.stdout
+        assert client.get(link).status_code == 404
+    assert gateway.cli("pickup", "list", "--recipient", rcpt).stdout == ""
