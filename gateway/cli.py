@@ -21,6 +21,7 @@ from gateway.expiry import purge_expired
 from gateway.policy import PolicyError, decide, load_policy
 from gateway.route_context import cached_knowledge, dane_status, describe
 from gateway.store import open_store
+from gateway.tls_cache import TLSCache
 
 
 def _when(timestamp: float | None) -> str:
@@ -85,8 +86,22 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
                                ca_file=config.delivery.ca_file,
                                https_port=config.delivery.mta_sts_port,
                                helo_name=config.smtp.hostname))
+    _remember_probe(config, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0
+
+
+def _remember_probe(config: Config, report: Any) -> None:
+    """What the probe saw goes into the TLS cache, as a delivery's findings would."""
+    store = open_store(config.storage_dir)
+    try:
+        cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
+        for host in report.hosts:
+            if host.connected and host.starttls_offered is not None:
+                cache.record(report.domain, host.name, host.starttls_offered,
+                             bool(host.pkix_verified), f"probe: {host.tls_version or 'no TLS'}")
+    finally:
+        store.close()
 
 
 def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
@@ -117,7 +132,7 @@ def cmd_queue(config: Config, args: argparse.Namespace) -> int:
 def _queue(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     if args.action == "list":
         rows = store.query("SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m"
-                           " ON m.id=r.message_id WHERE r.state IN ('queued','deferred')"
+                           " ON m.id=r.message_id WHERE r.state IN ('queued','deferred','delivering')"
                            " ORDER BY m.received")
         for r in rows:
             print(f"{r['message_id']}  {_when(r['received'])}  {r['sender'] or '<>'} -> {r['rcpt']}"

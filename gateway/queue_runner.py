@@ -82,10 +82,8 @@ class QueueRunner:
 
     def dispatch_due(self) -> None:
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
-        for item in self.store.due_recipients():
-            key = (item.message_id, item.domain)
-            if key not in self._in_flight:
-                groups[key].append(item)
+        for item in self.store.claim_due(skip=self._in_flight):
+            groups[(item.message_id, item.domain)].append(item)
         for key, items in groups.items():
             self._in_flight.add(key)
             task = asyncio.create_task(self._process(key, items))

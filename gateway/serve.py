@@ -64,6 +64,8 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
 
 async def serve(config: Config) -> None:
     store = open_store(config.storage_dir)
+    if requeued := store.requeue_interrupted():
+        log.info("%d deliveries interrupted by the last stop are due again", requeued)
     policy = PolicyHolder(config.policy_dir)
     runner = build_runner(config, store)
     loop = asyncio.get_running_loop()

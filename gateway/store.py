@@ -25,7 +25,7 @@ from gateway.schema import migrate
 Clock = Callable[[], float]
 
 QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = "queued", "deferred", "delivered", "pickup", "bounced"
-PENDING_STATES = (QUEUED, DEFERRED)
+DELIVERING = "delivering"
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,24 @@ class Store:
             for r in rows
         ]
 
+    def claim_due(self, limit: int = 500, skip: set[tuple[str, str]] | None = None
+                  ) -> list[QueuedRecipient]:
+        """Due recipients, marked delivering in one commit (not those of SKIP's message/domain)."""
+        with self._lock:
+            items = [i for i in self.due_recipients(limit)
+                     if not skip or (i.message_id, i.domain) not in skip]
+            if items:
+                with self.transaction() as db:
+                    db.executemany("UPDATE recipients SET state=? WHERE message_id=? AND rcpt=?",
+                                   [(DELIVERING, i.message_id, i.rcpt) for i in items])
+        return items
+
+    def requeue_interrupted(self) -> int:
+        """At start-up: deliveries cut short by a crash or a stop are due again."""
+        with self.transaction() as db:
+            return db.execute("UPDATE recipients SET state=? WHERE state=?",
+                              (QUEUED, DELIVERING)).rowcount
+
     def next_due_time(self) -> float | None:
         row = self.query("SELECT min(next_attempt) FROM recipients WHERE state IN (?, ?)",
                          (QUEUED, DEFERRED))
@@ -192,8 +210,8 @@ class Store:
     def release_spool_if_done(self, message_id: str) -> None:
         """Remove the plaintext spool copy once no recipient still needs it."""
         pending = self.query(
-            "SELECT count(*) FROM recipients WHERE message_id=? AND state IN (?, ?)",
-            (message_id, QUEUED, DEFERRED),
+            "SELECT count(*) FROM recipients WHERE message_id=? AND state IN (?, ?, ?)",
+            (message_id, QUEUED, DEFERRED, DELIVERING),
         )[0][0]
         if pending == 0:
             remove_durably(self.spool_path(message_id))

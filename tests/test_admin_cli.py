@@ -46,6 +46,9 @@ def test_probe_reports_starttls_and_routes_per_mode(
     assert report["routes"]["not-confidential"]["action"] == "deliver-opportunistic"
     text = gateway.cli("probe", "tls.test").stdout
     assert "mx.tls.test" in text and "TLSv1." in text
+    known = json.loads(gateway.cli("route", "--from", "a@clinic.test", "--to", "b@tls.test",
+                                   "--json", "--no-dns").stdout)["domain"]["tls_cache"]
+    assert [(h["host"], h["starttls"], h["verified"]) for h in known] == [("mx.tls.test", True, True)]
 
 
 def test_probe_rejects_a_malformed_domain_clearly(gateway: GatewayProcess) -> None:

@@ -186,3 +186,22 @@ def test_connection_secured_for_a_lower_requirement_is_not_reused(
                                [Route(verified, True, "require-verified-tls")]])
     first, second = wait_for_mail(mx_hosts["tls"], plain_tls), wait_for_mail(mx_hosts["tls"], verified)
     assert first.peer_port != second.peer_port
+
+
+def test_claimed_recipients_are_delivering_until_settled_and_due_again_after_a_crash(
+        store: Store) -> None:
+    store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
+    [claimed] = store.claim_due()
+    assert states(store)["x@slow.test"] == "delivering"
+    assert store.claim_due() == []
+    assert store.requeue_interrupted() == 1
+    assert [i.rcpt for i in store.claim_due()] == [claimed.rcpt]
+
+
+def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(store: Store) -> None:
+    message_id = store.enqueue("doctor@relay.test", [Route("a@one.test"), Route("b@two.test")], MESSAGE)
+    store.claim_due()
+    store.set_recipient_state(message_id, ["a@one.test"], "delivered", "250 ok")
+    assert store.read_spool(message_id) == MESSAGE
+    store.set_recipient_state(message_id, ["b@two.test"], "delivered", "250 ok")
+    assert not store.spool_path(message_id).exists()
