@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -56,3 +57,26 @@ def test_null_mx_domain_bounces_at_once_with_5_1_10(
     gateway.send(make_message(sender, f"{unique}@nomail.test", "Hello"))
     fields = delivery_status(wait_for_mail(mx_hosts["relay"], sender).content)
     assert fields["Status"] == "5.1.10"
+
+
+def test_nonexistent_domain_bounces_with_5_1_2(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], rejecting_host: FakeMX,
+        unique: str) -> None:
+    sender = f"{unique}@relay.test"
+    gateway.send(make_message(sender, f"{unique}@no-such-domain.test", "Hello"))
+    fields = delivery_status(wait_for_mail(mx_hosts["relay"], sender).content)
+    assert fields["Status"] == "5.1.2" and "no such domain" in fields["Diagnostic-Code"]
+
+
+def test_dns_servfail_defers_instead_of_bouncing(
+        gateway: GatewayProcess, fake_dns: FakeDNS, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    fake_dns.set_rcode("broken-dns.test", "SERVFAIL")
+    rcpt = f"{unique}@broken-dns.test"
+    reply = gateway.send(make_message(f"{unique}@relay.test", rcpt, "Hello"))
+    queue_id = reply.rsplit(" ", 1)[1]
+    deadline = time.monotonic() + 15
+    while "deferred" not in (shown := gateway.cli("queue", "show", queue_id).stdout):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.1)
+    assert "4.4.3" in shown
+    assert not [m for m in mx_hosts["relay"].messages if f"{unique}@relay.test" in m.rcpt_tos]
