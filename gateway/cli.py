@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -12,6 +13,7 @@ import sys
 from datetime import datetime, timezone
 from email.message import Message
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config, parse_duration
@@ -20,7 +22,7 @@ from gateway.dns import make_resolver
 from gateway.expiry import purge_expired
 from gateway.policy import PolicyError, decide, load_policy
 from gateway.route_context import cached_knowledge, dane_status, describe
-from gateway.store import open_store
+from gateway.store import Store, open_store
 from gateway.tls_cache import TLSCache
 
 
@@ -28,6 +30,15 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@contextlib.contextmanager
+def opened_store(config: Config) -> Iterator[Store]:
+    store = open_store(config.storage_dir)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
@@ -68,11 +79,8 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
 
 
 def _domain_knowledge(config: Config, domain: str, offline: bool) -> dict[str, Any]:
-    store = open_store(config.storage_dir)
-    try:
+    with opened_store(config) as store:
         knowledge = cached_knowledge(config, store, domain)
-    finally:
-        store.close()
     if not offline:
         knowledge["dane"] = asyncio.run(dane_status(config, domain))
     return knowledge
@@ -93,15 +101,12 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
 
 def _remember_probe(config: Config, report: Any) -> None:
     """What the probe saw goes into the TLS cache, as a delivery's findings would."""
-    store = open_store(config.storage_dir)
-    try:
+    with opened_store(config) as store:
         cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
         for host in report.hosts:
             if host.connected and host.starttls_offered is not None:
                 cache.record(report.domain, host.name, host.starttls_offered,
                              bool(host.pkix_verified), f"probe: {host.tls_version or 'no TLS'}")
-    finally:
-        store.close()
 
 
 def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
@@ -113,23 +118,17 @@ def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
-    store = open_store(config.storage_dir)
-    try:
+    with opened_store(config) as store:
         print(f"destroyed {purge_expired(store)} expired messages")
-    finally:
-        store.close()
     return 0
 
 
 def cmd_queue(config: Config, args: argparse.Namespace) -> int:
-    store = open_store(config.storage_dir)
-    try:
+    with opened_store(config) as store:
         return _queue(store, args)
-    finally:
-        store.close()
 
 
-def _queue(store, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _queue(store: Store, args: argparse.Namespace) -> int:
     if args.action == "list":
         rows = store.query("SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m"
                            " ON m.id=r.message_id WHERE r.state IN ('queued','deferred','delivering')"
@@ -162,28 +161,29 @@ def cmd_keys(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_pickup(config: Config, args: argparse.Namespace) -> int:
-    store = open_store(config.storage_dir)
-    try:
-        if args.action == "list":
-            for p in store.list_pickups(args.recipient):
-                kind = f"reply to {p.thread_id}" if p.kind == "reply" else p.state
-                print(f"{p.id}  {p.sender} -> {p.recipient}  {kind}  expires {_when(p.expires)}")
-        elif args.action == "revoke":
-            destroyed = store.destroy_conversation(args.id)
-            if not destroyed:
-                print(f"no such stored message: {args.id}", file=sys.stderr)
-                return 1
-            print(f"destroyed {args.id} ({destroyed} stored messages including replies)")
-        elif args.action == "audit":
-            rows = store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,))
-            if not rows:
-                print(f"no audit events for {args.id}", file=sys.stderr)
-                return 1
-            for r in rows:
-                print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
-        return 0
-    finally:
-        store.close()
+    with opened_store(config) as store:
+        return _pickup(store, args)
+
+
+def _pickup(store: Store, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for p in store.list_pickups(args.recipient):
+            kind = f"reply to {p.thread_id}" if p.kind == "reply" else p.state
+            print(f"{p.id}  {p.sender} -> {p.recipient}  {kind}  expires {_when(p.expires)}")
+    elif args.action == "revoke":
+        destroyed = store.destroy_conversation(args.id)
+        if not destroyed:
+            print(f"no such stored message: {args.id}", file=sys.stderr)
+            return 1
+        print(f"destroyed {args.id} ({destroyed} stored messages including replies)")
+    elif args.action == "audit":
+        rows = store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,))
+        if not rows:
+            print(f"no audit events for {args.id}", file=sys.stderr)
+            return 1
+        for r in rows:
+            print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:

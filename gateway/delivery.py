@@ -300,7 +300,8 @@ class Deliverer:
         try:
             await client.starttls(server_hostname=name, tls_context=self._contexts[requirement])
         except aiosmtplib.SMTPResponseException as exc:
-            raise TLSFailure("tls-handshake-failed", f"{name} refused STARTTLS: {exc.code} {exc.message}")
+            raise TLSFailure("tls-handshake-failed",
+                             f"{name} refused STARTTLS: {exc.code} {exc.message}") from None
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             verify = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
             reason = "tls-handshake-failed"

@@ -38,7 +38,7 @@ async def dane_status(config: Config, domain: str) -> list[dict[str, str]]:
     results = await asyncio.gather(*(lookup_tlsa(resolver, h.name, config.delivery.port)
                                      for h in lookup.hosts))
     return [{"host": h.name, "status": r.status.value, "detail": r.detail}
-            for h, r in zip(lookup.hosts, results)]
+            for h, r in zip(lookup.hosts, results, strict=True)]
 
 
 def describe(knowledge: dict[str, Any]) -> list[str]:

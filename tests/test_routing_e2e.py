@@ -7,7 +7,7 @@ import sqlite3
 import time
 from email import message_from_bytes, policy
 
-from tests.conftest import assert_no_mail, make_message, wait_for_mail
+from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 
