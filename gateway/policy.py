@@ -150,8 +150,8 @@ def _merge_file(policy: Policy, path: Path) -> None:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = re.search(r"line (\d+)", str(exc))
-        raise PolicyError(f"{path}:{line.group(1) if line else 1}: {exc}") from None
+        where = re.search(r"line (\d+)", str(exc))
+        raise PolicyError(f"{path}:{where.group(1) if where else 1}: {exc}") from None
     lines = text.splitlines()
     for section in data:
         if section not in _SECTION_KEYS:
