@@ -9,7 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from gateway.dkim_signer import DKIMSigner
-from gateway.delivery import INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, Outcome
+from gateway.delivery import (INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, HostAttempt,
+                              Outcome)
 from gateway.dsn import build_dsn
 from gateway.pickup_stage import PickupStage
 from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Route, Store
@@ -104,6 +105,9 @@ class QueueRunner:
     async def _deliver_group(self, items: list[QueuedRecipient]) -> None:
         first = items[0]
         if first.mode == "pickup":
+            self._record_attempts(items, DomainResult(Outcome.TLS_UNAVAILABLE, "policy: always pickup",
+                                                      attempts=[HostAttempt("", "", "policy: always pickup",
+                                                                            tls_failure="policy")]))
             await self._to_pickup(items, "policy")
             return
         content = await asyncio.to_thread(self.store.read_spool, first.message_id)

@@ -205,3 +205,11 @@ def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(stor
     assert store.read_spool(message_id) == MESSAGE
     store.set_recipient_state(message_id, ["b@two.test"], "delivered", "250 ok")
     assert not store.spool_path(message_id).exists()
+
+
+def test_policy_pickup_is_recorded_with_reason_policy(config: Config, store: Store) -> None:
+    store.enqueue("doctor@relay.test", [Route("p@patients.test", True, "pickup")], MESSAGE)
+    run(config, store)
+    assert states(store)["p@patients.test"] == "pickup"
+    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'p@patients.test'")
+    assert attempt["reason"] == "policy" and attempt["host"] == ""
