@@ -155,7 +155,7 @@ def make_message(sender: str, recipient: str, subject: str, body: str = "Hello t
     return message
 
 
-def wait_for_mail(mx: FakeMX, rcpt: str, timeout: float = 15.0) -> ReceivedMessage:
+def wait_for_mail(mx: FakeMX, rcpt: str, timeout: float = 30.0) -> ReceivedMessage:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for message in mx.messages:

@@ -82,7 +82,7 @@ class GatewayProcess:
     def storage_dir(self) -> Path:
         return self.directory / "var"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 40.0) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "--config", str(self.config), "serve"],

@@ -25,7 +25,7 @@ NEW_PASSWORD = "four unrelated words here"
 
 
 def wait_for_subject(mx: FakeMX, rcpt: str, subject: str) -> bytes:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for message in reversed(mx.messages):
             parsed = email.message_from_bytes(message.content, policy=email.policy.default)

@@ -48,7 +48,7 @@ def attachment_links(page: httpx.Response) -> list[str]:
 
 
 def wait_for_code(mx: FakeMX, rcpt: str) -> str:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30
     while True:
         try:
             return emailed_code(mx, rcpt)

@@ -37,7 +37,7 @@ def reloading_gateway(gateway_settings: GatewaySettings, policy_file: Path,
     process.stop()
 
 
-def wait_for_log(gateway: GatewayProcess, text: str, timeout: float = 10.0) -> None:
+def wait_for_log(gateway: GatewayProcess, text: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in gateway.log_path.read_text():
         assert time.monotonic() < deadline, f"log never said {text!r}:\n{gateway.log_tail()}"

@@ -31,7 +31,7 @@ def recipient_state(gateway: GatewayProcess, rcpt: str) -> str | None:
     return row[0] if row else None
 
 
-def wait_for_state(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 15.0) -> None:
+def wait_for_state(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while recipient_state(gateway, rcpt) != state:
         assert time.monotonic() < deadline, f"{rcpt} never became {state}"

@@ -12,7 +12,7 @@ from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 
 
-def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 15.0) -> list[sqlite3.Row]:
+def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 30.0) -> list[sqlite3.Row]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:

@@ -73,7 +73,7 @@ def standards(fake_dns: FakeDNS, policy_https: FakeHTTPS, mx_port: int) -> Itera
         yield dane_host
 
 
-def recipient_row(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 15.0) -> sqlite3.Row:
+def recipient_row(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30.0) -> sqlite3.Row:
     deadline = time.monotonic() + timeout
     while True:
         with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
@@ -86,7 +86,7 @@ def recipient_row(gateway: GatewayProcess, rcpt: str, state: str, timeout: float
         time.sleep(0.05)
 
 
-def attempt_reasons(gateway: GatewayProcess, rcpt: str, timeout: float = 10.0) -> set[str]:
+def attempt_reasons(gateway: GatewayProcess, rcpt: str, timeout: float = 30.0) -> set[str]:
     """The recorded reasons of RCPT's attempts (the history is written a moment later)."""
     deadline = time.monotonic() + timeout
     while True:
