@@ -15,7 +15,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, chunks: Iterable[bytes], mode: int = 0o600) -> int:
+def write_durably(path: Path, chunks: Iterable[bytes | memoryview], mode: int = 0o600) -> int:
     """Write CHUNKS to PATH atomically and durably; returns the number of bytes written."""
     tmp = path.with_name(path.name + ".tmp")
     size = 0

@@ -19,8 +19,8 @@ class PickupStage:
         self.store = store
 
     def expiry_for(self, message_id: str, received: float) -> float:
-        with self.store.spool_path(message_id).open("rb") as spool:
-            headers = email.parser.BytesHeaderParser(policy=email.policy.default).parse(spool)
+        head = self.store.read_spool_headers(message_id)
+        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         return expiry_time(received, headers.get(EXPIRES_HEADER), self.config.pickup.retention_days,
                            self.config.pickup.max_retention_days, self.store.clock())
 

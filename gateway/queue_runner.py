@@ -173,7 +173,8 @@ class QueueRunner:
         if not first.sender:
             return  # never answer a bounce with a bounce
         dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=first.sender,
-                        queue_id=first.message_id, original=self.store.read_spool(first.message_id),
+                        queue_id=first.message_id,
+                        original=self.store.read_spool_headers(first.message_id),
                         failures=failures, arrival=first.received, delayed=delayed)
         self.store.enqueue("", [Route(first.sender, reason="delivery status notification")], dsn)
         self.wake()

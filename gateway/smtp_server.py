@@ -89,17 +89,18 @@ class RelayHandler:
         content = envelope.original_content or b""
         if _BARE_LINE_END.search(content):
             return codes.BARE_LINE_ENDING
-        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(content)
+        head, body = split_message(content)
+        headers = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head)
         if not headers.keys():
             return codes.NO_HEADERS
         policy = self.policy()
         decisions = [decide(policy, headers, rcpt) for rcpt in envelope.rcpt_tos]
         if policy.strip_tags and any(d.confidential for d in decisions):
-            content = rewrite_subject(content, lambda s: strip_subject_tags(policy, s))
+            head = rewrite_subject(head, lambda s: strip_subject_tags(policy, s))
         routes = [Route(d.recipient, d.confidential, d.mode, d.why) for d in decisions]
         try:
             queue_id = await asyncio.to_thread(self.store.enqueue, envelope.mail_from or "",
-                                               routes, content, session.peer[0])
+                                               routes, [head, body], session.peer[0])
         except Exception:
             log.exception("could not queue a message from %s", session.peer)
             return codes.STORE_FAILED
@@ -112,17 +113,26 @@ class RelayHandler:
 _SUBJECT = re.compile(rb"^Subject:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n", re.IGNORECASE | re.MULTILINE)
 
 
-def rewrite_subject(content: bytes, change: Callable[[str], str]) -> bytes:
-    """CONTENT with its Subject header replaced by CHANGE(subject); the body is untouched."""
+def split_message(content: bytes) -> tuple[bytes, memoryview]:
+    """The header section (ending in CRLF) and a view of the rest: no copy of a large body,
+    which classification never needs to read."""
+    if content.startswith(b"\r\n"):
+        return b"", memoryview(content)
     end = content.find(b"\r\n\r\n")
-    head, body = (content, b"") if end < 0 else (content[: end + 2], content[end + 2:])
+    if end < 0:
+        return content, memoryview(b"")
+    return content[: end + 2], memoryview(content)[end + 2:]
+
+
+def rewrite_subject(head: bytes, change: Callable[[str], str]) -> bytes:
+    """The header section HEAD with its Subject replaced by CHANGE(subject)."""
     match = _SUBJECT.search(head)
     if match is None:
-        return content
+        return head
     parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(match.group(0))
     new = email.message.EmailMessage(policy=email.policy.SMTP)
     new["Subject"] = change(str(parsed["Subject"]))
-    return head[: match.start()] + new.as_bytes()[: -2] + head[match.end():] + body
+    return head[: match.start()] + new.as_bytes()[: -2] + head[match.end():]
 
 
 def server_tls_context(config: Config) -> ssl.SSLContext | None:

@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from gateway.durable import remove_durably, write_durably
 from gateway.schema import migrate
 
 Clock = Callable[[], float]
+Chunk = bytes | memoryview
 
 QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = "queued", "deferred", "delivered", "pickup", "bounced"
 DELIVERING = "delivering"
@@ -130,17 +131,20 @@ class Store:
     def spool_path(self, message_id: str) -> Path:
         return self.spool_dir / f"{message_id}.eml"
 
-    def enqueue(self, sender: str, routes: list[Route], content: bytes, client: str = "") -> str:
-        """Durably queue CONTENT for ROUTES; returns the queue id once it is safe to say 250."""
-        message_id = self.spool(content)
+    def enqueue(self, sender: str, routes: list[Route], content: bytes | Sequence[Chunk],
+                client: str = "") -> str:
+        """Durably queue CONTENT (bytes, or chunks written in order) for ROUTES; returns the
+        queue id once it is safe to say 250."""
+        chunks = [content] if isinstance(content, bytes) else list(content)
+        message_id = self.spool(chunks)
         with self.transaction() as db:
-            self.insert_queue_rows(db, message_id, sender, routes, len(content), client)
+            self.insert_queue_rows(db, message_id, sender, routes, sum(len(c) for c in chunks), client)
         return message_id
 
-    def spool(self, content: bytes) -> str:
+    def spool(self, content: bytes | Sequence[Chunk]) -> str:
         """Write CONTENT durably to the spool under a new queue id (not yet queued)."""
         message_id = new_queue_id()
-        write_durably(self.spool_path(message_id), [content])
+        write_durably(self.spool_path(message_id), [content] if isinstance(content, bytes) else content)
         return message_id
 
     def insert_queue_rows(self, db: sqlite3.Connection, message_id: str, sender: str,
@@ -218,6 +222,16 @@ class Store:
 
     def read_spool(self, message_id: str) -> bytes:
         return self.spool_path(message_id).read_bytes()
+
+    def read_spool_headers(self, message_id: str) -> bytes:
+        """Only the header section of a spooled message: never the (maybe huge) body."""
+        lines = []
+        with self.spool_path(message_id).open("rb") as spool:
+            for line in spool:
+                if line in (b"\r\n", b"\n"):
+                    break
+                lines.append(line)
+        return b"".join(lines)
 
     def flush(self) -> int:
         with self.transaction() as db:
