@@ -26,6 +26,7 @@ import copy
 import datetime
 import enum
 import hashlib
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -102,17 +103,26 @@ def tlsa_name(mx_host: str, port: int = 25) -> str:
     return f"_{port}._tcp.{mx_host.rstrip('.')}"
 
 
+_SECURE_RESOLVERS: weakref.WeakKeyDictionary[dns.asyncresolver.Resolver,
+                                             dns.asyncresolver.Resolver] = weakref.WeakKeyDictionary()
+
+
 def _dnssec_resolver(resolver: dns.asyncresolver.Resolver) -> dns.asyncresolver.Resolver:
     """A copy asking for DNSSEC status, so the shared resolver keeps its settings.
 
     AD in the query (RFC 6840 5.7) asks a validating resolver to report validation even
-    without DO; DO is set too because some resolvers only set AD when it is. The cache is
-    not shared: an answer cached from a query without these flags says nothing about AD.
+    without DO; DO is set too because some resolvers only set AD when it is. The copy has a
+    cache of its own (when the original caches at all): an answer cached from a query
+    without these flags says nothing about AD, but its own answers can be reused for their
+    TTL, which keeps TLSA look-ups off the per-message path.
     """
-    secure = copy.copy(resolver)
-    secure.cache = None
-    secure.use_edns(0, dns.flags.DO, _EDNS_PAYLOAD)
-    secure.flags = dns.flags.RD | dns.flags.AD
+    secure = _SECURE_RESOLVERS.get(resolver)
+    if secure is None:
+        secure = copy.copy(resolver)
+        secure.cache = dns.resolver.Cache() if resolver.cache is not None else None
+        secure.use_edns(0, dns.flags.DO, _EDNS_PAYLOAD)
+        secure.flags = dns.flags.RD | dns.flags.AD
+        _SECURE_RESOLVERS[resolver] = secure
     return secure
 
 

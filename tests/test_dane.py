@@ -392,3 +392,14 @@ def test_cert_facts(chain: Chain) -> None:
 ])
 def test_dns_name_matches(pattern: str, host: str, expected: bool) -> None:
     assert dns_name_matches(pattern, host) is expected
+
+
+def test_tlsa_answers_are_cached_for_their_ttl_when_the_resolver_caches(zone: FakeDNS) -> None:
+    cached = make_resolver([zone.nameserver], timeout=2.0)
+    zone.add("_25._tcp.mx.cached-tlsa.test", "TLSA", "3 1 1 " + "ab" * 32)
+    zone.set_authenticated("_25._tcp.mx.cached-tlsa.test", True)
+    first = asyncio.run(lookup_tlsa(cached, "mx.cached-tlsa.test"))
+    second = asyncio.run(lookup_tlsa(cached, "mx.cached-tlsa.test"))
+    assert first.status is second.status is TLSAStatus.USABLE
+    asked = [q for q in zone.queries if q == ("_25._tcp.mx.cached-tlsa.test", "TLSA")]
+    assert len(asked) == 1
