@@ -22,7 +22,7 @@ from tests.portal_fixtures import (BODY_TOKEN, NOTIFY_FROM, OTHER, PASSWORD, PAT
                                    TestClient, app, ask_code, assert_security_headers,
                                    body_frame, client, clock, code_mails, config, count, csrf,
                                    latest_code, other_client, pid, read_mail,
-                                   register, secure_message, seed, sign_in, store,
+                                   register, seed, sign_in, store,
                                    submit_verification, wakes)
 
 __all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
@@ -322,21 +322,6 @@ def test_wrong_passwords_pause_sign_in(client: TestClient, other_client: TestCli
         sign_in(other_client, pid, "wrong password")
     paused = sign_in(other_client, pid)
     assert paused.status_code == 400 and "Too many wrong passwords" in paused.text
-
-
-def test_inbox_newest_first_unread_marked(client: TestClient, store: Store, clock: FakeClock,
-                                          pid: str) -> None:
-    clock.advance(60)
-    newer = seed(store, raw=secure_message(subject="Second letter"))
-    register(client, store, pid)  # opens the older one
-    inbox = client.get("/")
-    assert inbox.status_code == 200
-    assert inbox.text.index(f"/m/{newer}") < inbox.text.index(f"/m/{pid}")
-    items = inbox.text.split('<li class="inbox-item')[1:]
-    assert "unread" in items[0] and "New" in items[0] and "Second letter" in items[0]
-    assert "unread" not in items[1]
-    assert "deleted on" in items[0] and "UTC" in items[0]
-    assert inbox.headers["cache-control"] == "no-store"
 
 
 def test_signed_out_home_is_the_login_form(client: TestClient) -> None:

@@ -17,17 +17,12 @@ from tests.fakes.dns_server import FakeDNS
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewaySettings
+from tests.portal_fixtures import FakeClock, clock, store
+
+__all__ = ["clock", "store"]  # shared fixtures, used here by name
 
 MESSAGE = b"From: doctor@relay.test\r\nTo: x@slow.test\r\nSubject: Referral\r\n\r\nPrivate body\r\n"
 DAY = 86400.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
@@ -36,18 +31,6 @@ def slow_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
     fake_dns.add("mx.slow.test", "A", "127.0.0.11")
     with FakeMX("127.0.0.11", mx_port, name="mx.slow.test", rcpt_reply="451 4.3.0 busy") as host:
         yield host
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    opened = Store(tmp_path / "var", clock)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture
@@ -88,7 +71,7 @@ def reports_to(relay: FakeMX, sender: str) -> list[email.message.Message]:
 
 
 def test_mail_still_deferred_at_the_end_of_its_lifetime_bounces_with_a_dsn(
-        config: Config, store: Store, clock: Clock, slow_host: FakeMX,
+        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
         mx_hosts: dict[str, FakeMX], unique: str) -> None:
     sender = f"{unique}@relay.test"
     store.enqueue(sender, [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
@@ -104,7 +87,7 @@ def test_mail_still_deferred_at_the_end_of_its_lifetime_bounces_with_a_dsn(
 
 
 def test_delay_warning_is_sent_once_after_delay_warning(
-        config: Config, store: Store, clock: Clock, slow_host: FakeMX,
+        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
         mx_hosts: dict[str, FakeMX], unique: str) -> None:
     sender = f"{unique}@relay.test"
     store.enqueue(sender, [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
@@ -122,7 +105,7 @@ def test_delay_warning_is_sent_once_after_delay_warning(
 
 
 def test_retry_backoff_doubles_from_the_initial_delay(
-        config: Config, store: Store, clock: Clock, slow_host: FakeMX) -> None:
+        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX) -> None:
     config.delivery.retry_initial, config.delivery.retry_max = "5m", "4000s"
     store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
     delays = []
@@ -135,7 +118,7 @@ def test_retry_backoff_doubles_from_the_initial_delay(
 
 
 def test_domain_seen_without_starttls_goes_to_pickup_without_a_connection(
-        config: Config, store: Store, clock: Clock, mx_hosts: dict[str, FakeMX]) -> None:
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
     secure = [Route("first@plain.test", True, "require-tls")]
     store.enqueue("doctor@relay.test", secure, MESSAGE, client="127.0.0.1")
     run(config, store)
@@ -148,7 +131,7 @@ def test_domain_seen_without_starttls_goes_to_pickup_without_a_connection(
 
 
 def test_tls_knowledge_expires_after_its_ttl(
-        config: Config, store: Store, clock: Clock, mx_hosts: dict[str, FakeMX]) -> None:
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
     store.enqueue("doctor@relay.test", [Route("a@plain.test", True, "require-tls")], MESSAGE)
     run(config, store)
     clock.now += 3601
