@@ -7,8 +7,12 @@ import asyncio
 import contextlib
 import email.parser
 import email.policy
+import getpass
 import json
 import logging
+import os
+import socket
+import sqlite3
 import sys
 from datetime import datetime, timezone
 from email.message import Message
@@ -20,10 +24,13 @@ from gateway.config import Config, ConfigError, load_config, parse_duration
 from gateway.crypto import KeyRing
 from gateway.dns import make_resolver
 from gateway.expiry import purge_expired
-from gateway.policy import PolicyError, decide, load_policy
-from gateway.route_context import cached_knowledge, dane_status, describe
+from gateway.policy import PolicyError, check_policy, decide, load_policy
+from gateway.route_context import cached_knowledge, dane_status, describe, predicted_outcome
 from gateway.store import Store, open_store
 from gateway.tls_cache import TLSCache
+
+
+CONFIG_HELP = "config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)"
 
 
 def _when(timestamp: float | None) -> str:
@@ -66,8 +73,10 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
     policy = load_policy(config.policy_dir)
     decision = decide(policy, _route_headers(args), args.to)
     knowledge = _domain_knowledge(config, decision.recipient.rpartition("@")[2], args.no_dns)
+    outcome = predicted_outcome(decision, knowledge)
     if args.json:
-        print(json.dumps({"from": args.sender, **decision.as_dict(), "domain": knowledge}, indent=2))
+        print(json.dumps({"from": args.sender, **decision.as_dict(), "domain": knowledge,
+                          "outcome": outcome}, indent=2))
         return 0
     print(f"from:         {args.sender}")
     print(f"to:           {decision.recipient}")
@@ -75,6 +84,7 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
     print(f"mode:         {decision.mode}")
     print(f"rule:         {decision.rule}")
     print("\n".join(describe(knowledge)))
+    print(f"outcome:      {outcome}")
     return 0
 
 
@@ -111,10 +121,22 @@ def _remember_probe(config: Config, report: Any) -> None:
 
 def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
     directory = Path(args.dir) if args.dir else config.policy_dir
-    policy = load_policy(directory)
-    print(f"{directory}: OK ({len(policy.files)} files, {len(policy.rules)} domain rules,"
-          f" default mode {policy.default_mode})")
-    return 0
+    report = check_policy(directory)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for problem in report.errors:
+            print(f"error: {problem}", file=sys.stderr)
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if report.policy is not None:
+            policy = report.policy
+            print(f"{directory}: OK ({len(policy.files)} files, {len(policy.rules)} domain rules,"
+                  f" default mode {policy.default_mode})")
+        else:
+            print(f"{directory}: {len(report.errors)} error(s); the policy cannot be used",
+                  file=sys.stderr)
+    return 0 if report.policy is not None else 1
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
@@ -130,32 +152,105 @@ def cmd_queue(config: Config, args: argparse.Namespace) -> int:
 
 def _queue(store: Store, args: argparse.Namespace) -> int:
     if args.action == "list":
-        rows = store.query("SELECT r.*, m.sender, m.received FROM recipients r JOIN messages m"
-                           " ON m.id=r.message_id WHERE r.state IN ('queued','deferred','delivering')"
-                           " ORDER BY m.received")
-        for r in rows:
-            print(f"{r['message_id']}  {_when(r['received'])}  {r['sender'] or '<>'} -> {r['rcpt']}"
-                  f"  {r['state']}  next {_when(r['next_attempt'])}  {r['last_reply']}")
-        print(f"{len(rows)} recipients waiting")
-    elif args.action == "show":
-        rows = store.query("SELECT * FROM recipients WHERE message_id=?", (args.id,))
-        if not rows:
-            print(f"no such message: {args.id}", file=sys.stderr)
-            return 1
-        for r in rows:
-            print(json.dumps({k: r[k] for k in r.keys()}, default=str))
-    elif args.action == "flush":
+        return _queue_list(store, args.json)
+    if args.action == "show":
+        return _queue_show(store, args.id, args.json)
+    if args.action == "flush":
         print(f"{store.flush()} recipients due now")
     elif args.action == "delete":
         if not store.delete_message(args.id):
             print(f"no such message: {args.id}", file=sys.stderr)
             return 1
+        store.audit(args.id, "queue-deleted", admin_identity(), "deleted with sealgate queue delete")
         print(f"deleted {args.id}")
     return 0
 
 
+def _queue_list(store: Store, as_json: bool) -> int:
+    rows = [dict(r) for r in store.query(
+        "SELECT r.message_id, r.rcpt, r.state, r.attempts, r.next_attempt, r.last_reply,"
+        " r.mode, m.sender, m.received FROM recipients r JOIN messages m ON m.id=r.message_id"
+        " WHERE r.state IN ('queued','deferred','delivering') ORDER BY m.received")]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['message_id']}  {_when(r['received'])}  {r['sender'] or '<>'} -> {r['rcpt']}"
+              f"  {r['state']}  next {_when(r['next_attempt'])}  {r['last_reply']}")
+    print(f"{len(rows)} recipients waiting" if rows else "the queue is empty")
+    return 0
+
+
+def _queue_show(store: Store, queue_id: str, as_json: bool) -> int:
+    messages = store.query("SELECT * FROM messages WHERE id=?", (queue_id,))
+    if not messages:
+        print(f"no such message: {queue_id}", file=sys.stderr)
+        return 1
+    message = dict(messages[0])
+    recipients = [dict(r) for r in store.query(
+        "SELECT * FROM recipients WHERE message_id=? ORDER BY rcpt", (queue_id,))]
+    attempts = [dict(a) for a in store.query(
+        "SELECT * FROM attempts WHERE message_id=? ORDER BY at, id", (queue_id,))]
+    for rcpt in recipients:
+        rcpt["attempt_history"] = [a for a in attempts if a["rcpt"] == rcpt["rcpt"]]
+    if as_json:
+        print(json.dumps({"message": message, "recipients": recipients}, indent=2, default=str))
+        return 0
+    print("\n".join(describe_queued_message(message, recipients)))
+    return 0
+
+
+def describe_queued_message(message: dict[str, Any], recipients: list[dict[str, Any]]) -> list[str]:
+    lines = [f"message {message['id']}",
+             f"  from      {message['sender'] or '<> (null sender)'}",
+             f"  received  {_when(message['received'])} from {message['client'] or 'Sealgate itself'}",
+             f"  size      {message['size']} bytes"]
+    for rcpt in recipients:
+        confidential = "confidential" if rcpt["confidential"] else "not confidential"
+        lines += ["", f"  to {rcpt['rcpt']}: {rcpt['state']} ({confidential}, mode {rcpt['mode']})",
+                  f"    why       {rcpt['reason'] or '-'}",
+                  f"    attempts  {rcpt['attempts']}, next {_when(rcpt['next_attempt'])}"
+                  if rcpt["state"] in ("queued", "deferred") else
+                  f"    attempts  {rcpt['attempts']}",
+                  f"    last      {rcpt['last_reply'] or '-'}"]
+        history = rcpt["attempt_history"]
+        if not history:
+            lines.append("    no delivery attempt yet")
+        for attempt in history:
+            lines += describe_attempt(attempt)
+    return lines
+
+
+def describe_attempt(attempt: dict[str, Any]) -> list[str]:
+    where = attempt["host"] or "-"
+    if attempt["address"]:
+        where += f" [{attempt['address']}]"
+    tls = "no TLS"
+    if attempt["tls_version"]:
+        tls = f"{attempt['tls_version']} {attempt['cipher'] or ''}".strip()
+        tls += ", verified" if attempt["verified"] else ", not verified"
+    lines = [f"    - {_when(attempt['at'])}  {where}",
+             f"        tls       {tls}"]
+    if attempt["cert_subject"]:
+        lines.append(f"        cert      {attempt['cert_subject']} (issuer {attempt['cert_issuer']})")
+    if attempt["reason"]:
+        lines.append(f"        verdict   {attempt['reason']}")
+    lines.append(f"        reply     {attempt['reply'] or '-'}")
+    return lines
+
+
+def admin_identity() -> str:
+    """Who ran an admin command, for the audit trail: the login behind sudo, if any."""
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"admin:{user}@{socket.gethostname()}"
+
+
 def cmd_keys(config: Config, args: argparse.Namespace) -> int:
     ring = KeyRing(config.storage_dir / "keys")
+    if args.action == "list":
+        ids = ring.key_ids()
+        print("\n".join(ids) if ids else "no key-encryption keys yet (made on first start)")
+        return 0
     print(f"new key-encryption key {ring.rotate()}; older keys still decrypt: {', '.join(ring.key_ids())}")
     return 0
 
@@ -167,31 +262,71 @@ def cmd_pickup(config: Config, args: argparse.Namespace) -> int:
 
 def _pickup(store: Store, args: argparse.Namespace) -> int:
     if args.action == "list":
-        for p in store.list_pickups(args.recipient):
-            kind = f"reply to {p.thread_id}" if p.kind == "reply" else p.state
-            print(f"{p.id}  {p.sender} -> {p.recipient}  {kind}  expires {_when(p.expires)}")
-    elif args.action == "revoke":
+        return _pickup_list(store, args.recipient, args.json)
+    if args.action == "revoke":
         destroyed = store.destroy_conversation(args.id)
         if not destroyed:
             print(f"no such stored message: {args.id}", file=sys.stderr)
             return 1
+        store.audit(args.id, "revoked", admin_identity(),
+                    f"destroyed with sealgate pickup revoke ({destroyed} stored messages)")
         print(f"destroyed {args.id} ({destroyed} stored messages including replies)")
-    elif args.action == "audit":
-        rows = store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at", (args.id,))
-        if not rows:
-            print(f"no audit events for {args.id}", file=sys.stderr)
-            return 1
-        for r in rows:
-            print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
+        return 0
+    rows = [dict(r) for r in store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at, id",
+                                         (args.id,))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0 if rows else 1
+    if not rows:
+        print(f"no audit events for {args.id}", file=sys.stderr)
+        return 1
+    for r in rows:
+        print(f"{_when(r['at'])}  {r['event']}  {r['client']}  {r['detail']}")
     return 0
 
 
+def _pickup_list(store: Store, recipient: str | None, as_json: bool) -> int:
+    pickups = store.list_pickups(recipient)
+    senders = {p.id: p.sender for p in pickups}
+    entries = []
+    for p in pickups:
+        entry = {"id": p.id, "kind": p.kind, "sender": p.sender, "recipient": p.recipient,
+                 "state": p.state, "created": p.created, "expires": p.expires}
+        if p.kind == "reply":
+            # A reply is stored in its author's thread: its author is the thread's recipient,
+            # and it went to the sender of the message it answers.
+            entry.update(state="reply", thread_id=p.thread_id, sender=p.recipient,
+                         recipient=senders.get(p.thread_id or "", "the original sender"))
+        entries.append(entry)
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    for e in entries:
+        label = f"reply to {e['thread_id']}" if e["kind"] == "reply" else e["state"]
+        print(f"{e['id']}  {e['sender']} -> {e['recipient']}  {label}  expires {_when(e['expires'])}")
+    if not entries:
+        print(f"no stored messages{' for ' + recipient if recipient else ''}")
+    return 0
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """--config is accepted after any sub-command too (DESIGN.md, "Command line")."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
+    common = _common_options()
+
+    def add(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], **kwargs)  # type: ignore[no-any-return]
+
     top = argparse.ArgumentParser(prog="sealgate", description="SMTP gateway with TLS-aware routing")
-    top.add_argument("--config", help="config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)")
+    top.add_argument("--config", help=CONFIG_HELP)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run SMTP, delivery, portal and expiry").set_defaults(func=cmd_serve)
-    route = sub.add_parser("route", help="explain the routing decision for a message")
+    add(sub, "serve", help="run SMTP, delivery, portal and expiry").set_defaults(func=cmd_serve)
+    route = add(sub, "route", help="explain the routing decision for a message")
     route.add_argument("--from", dest="sender", required=True)
     route.add_argument("--to", required=True)
     route.add_argument("--subject")
@@ -200,29 +335,37 @@ def parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true")
     route.add_argument("--no-dns", action="store_true", help="skip the live DANE look-up")
     route.set_defaults(func=cmd_route)
-    probe = sub.add_parser("probe", help="what a domain's MX hosts offer, and the route per mode")
+    probe = add(sub, "probe", help="what a domain's MX hosts offer, and the route per mode")
     probe.add_argument("domain")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(func=cmd_probe)
-    policy = sub.add_parser("policy", help="policy tools").add_subparsers(dest="action", required=True)
-    check = policy.add_parser("check", help="validate policy files")
+    policy = add(sub, "policy", help="policy tools").add_subparsers(dest="action", required=True)
+    check = add(policy, "check", help="validate policy files, every error with file:line")
     check.add_argument("dir", nargs="?")
+    check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_policy_check)
-    sub.add_parser("purge", help="destroy expired stored messages now").set_defaults(func=cmd_purge)
-    queue = sub.add_parser("queue", help="inspect the queue")
+    add(sub, "purge", help="destroy expired stored messages now").set_defaults(func=cmd_purge)
+    queue = add(sub, "queue", help="inspect the queue")
     queue_actions = queue.add_subparsers(dest="action", required=True)
-    queue_actions.add_parser("list")
-    queue_actions.add_parser("flush")
-    for name in ("show", "delete"):
-        queue_actions.add_parser(name).add_argument("id")
+    add(queue_actions, "list").add_argument("--json", action="store_true")
+    add(queue_actions, "flush")
+    show = add(queue_actions, "show", help="a message with every delivery attempt")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    add(queue_actions, "delete").add_argument("id")
     queue.set_defaults(func=cmd_queue)
-    keys = sub.add_parser("keys", help="key-encryption keys").add_subparsers(dest="action", required=True)
-    keys.add_parser("rotate").set_defaults(func=cmd_keys)
-    pickup = sub.add_parser("pickup", help="stored messages")
+    keys = add(sub, "keys", help="key-encryption keys").add_subparsers(dest="action", required=True)
+    add(keys, "rotate").set_defaults(func=cmd_keys)
+    add(keys, "list").set_defaults(func=cmd_keys)
+    pickup = add(sub, "pickup", help="stored messages")
     pickup_actions = pickup.add_subparsers(dest="action", required=True)
-    pickup_actions.add_parser("list").add_argument("--recipient")
-    for name in ("revoke", "audit"):
-        pickup_actions.add_parser(name).add_argument("id")
+    listing = add(pickup_actions, "list")
+    listing.add_argument("--recipient")
+    listing.add_argument("--json", action="store_true")
+    add(pickup_actions, "revoke").add_argument("id")
+    audit = add(pickup_actions, "audit")
+    audit.add_argument("id")
+    audit.add_argument("--json", action="store_true")
     pickup.set_defaults(func=cmd_pickup)
     return top
 
@@ -232,8 +375,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
+    except (ConfigError, OSError) as exc:
+        print(f"sealgate: {exc}", file=sys.stderr)
+        return 1
+    try:
         return int(args.func(config, args))
+    except sqlite3.Error as exc:
+        print(f"sealgate: storage.dir: the database {config.storage_dir / 'sealgate.db'} cannot be"
+              f" used: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, PolicyError, ValueError, OSError) as exc:
         print(f"sealgate: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
+# Keys naming files or directories: relative values are relative to the config file's
+# directory, because cron and systemd do not run sealgate in the data directory.
+PATH_KEYS = (("smtp", "tls_cert"), ("smtp", "tls_key"), ("delivery", "ca_file"),
+             ("storage", "dir"), ("policy", "dir"), ("pickup", "logo_file"),
+             ("pickup", "templates_dir"), ("dkim", "key_file"))
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -38,7 +43,10 @@ def parse_hostport(text: str, key: str, default_port: int | None = None) -> tupl
     port = match.group(2) or match.group(4)
     if port is None and default_port is None:
         raise ConfigError(f"{key}: {text!r} needs a port (host:port)")
-    return host, int(port) if port else int(default_port or 0)
+    number = int(port) if port else int(default_port or 0)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{key}: port {number} is out of range (1-65535)")
+    return host, number
 
 
 @dataclass
@@ -198,13 +206,40 @@ def validate(config: Config) -> Config:
     return config
 
 
+def _resolve_paths(config: Config, base: Path) -> None:
+    for section, key in PATH_KEYS:
+        values = getattr(config, section)
+        value = getattr(values, key)
+        if value and not Path(value).is_absolute():
+            setattr(values, key, str((base / value).resolve()))
+
+
+def _default_policy_dir(config: Config, explicit: bool) -> None:
+    """Without a policy.dir key, a policies/ folder beside the config, else the packaged
+    default policy (a fresh install runs with the commented example)."""
+    if explicit:
+        return
+    beside = Path(config.policy.dir)
+    if not beside.is_dir():
+        from gateway.resources import DEFAULT_POLICY_DIR
+        config.policy.dir = str(DEFAULT_POLICY_DIR)
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """The config from PATH, else $SEALGATE_CONFIG, else conf/sealgate.toml."""
-    chosen = Path(path or os.environ.get("SEALGATE_CONFIG") or DEFAULT_CONFIG_PATH)
+    """The config from PATH, else $SEALGATE_CONFIG, else conf/sealgate.toml; with none of
+    them (a fresh install run from an empty directory), the built-in defaults."""
+    named = path or os.environ.get("SEALGATE_CONFIG")
+    chosen = Path(named or DEFAULT_CONFIG_PATH)
     try:
         data = tomllib.loads(chosen.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{chosen}: config file not found") from None
+        if named:
+            raise ConfigError(f"{chosen}: config file not found") from None
+        config = Config()
+        _default_policy_dir(config, explicit=False)
+        return validate(config)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{chosen}: not a UTF-8 text file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{chosen}: {exc}") from None
     config = Config(source=chosen)
@@ -213,4 +248,6 @@ def load_config(path: str | Path | None = None) -> Config:
         if cls is None:
             raise ConfigError(f"{chosen}: unknown section [{name}]")
         setattr(config, name, _section(name, cls, values))
+    _resolve_paths(config, chosen.resolve().parent)
+    _default_policy_dir(config, explicit="dir" in data.get("policy", {}))
     return validate(config)

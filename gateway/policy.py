@@ -58,6 +58,23 @@ class Policy:
     default_origin: Origin | None = None
     rules: list[DomainRule] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PolicyReport:
+    """What `policy check` says: every error (file:line each) and warning; POLICY when usable."""
+
+    policy: Policy | None
+    errors: list[str]
+    warnings: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        usable = self.policy is not None
+        return {"ok": usable, "errors": self.errors, "warnings": self.warnings,
+                "files": self.policy.files if self.policy else [],
+                "domain_rules": len(self.policy.rules) if self.policy else 0,
+                "default_mode": self.policy.default_mode if self.policy else None}
 
 
 @dataclass(frozen=True)
@@ -125,59 +142,99 @@ def _merge_confidential(policy: Policy, path: str, lines: list[str], table: dict
         policy.header_origins[name.lower()] = Origin(path, line)
 
 
-def _merge_domains(policy: Policy, path: str, lines: list[str], rules: Any) -> None:
+def _merge_domains(policy: Policy, path: str, lines: list[str], rules: Any,
+                   errors: list[str]) -> None:
     if not isinstance(rules, list):
         raise PolicyError(f"{path}:1: [[domain]] must be an array of tables")
     line = 0
-    seen = {r.match: r.origin for r in policy.rules}
     for rule in rules:
         line = _line_of(lines, r"^\s*\[\[\s*domain\s*\]\]", line)
-        _check_keys(path, lines, "domain", rule, line - 1)
-        match = str(rule.get("match", "")).strip().lower()
-        if not _DOMAIN_PATTERN.match(match):
-            raise PolicyError(f"{path}:{line}: match {rule.get('match')!r} must be a domain"
-                              " like example.org or *.example.org")
-        if match in seen:
-            raise PolicyError(f"{path}:{line}: duplicate rule for {match!r} (first at {seen[match]})")
-        mode = _check_mode(path, _line_of(lines, r"^\s*mode\s*=", line - 1), rule.get("mode"))
-        origin = Origin(path, line)
-        seen[match] = origin
-        policy.rules.append(DomainRule(match, mode, origin))
+        try:
+            _merge_domain(policy, path, lines, rule, line)
+        except PolicyError as exc:
+            errors.append(str(exc))
 
 
-def _merge_file(policy: Policy, path: Path) -> None:
-    text = path.read_text(encoding="utf-8")
+def _merge_domain(policy: Policy, path: str, lines: list[str], rule: dict[str, Any],
+                  line: int) -> None:
+    seen = {r.match: r.origin for r in policy.rules}
+    _check_keys(path, lines, "domain", rule, line - 1)
+    match = str(rule.get("match", "")).strip().lower()
+    if not _DOMAIN_PATTERN.match(match):
+        raise PolicyError(f"{path}:{line}: match {rule.get('match')!r} must be a domain"
+                          " like example.org or *.example.org")
+    if match in seen:
+        raise PolicyError(f"{path}:{line}: duplicate rule for {match!r} (first at {seen[match]})")
+    mode = _check_mode(path, _line_of(lines, r"^\s*mode\s*=", line - 1), rule.get("mode"))
+    policy.rules.append(DomainRule(match, mode, Origin(path, line)))
+
+
+def _merge_file(policy: Policy, path: Path, errors: list[str]) -> None:
+    """Merge one file into POLICY; every problem found is appended to ERRORS."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        errors.append(f"{path}:1: cannot read the file: {exc}")
+        return
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         where = re.search(r"line (\d+)", str(exc))
-        raise PolicyError(f"{path}:{where.group(1) if where else 1}: {exc}") from None
+        errors.append(f"{path}:{where.group(1) if where else 1}: {exc}")
+        return
     lines = text.splitlines()
     for section in data:
         if section not in _SECTION_KEYS:
-            raise PolicyError(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
-                              f" [{section}] (allowed: confidential, default, domain)")
-    if "confidential" in data:
-        _merge_confidential(policy, str(path), lines, data["confidential"])
-    if "default" in data:
-        start = _section_line(lines, "default")
-        _check_keys(str(path), lines, "default", data["default"], start - 1)
-        line = _line_of(lines, r"^\s*mode\s*=", start - 1)
-        policy.default_mode = _check_mode(str(path), line, data["default"].get("mode"))
-        policy.default_origin = Origin(str(path), line)
-    if "domain" in data:
-        _merge_domains(policy, str(path), lines, data["domain"])
+            errors.append(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
+                          f" [{section}] (allowed: confidential, default, domain)")
+    steps = [("confidential", lambda: _merge_confidential(policy, str(path), lines,
+                                                         data["confidential"])),
+             ("default", lambda: _merge_default(policy, str(path), lines, data["default"])),
+             ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors))]
+    for section, merge in steps:
+        if section in data:
+            try:
+                merge()
+            except PolicyError as exc:
+                errors.append(str(exc))
     policy.files.append(str(path))
 
 
-def load_policy(directory: Path) -> Policy:
-    """Merge every *.toml in DIRECTORY in name order; raises PolicyError naming file:line."""
+def _merge_default(policy: Policy, path: str, lines: list[str], table: Any) -> None:
+    """Files are read in name order and a later [default] overrides an earlier one: said
+    as a warning, so a drop-in silently losing (or winning) is never a surprise."""
+    start = _section_line(lines, "default")
+    if not isinstance(table, dict):
+        raise PolicyError(f"{path}:{start}: [default] must be a table")
+    _check_keys(path, lines, "default", table, start - 1)
+    line = _line_of(lines, r"^\s*mode\s*=", start - 1)
+    mode = _check_mode(path, line, table.get("mode"))
+    origin = Origin(path, line)
+    if policy.default_origin is not None:
+        policy.warnings.append(
+            f"{origin}: [default] mode = {mode!r} overrides mode = {policy.default_mode!r} at"
+            f" {policy.default_origin} (files are read in name order; the later one wins)")
+    policy.default_mode, policy.default_origin = mode, origin
+
+
+def check_policy(directory: Path) -> PolicyReport:
+    """Read every *.toml in DIRECTORY in name order, collecting every error and warning."""
     if not directory.is_dir():
-        raise PolicyError(f"{directory}: policy directory not found")
+        return PolicyReport(None, [f"{directory}: policy directory not found"], [])
     policy = Policy()
+    errors: list[str] = []
     for path in sorted(directory.glob("*.toml")):
-        _merge_file(policy, path)
-    return policy
+        _merge_file(policy, path, errors)
+    return PolicyReport(None if errors else policy, errors, policy.warnings)
+
+
+def load_policy(directory: Path) -> Policy:
+    """Merge every *.toml in DIRECTORY in name order; raises PolicyError naming file:line
+    of every problem (the first line is the first problem)."""
+    report = check_policy(directory)
+    if report.policy is None:
+        raise PolicyError("\n".join(report.errors))
+    return report.policy
 
 
 def matching_tag(policy: Policy, subject: str) -> tuple[str, Origin] | None:

@@ -56,3 +56,27 @@ def describe(knowledge: dict[str, Any]) -> list[str]:
         lines.append(f"dane:         {host['host']}: {host['status']}"
                      + (f" ({host['detail']})" if host["detail"] else ""))
     return lines
+
+
+def predicted_outcome(decision: Any, knowledge: dict[str, Any]) -> str:
+    """One line: what will happen to the message, from the decision and what is known."""
+    cached = knowledge.get("tls_cache") or []
+    sts = knowledge.get("mta_sts") or {}
+    dane_hosts = [h for h in knowledge.get("dane", []) if h.get("status") == "usable"]
+    if decision.mode == "pickup":
+        return "stored encrypted for pickup; the recipient gets a notification (policy: always pickup)"
+    if decision.mode == "internal":
+        return "handed to internal.relay (the organization's own mail server)"
+    standards = []
+    if sts.get("mode") == "enforce":
+        standards.append("MTA-STS enforce: verified TLS to the listed MX hosts only")
+    if dane_hosts:
+        standards.append("DANE: the certificate must match the TLSA records")
+    extra = f" ({'; '.join(standards)})" if standards else ""
+    if not decision.confidential:
+        return f"relayed directly, TLS when offered{extra}"
+    if cached and not any(h["starttls"] for h in cached):
+        return ("stored encrypted for pickup: every MX host was recently seen without STARTTLS"
+                f"{extra}")
+    need = "verified TLS" if decision.mode == "require-verified-tls" else "TLS"
+    return f"delivered directly if an MX host completes {need}, else stored for pickup{extra}"

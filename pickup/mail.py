@@ -17,7 +17,9 @@ from typing import Any
 
 import jinja2
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from gateway.resources import TEMPLATES_DIR
+
+TEMPLATES = TEMPLATES_DIR
 
 
 def template_loader(override_dir: str, package_dir: Path) -> jinja2.BaseLoader:

@@ -14,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
+from gateway.resources import TEMPLATES_DIR
 from pickup.brand import Brand
 from pickup.render import linkify
 from pickup.mail import template_loader
 from pickup.security import Csrf
 from pickup.timezones import DEFAULT_ZONE, format_day, format_time
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = TEMPLATES_DIR
 PORTAL_TEMPLATES = TEMPLATES / "portal"
 STATIC_DIR = PORTAL_TEMPLATES / "static"
 

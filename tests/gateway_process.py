@@ -85,7 +85,7 @@ class GatewayProcess:
     def start(self, timeout: float = 40.0) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "--config", str(self.config), "serve"],
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()

@@ -1,0 +1,1 @@
+"""Jinja2 templates of notification mails and portal pages, installed as package data."""

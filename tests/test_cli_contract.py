@@ -1,0 +1,98 @@
+"""The command line contract of DESIGN.md: --config anywhere, paths relative to the config
+file, and a fresh install that runs with no config file at all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import parser
+from gateway.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+EVERY_COMMAND = [
+    ["serve"], ["probe", "example.org"], ["route", "--from", "a@b.test", "--to", "c@d.test"],
+    ["policy", "check"], ["purge"], ["queue", "list"], ["queue", "show", "ID"],
+    ["queue", "flush"], ["queue", "delete", "ID"], ["keys", "rotate"], ["keys", "list"],
+    ["pickup", "list"], ["pickup", "revoke", "ID"], ["pickup", "audit", "ID"],
+]
+
+
+def sealgate(*args: str, cwd: Path, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "SEALGATE_CONFIG"}
+    environment["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=60, env={**environment, **(env or {})})
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+def test_config_is_accepted_after_the_sub_command(command: list[str]) -> None:
+    assert parser().parse_args([*command, "--config", "site.toml"]).config == "site.toml"
+
+
+@pytest.mark.parametrize("command", EVERY_COMMAND, ids=" ".join)
+def test_config_is_accepted_before_the_sub_command(command: list[str]) -> None:
+    assert parser().parse_args(["--config", "site.toml", *command]).config == "site.toml"
+
+
+def test_config_after_the_sub_command_is_used(tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text('[storage]\ndir = "data"\n')
+    result = sealgate("queue", "list", "--config", str(tmp_path / "site.toml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "sealgate.db").exists()
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(
+        tmp_path: Path) -> None:
+    site, elsewhere = tmp_path / "etc", tmp_path / "cron"
+    site.mkdir()
+    elsewhere.mkdir()
+    (site / "policies").mkdir()
+    (site / "policies" / "p.toml").write_text('[default]\nmode = "pickup"\n')
+    (site / "sealgate.toml").write_text('[storage]\ndir = "data"\n[policy]\ndir = "policies"\n')
+    result = sealgate("--config", str(site / "sealgate.toml"), "purge", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert (site / "data" / "sealgate.db").exists()
+    assert not list(elsewhere.iterdir())
+    checked = sealgate("policy", "check", "--config", str(site / "sealgate.toml"), cwd=elsewhere)
+    assert "default mode pickup" in checked.stdout
+
+
+def test_every_path_key_resolves_against_the_config_directory(tmp_path: Path) -> None:
+    (tmp_path / "sealgate.toml").write_text(
+        '[smtp]\ntls_cert = "tls/cert.pem"\ntls_key = "tls/key.pem"\n'
+        '[delivery]\nca_file = "ca.pem"\n[pickup]\nlogo_file = "logo.png"\n'
+        'templates_dir = "mine"\n[dkim]\nkey_file = "/etc/abs.key"\n')
+    config = load_config(tmp_path / "sealgate.toml")
+    assert config.smtp.tls_cert == str(tmp_path / "tls" / "cert.pem")
+    assert config.smtp.tls_key == str(tmp_path / "tls" / "key.pem")
+    assert config.delivery.ca_file == str(tmp_path / "ca.pem")
+    assert config.pickup.logo_file == str(tmp_path / "logo.png")
+    assert config.pickup.templates_dir == str(tmp_path / "mine")
+    assert config.dkim.key_file == "/etc/abs.key"
+    assert config.storage_dir == tmp_path / "var"
+
+
+def test_without_any_config_file_the_defaults_and_the_packaged_policy_are_used(
+        tmp_path: Path) -> None:
+    result = sealgate("policy", "check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "00-default.toml" not in result.stderr and "OK (1 files" in result.stdout
+
+
+def test_a_named_config_file_that_is_missing_is_an_error(tmp_path: Path) -> None:
+    result = sealgate("queue", "list", "--config", "nowhere.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "sealgate: nowhere.toml: config file not found"
+
+
+def test_a_port_out_of_range_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "sealgate.toml").write_text('[smtp]\nlisten = "127.0.0.1:70000"\n')
+    result = sealgate("serve", "--config", str(tmp_path / "sealgate.toml"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "sealgate: smtp.listen: port 70000 is out of range (1-65535)"
