@@ -160,4 +160,4 @@ def test_admin_sees_state_and_audit_and_can_revoke(
         revoked = gateway.cli("pickup", "revoke", pickup_id)
         assert revoked.returncode == 0 and "2 stored messages" in revoked.stdout
         assert client.get(link).status_code == 404
-    assert gateway.cli("pickup", "list", "--recipient", rcpt).stdout == ""
+    assert gateway.cli("pickup", "list", "--recipient", rcpt).stdout == f"no stored messages for {rcpt}\n"
