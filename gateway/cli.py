@@ -316,6 +316,15 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def _why_unwritable(directory: Path) -> str:
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f" ({directory} is on a read-only filesystem)"
+    except OSError:
+        return ""
+    return "" if os.access(directory, os.W_OK) else f" ({directory} is not writable by this user)"
+
+
 def parser() -> argparse.ArgumentParser:
     common = _common_options()
 
@@ -383,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(config, args))
     except sqlite3.Error as exc:
         print(f"sealgate: storage.dir: the database {config.storage_dir / 'sealgate.db'} cannot be"
-              f" used: {exc}", file=sys.stderr)
+              f" used: {exc}{_why_unwritable(config.storage_dir)}", file=sys.stderr)
         return 1
     except (ConfigError, PolicyError, ValueError, OSError) as exc:
         print(f"sealgate: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,31 @@ def test_a_port_out_of_range_is_one_line_naming_the_key(tmp_path: Path) -> None:
     result = sealgate("serve", "--config", str(tmp_path / "sealgate.toml"), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == "sealgate: smtp.listen: port 70000 is out of range (1-65535)"
+
+
+@pytest.fixture
+def read_only_store(tmp_path: Path) -> Iterator[Path]:
+    """A config whose existing store lies on a filesystem mounted read-only (root ignores
+    file modes, so only a read-only mount makes the database truly unwritable)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    try:
+        config = mount / "sealgate.toml"
+        config.write_text('[storage]\ndir = "var"\n')
+        assert sealgate("purge", "--config", str(config), cwd=tmp_path).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        yield config
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("command", [["queue", "list"], ["purge"], ["serve"]], ids=" ".join)
+def test_a_read_only_database_is_one_line_naming_the_path(
+        read_only_store: Path, tmp_path: Path, command: list[str]) -> None:
+    result = sealgate(*command, "--config", str(read_only_store), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("sealgate:")]
+    assert str(read_only_store.parent / "var") in line and "storage.dir" in line
+    assert "read-only filesystem" in line
