@@ -139,6 +139,16 @@ def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
     return 0 if report.policy is not None else 1
 
 
+def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
+    """Reached only when the config loaded and validated; main() reports a bad one."""
+    where = str(config.source) if config.source else "built-in defaults (no config file)"
+    if args.json:
+        print(json.dumps({"ok": True, "file": where, "errors": []}))
+    else:
+        print(f"{where}: OK")
+    return 0
+
+
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     with opened_store(config) as store:
         print(f"destroyed {purge_expired(store)} expired messages")
@@ -353,6 +363,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("dir", nargs="?")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_policy_check)
+    config_tools = add(sub, "config", help="config tools").add_subparsers(dest="action",
+                                                                          required=True)
+    config_check = add(config_tools, "check", help="validate the config file")
+    config_check.add_argument("--json", action="store_true")
+    config_check.set_defaults(func=cmd_config_check)
     add(sub, "purge", help="destroy expired stored messages now").set_defaults(func=cmd_purge)
     queue = add(sub, "queue", help="inspect the queue")
     queue_actions = queue.add_subparsers(dest="action", required=True)
@@ -386,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(getattr(args, "config", None))
     except (ConfigError, OSError) as exc:
+        if args.command == "config" and args.json:
+            print(json.dumps({"ok": False, "errors": [str(exc)]}))
         print(f"sealgate: {exc}", file=sys.stderr)
         return 1
     try:

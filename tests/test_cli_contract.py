@@ -3,6 +3,7 @@ file, and a fresh install that runs with no config file at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from gateway.config import load_config
 REPO = Path(__file__).resolve().parent.parent
 EVERY_COMMAND = [
     ["serve"], ["probe", "example.org"], ["route", "--from", "a@b.test", "--to", "c@d.test"],
-    ["policy", "check"], ["purge"], ["queue", "list"], ["queue", "show", "ID"],
+    ["policy", "check"], ["config", "check"], ["purge"], ["queue", "list"], ["queue", "show", "ID"],
     ["queue", "flush"], ["queue", "delete", "ID"], ["keys", "rotate"], ["keys", "list"],
     ["pickup", "list"], ["pickup", "revoke", "ID"], ["pickup", "audit", "ID"],
 ]
@@ -125,3 +126,18 @@ def test_a_read_only_database_is_one_line_naming_the_path(
     [line] = [line for line in result.stderr.splitlines() if line.startswith("sealgate:")]
     assert str(read_only_store.parent / "var") in line and "storage.dir" in line
     assert "read-only filesystem" in line
+
+
+def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
+    (tmp_path / "sealgate.toml").write_text('[storage]\ndir = "data"\n')
+    result = sealgate("config", "check", "--config", str(tmp_path / "sealgate.toml"), cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip().endswith("sealgate.toml: OK")
+
+
+def test_config_check_names_an_unknown_key_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "sealgate.toml").write_text('[smtp]\nlistne = "127.0.0.1:25"\n')
+    result = sealgate("config", "check", "--json", "--config", str(tmp_path / "sealgate.toml"),
+                      cwd=tmp_path)
+    assert result.returncode == 1
+    [error] = json.loads(result.stdout)["errors"]
+    assert error.startswith("[smtp] unknown key 'listne'")
