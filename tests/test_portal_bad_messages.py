@@ -159,6 +159,19 @@ def test_reply_to_a_damaged_message_says_it_cannot_be_opened(client: TestClient,
     assert not store.query("SELECT * FROM recipients WHERE mode='internal'")  # nothing queued
 
 
+def test_reply_after_a_damaged_earlier_reply_is_still_sent(client: TestClient, store: Store,
+                                                            pid: str) -> None:
+    page = register(client, store, pid)
+    client.post(f"/m/{pid}/reply", data={"csrf_token": csrf(page), "text": "First answer"})
+    [earlier] = store.query("SELECT id FROM pickups WHERE kind='reply'")
+    damage(store, earlier["id"])
+    page = client.get(f"/m/{pid}")
+    assert page.status_code == 200  # the thread without the reply that cannot be read
+    sent = client.post(f"/m/{pid}/reply", data={"csrf_token": csrf(page), "text": "Second"})
+    assert sent.status_code == 200 and "Your reply was sent securely" in sent.text
+    assert len(store.query("SELECT * FROM recipients WHERE mode='internal'")) == 2
+
+
 def test_damaged_message_page_says_it_cannot_be_opened(client: TestClient, store: Store,
                                                        pid: str) -> None:
     register(client, store, pid)
