@@ -111,6 +111,11 @@ class PickupConfig:
     brand_color: str = "#1d4ed8"     # accent colour of buttons and links
     templates_dir: str = ""          # overrides for templates/ without editing the package
     max_reply_size: int = 104857600  # total of a portal reply with its attachments
+    # Reverse proxies whose X-Forwarded-For is believed; [] = none (the connecting address counts).
+    trusted_proxies: list[str] = field(default_factory=list)
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
 
 
 @dataclass
@@ -190,6 +195,7 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"smtp.allowed_networks: {exc}") from None
     parse_hostport(config.smtp.listen, "smtp.listen")
     parse_hostport(config.pickup.listen, "pickup.listen")
+    _check_trusted_proxies(config.pickup.trusted_proxies)
     parse_hostport(config.internal.relay, "internal.relay", 25)
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
@@ -204,6 +210,18 @@ def validate(config: Config) -> Config:
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
     return config
+
+
+def _check_trusted_proxies(entries: list[str]) -> None:
+    """Addresses or networks only: a name or "*" would let anyone forge the client address."""
+    for entry in entries:
+        try:
+            if not isinstance(entry, str):  # ip_network would take 1 for 0.0.0.1
+                raise TypeError(entry)
+            ipaddress.ip_network(entry, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"pickup.trusted_proxies: {entry!r} is not an IP address or "
+                              "network like 127.0.0.1 or 10.0.0.0/8") from None
 
 
 def _resolve_paths(config: Config, base: Path) -> None:

@@ -80,7 +80,12 @@ async def serve(config: Config) -> None:
     portal_host, portal_port = parse_hostport(config.pickup.listen, "pickup.listen")
     portal = _PortalServer(uvicorn.Config(create_app(config, store, runner.wake), host=portal_host,
                                           port=portal_port, log_level="warning", lifespan="off",
-                                          access_log=False))
+                                          access_log=False,
+                                          # X-Forwarded-For only from pickup.trusted_proxies:
+                                          # else any client could forge its recorded address.
+                                          proxy_headers=bool(config.pickup.trusted_proxies),
+                                          forwarded_allow_ips=[
+                                              str(n) for n in config.pickup.proxy_networks()]))
     tasks = [asyncio.create_task(runner.run()), asyncio.create_task(expire_forever(store)),
              asyncio.create_task(policy.watch()), asyncio.create_task(portal.serve())]
     log.info("sealgate ready: SMTP on %s, portal on %s", config.smtp.listen, config.pickup.listen)

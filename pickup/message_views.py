@@ -19,6 +19,11 @@ from pickup.views import (anonymous_message, client_ip, current_user, login_page
                           owned_item, page, portal, redirect)
 
 
+# What keeps a stored message from being shown: its blob is unreadable or fails to
+# decrypt (tampered, or written by another key), or what it decrypts to cannot be parsed.
+DAMAGED = (OSError, DecryptionError, render.UnreadableMessage)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One message of a thread, ready for a template."""
@@ -60,9 +65,11 @@ def inbox(request: Request, user: User) -> Response:
     items = []
     for item in portal(request).threads.inbox(user.address):
         try:
-            summary = render.summary(store.open_pickup(item.id))
-        except (KeyError, OSError, DecryptionError):
-            continue  # expired a moment ago, or damaged: opening it explains
+            summary: render.Summary | None = render.summary(store.open_pickup(item.id))
+        except KeyError:
+            continue  # expired a moment ago
+        except DAMAGED:
+            summary = None  # listed as damaged: opening it explains
         items.append({"pickup": item.pickup, "summary": summary, "replied": item.replied_at})
     return page(request, "inbox.html", {"items": items})
 
@@ -73,18 +80,24 @@ def thread_entries(request: Request, root: Item) -> list[Entry] | None:
     entries = []
     for item in [root, *app.threads.replies(root)]:
         try:
-            raw = app.store.open_pickup(item.id)
+            view = render.message_view(app.store.open_pickup(item.id))
         except KeyError:
             if item is root:
                 raise not_found() from None
             continue
-        except (OSError, DecryptionError):
+        except DAMAGED:
             app.store.audit(item.id, "open-failed", client_ip(request))
             if item is root:
                 return None
             continue
-        entries.append(Entry(item, render.message_view(raw), item is not root))
+        entries.append(Entry(item, view, item is not root))
     return entries
+
+
+def damaged_page(request: Request, reply_not_sent: bool = False) -> Response:
+    """The message cannot be opened: say so, in the portal's layout (never a traceback)."""
+    return page(request, "error.html", {"kind": "damaged", "reply_not_sent": reply_not_sent},
+                500)
 
 
 def show_thread(request: Request, user: User, root: Item, status_code: int = 200,
@@ -92,7 +105,7 @@ def show_thread(request: Request, user: User, root: Item, status_code: int = 200
     app = portal(request)
     entries = thread_entries(request, root)
     if entries is None:
-        return page(request, "error.html", {"kind": "damaged"}, 500)
+        return damaged_page(request, reply_not_sent=reply is not None)
     app.store.mark_pickup_read(root.id)
     agent = request.headers.get("user-agent", "")[:200]
     app.store.audit(root.id, "open", client_ip(request), agent)
@@ -114,11 +127,14 @@ def print_view(request: Request) -> Response:
         return redirect(request, "print", pickup_id=root.root_id)
     entries = thread_entries(request, root)
     if entries is None:
-        return page(request, "error.html", {"kind": "damaged"}, 500)
+        return damaged_page(request)
     bodies = {}
     for entry in entries:
         if entry.view.has_html:
-            raw = portal(request).store.open_pickup(entry.item.id)
+            try:
+                raw = portal(request).store.open_pickup(entry.item.id)
+            except (KeyError, *DAMAGED):
+                continue  # gone or damaged since thread_entries opened it: no text shown
             bodies[entry.item.id] = render.body_html(raw, _inline_url(request, entry.item), False)
     return page(request, "print.html", {"pickup": root.pickup, "entries": entries,
                                         "bodies": bodies})
@@ -132,10 +148,10 @@ def body(request: Request) -> Response:
         raise not_found()
     item = owned_item(request, user)
     try:
-        raw = portal(request).store.open_pickup(item.id)
-    except (KeyError, OSError, DecryptionError):
+        html = render.body_html(portal(request).store.open_pickup(item.id),
+                                _inline_url(request, item), True)
+    except (KeyError, *DAMAGED):
         raise not_found() from None
-    html = render.body_html(raw, _inline_url(request, item), True)
     if html is None:
         raise not_found()
     return page(request, "body.html", {"html": html}, headers={
@@ -158,10 +174,10 @@ def open_attachment(request: Request) -> tuple[Item, render.Download] | Response
         return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
     item = owned_item(request, user)
     try:
-        raw = portal(request).store.open_pickup(item.id)
-    except (KeyError, OSError, DecryptionError):
+        download = render.attachment(portal(request).store.open_pickup(item.id),
+                                     request.path_params["number"])
+    except (KeyError, *DAMAGED):
         raise not_found() from None
-    download = render.attachment(raw, request.path_params["number"])
     if download is None:
         raise not_found()
     return item, download

@@ -16,7 +16,7 @@ from starlette.templating import Jinja2Templates
 
 from gateway.resources import TEMPLATES_DIR
 from pickup.brand import Brand
-from pickup.render import linkify
+from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.mail import template_loader
 from pickup.security import Csrf
 from pickup.timezones import DEFAULT_ZONE, format_day, format_time
@@ -75,7 +75,9 @@ def portal_environment(templates_dir: str) -> jinja2.Environment:
     env.filters["day"] = _day
     env.filters["filesize"] = filesize
     env.filters["linkify"] = linkify
+    env.filters["visible"] = visible  # envelope addresses: bidi controls written out
     env.globals["path_for"] = _path_for
+    env.globals["max_mime_depth"] = MAX_MIME_DEPTH
     return env
 
 

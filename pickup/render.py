@@ -6,11 +6,14 @@ goes through nh3 with a short allow-list, remote images never load (they would t
 sender when and where the message was read), and a malformed part degrades to text
 instead of failing the page. Sanitized HTML is shown in a sandboxed frame with its own
 Content-Security-Policy, so even what nh3 might let through can neither script nor load.
+
+What the portal shows as plain text (names, addresses, subjects, file names) goes through
+visible(): raw 8-bit header bytes become text, and bidirectional controls are shown as
+<U+202E> instead of silently reordering what follows them ("invoice<U+202E>fdp.exe").
 """
 
 from __future__ import annotations
 
-import email
 import email.policy
 import mimetypes
 import re
@@ -18,6 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
@@ -69,6 +73,16 @@ LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 _IMG_TAG = re.compile(r"<img\b[^>]*>")
 _URL = re.compile(r"\bhttps?://[^\s<>\"'\x00-\x1f]+", re.IGNORECASE)
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
+# Bidirectional controls (Unicode TR 9): ALM, LRM, RLM, LRE..RLO, LRI..PDI.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The parser recurses once per level of multipart or message/* nesting: below this depth
+# a part is kept whole, as a file, so a message nested 1,000 levels deep still opens.
+MAX_MIME_DEPTH = 50
+
+
+class UnreadableMessage(Exception):
+    """The stored message cannot be parsed at all."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,7 @@ class MessageView:
     text: str | None  # shown when there is no HTML body
     has_html: bool  # the sanitized HTML comes from body_html(), for the frame or print view
     attachments: list[Attachment]
+    too_deep: bool = False  # parts nested deeper than MAX_MIME_DEPTH are offered as a file
 
 
 @dataclass(frozen=True)
@@ -123,20 +138,56 @@ class Download:
         return f"{self.content_type}; charset={self.charset}" if self.charset else self.content_type
 
 
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+class _DepthLimitedParser(BytesFeedParser):
+    """The standard parser, except that a multipart or message/* part deeper than
+    MAX_MIME_DEPTH becomes one opaque application/octet-stream part. (This hooks the
+    parser's header step: _cur is the part just begun, _msgstack the parts it is in.)"""
+
+    too_deep = False
+
+    def _parse_headers(self, lines: list[str]) -> None:
+        super()._parse_headers(lines)  # type: ignore[misc]
+        part: Message = self._cur  # type: ignore[attr-defined]
+        depth = len(self._msgstack)  # type: ignore[attr-defined]
+        if depth > MAX_MIME_DEPTH and part.get_content_maintype() in ("multipart", "message"):
+            del part["content-type"]
+            part["Content-Type"] = "application/octet-stream"
+            self.too_deep = True
+
+
+def parse_limited(raw: bytes) -> tuple[EmailMessage, bool]:
+    """RAW parsed, and whether parts were nested too deeply to be taken apart."""
+    parser = _DepthLimitedParser(policy=email.policy.default)
+    try:
+        parser.feed(raw)
+        message = parser.close()
+    except Exception as exc:  # the parser records defects; anything it raises is fatal
+        raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
     assert isinstance(message, EmailMessage)
-    return message
+    return message, parser.too_deep
+
+
+def parse(raw: bytes) -> EmailMessage:
+    return parse_limited(raw)[0]
+
+
+def parse_headers(raw: bytes) -> Message:
+    """The header section of RAW only (no recursion, however the body is nested)."""
+    try:
+        return BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    except Exception as exc:
+        raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
 
 
 def summary(raw: bytes) -> Summary:
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
-    return Summary(addresses(headers, "from"), header(headers, "subject"), message_date(headers))
+    headers = parse_headers(raw)
+    return Summary(addresses(headers, "from"), visible(header(headers, "subject")),
+                   message_date(headers))
 
 
 def message_view(raw: bytes) -> MessageView:
     """The view of RAW: headers, the text body, and the attachments."""
-    message = parse(raw)
+    message, too_deep = parse_limited(raw)
     body, listed = _structure(message)
     has_html = body is not None and body.get_content_subtype() == "html"
     text = _text(body) if body is not None and not has_html else None
@@ -145,9 +196,10 @@ def message_view(raw: bytes) -> MessageView:
     return MessageView(
         sender=addresses(message, "from"), to=addresses(message, "to"),
         cc=addresses(message, "cc"),
-        date=message_date(message), subject=header(message, "subject"), text=text,
+        date=message_date(message), subject=visible(header(message, "subject")), text=text,
         has_html=has_html,
         attachments=[info for info, _ in listed if not _shown_inline(info, shown)],
+        too_deep=too_deep,
     )
 
 
@@ -178,7 +230,7 @@ def body_html(raw: bytes, inline_url: Callable[[int], str], framed: bool) -> str
 
 def thread_headers(raw: bytes, fallback_sender: str) -> ThreadHeaders:
     """From the headers of RAW only: who to answer, and how to thread the answer."""
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(raw)
+    headers = parse_headers(raw)
     return ThreadHeaders(
         sender_address=first_address(headers, "from") or fallback_sender,
         subject=header(headers, "subject"),
@@ -191,7 +243,7 @@ def thread_headers(raw: bytes, fallback_sender: str) -> ThreadHeaders:
 def first_address(message: Message, name: str) -> str:
     try:
         found = getattr(message.get(name), "addresses", None)
-        return str(found[0].addr_spec) if found else ""
+        return readable(str(found[0].addr_spec)) if found else ""
     except Exception:
         return ""
 
@@ -290,10 +342,29 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
+def readable(text: str) -> str:
+    """TEXT as proper Unicode. The parser keeps raw 8-bit bytes of a header (which RFC 6532
+    allows as UTF-8) as surrogate escapes, which no page or mail can encode: decode them
+    as UTF-8, and anything that is not UTF-8 as U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return _SURROGATE.sub("\ufffd", text)
+
+
+def visible(text: str) -> str:
+    """TEXT for showing: readable, with every bidirectional control written out as
+    <U+XXXX>, so none can reorder a name, subject or file name on the screen."""
+    return _BIDI_CONTROLS.sub(lambda m: f"<U+{ord(m.group(0)):04X}>", readable(text))
+
+
 def header(message: Message, name: str) -> str:
+    """The header's text, readable but not yet visible(): a reply may quote it."""
     try:
         value = message.get(name)
-        return "" if value is None else " ".join(str(value).split())
+        return "" if value is None else readable(" ".join(str(value).split()))
     except Exception:  # a header malformed beyond what the parser tolerates: show nothing
         return ""
 
@@ -304,11 +375,11 @@ def addresses(message: Message, name: str) -> str:
         value = message.get(name)
         found = getattr(value, "addresses", None)
         if not found:
-            return header(message, name)
-        return ", ".join(f"{a.display_name} <{a.addr_spec}>" if a.display_name else a.addr_spec
-                         for a in found)
+            return visible(header(message, name))
+        return visible(", ".join(f"{a.display_name} <{a.addr_spec}>" if a.display_name
+                                 else a.addr_spec for a in found))
     except Exception:
-        return header(message, name)
+        return visible(header(message, name))
 
 
 def message_date(message: Message) -> datetime | None:
@@ -381,7 +452,7 @@ def _charset(part: EmailMessage) -> str:
 
 def _filename(part: EmailMessage, number: int, content_type: str) -> str:
     try:
-        name = part.get_filename() or ""
+        name = visible(part.get_filename() or "")
     except Exception:
         name = ""
     name = name.replace("\\", "/").rsplit("/", 1)[-1]  # never a path

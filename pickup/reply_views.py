@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from pickup import compose, render
 from pickup.accounts import User
-from pickup.message_views import show_thread
+from pickup.message_views import DAMAGED, damaged_page, show_thread
 from pickup.pages import filesize
 from pickup.security import CSRF_FIELD
 from pickup.threads import MESSAGE, Item
@@ -33,6 +33,10 @@ DRAIN_FACTOR = 4  # read and drop up to this many times the limit, so the browse
 
 class TooLarge(Exception):
     """The request body went past what a reply may carry."""
+
+
+class DamagedOriginal(Exception):
+    """The message being answered cannot be decrypted or parsed: nothing to reply to."""
 
 
 async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
@@ -126,10 +130,14 @@ def send_reply(request: Request, user: User, root: Item, form: FormData) -> Resp
     if errors:
         return show_thread(request, user, root, 400, {"values": {"text": text}, "errors": errors})
 
-    reply_id = store_reply(request, user, root, text, [
-        compose.Upload(upload.filename or "", upload.content_type or "", upload.size or 0,
-                       upload.file)
-        for upload in uploads])
+    try:
+        reply_id = store_reply(request, user, root, text, [
+            compose.Upload(upload.filename or "", upload.content_type or "", upload.size or 0,
+                           upload.file)
+            for upload in uploads])
+    except DamagedOriginal:
+        portal(request).store.audit(root.id, "open-failed", client_ip(request))
+        return damaged_page(request, reply_not_sent=True)
     portal(request).store.audit(root.id, "reply-sent", client_ip(request),
                                 f"{len(uploads)} attachments, {total} bytes")
     return redirect(request, "message", query="notice=reply-sent", fragment=f"reply-{reply_id}",
@@ -140,12 +148,22 @@ def store_reply(request: Request, user: User, root: Item, text: str,
                 uploads: list[compose.Upload]) -> str:
     """Write, encrypt and queue the reply; request.state.wake asks for the queue to run."""
     app = portal(request)
-    headers = render.thread_headers(app.store.open_pickup(root.id), root.pickup.sender)
+    try:
+        headers = _headers(request, root, root.pickup.sender)
+    except KeyError:
+        raise not_found() from None  # expired while the reply was written
+    if headers is None:
+        raise DamagedOriginal(root.id)
     references = [*headers.references, headers.message_id]
     in_reply_to = headers.message_id
     for earlier in app.threads.replies(root):
-        # A reply to a reply: it answers the latest message of the thread.
-        earlier_id = render.thread_headers(app.store.open_pickup(earlier.id), "").message_id
+        # A reply to a reply: it answers the latest message of the thread (one that cannot
+        # be read any more is left out of the threading, not a reason to refuse the reply).
+        try:
+            found = _headers(request, earlier, "")
+        except KeyError:
+            found = None
+        earlier_id = found.message_id if found is not None else ""
         references.append(earlier_id)
         in_reply_to = earlier_id or in_reply_to
     message = compose.Reply(
@@ -163,3 +181,11 @@ def store_reply(request: Request, user: User, root: Item, text: str,
         raise
     request.state.wake = True
     return reply_id
+
+
+def _headers(request: Request, item: Item, fallback_sender: str) -> render.ThreadHeaders | None:
+    """What a reply needs from ITEM; None when it is damaged. KeyError when it is gone."""
+    try:
+        return render.thread_headers(portal(request).store.open_pickup(item.id), fallback_sender)
+    except DAMAGED:
+        return None
