@@ -11,6 +11,9 @@ Test domains are named for their scenario:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import smtplib
 import time
 import uuid
 from collections.abc import Iterator
@@ -167,3 +170,37 @@ def wait_for_mail(mx: FakeMX, rcpt: str, timeout: float = 30.0) -> ReceivedMessa
 
 def assert_no_mail(mx: FakeMX, rcpt: str) -> None:
     assert not [m for m in mx.messages if rcpt in m.rcpt_tos], f"{mx.name} got mail for {rcpt}"
+
+
+LIMITED_TOTAL = 6       # limited_gateway: open SMTP sessions in total
+LIMITED_PER_CLIENT = 3  # limited_gateway: open SMTP sessions per client address
+
+
+@pytest.fixture(scope="session")
+def limited_gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeMX],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway with small limits: a 2 s idle timeout and low connection caps. 127.0.0.0/24
+    may relay here, so tests can play several clients (any 127.0.0.x) against the caps."""
+    smtp = {**gateway_settings.extra["smtp"], "allowed_networks": ["127.0.0.0/24"],
+            "idle_timeout": "2s", "max_connections": LIMITED_TOTAL,
+            "max_connections_per_client": LIMITED_PER_CLIENT}
+    settings = dataclasses.replace(gateway_settings, extra={**gateway_settings.extra, "smtp": smtp})
+    process = GatewayProcess(tmp_path_factory.mktemp("limited-gateway"), settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+@contextlib.contextmanager
+def bad_input_case(gateway: GatewayProcess) -> Iterator[None]:
+    """A bad input case passes only if, afterwards, the gateway still answers a new client
+    and logged no traceback while the case ran."""
+    start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
+    yield
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        assert client.ehlo("check.clinic.test")[0] == 250
+        assert client.noop()[0] == 250
+    with gateway.log_path.open("rb") as log:
+        log.seek(start)
+        written = log.read().decode(errors="replace")
+    assert "Traceback" not in written, written[-3000:]
