@@ -244,6 +244,7 @@ class RelayHandler:
         self.on_queued = on_queued
         self.networks = config.smtp.networks()
         self.resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
+        self.resolver.cache = None  # a client's name is looked up afresh for each message
 
     def may_relay(self, session: Session) -> bool:
         try:
