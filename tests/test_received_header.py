@@ -7,16 +7,13 @@ import email.policy
 import re
 import smtplib
 import ssl
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import trustme
 
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
-from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.gateway_process import GatewayProcess
 
 
 def top_received(content: bytes) -> str:
@@ -60,29 +57,13 @@ def test_received_names_the_forward_confirmed_reverse_dns_name(
     assert "(smtp-out.clinic.test [127.0.0.1])" in received
 
 
-@pytest.fixture
-def tls_gateway(gateway_settings: GatewaySettings, ca: trustme.CA,
-                tmp_path: Path) -> Iterator[GatewayProcess]:
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    cert_file, key_file = tmp_path / "gw.pem", tmp_path / "gw.key"
-    cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    smtp = {**gateway_settings.extra["smtp"], "tls_cert": str(cert_file), "tls_key": str(key_file)}
-    settings = GatewaySettings(**{**gateway_settings.__dict__,
-                                  "extra": {**gateway_settings.extra, "smtp": smtp}})
-    process = GatewayProcess(tmp_path / "gw", settings)
-    process.start()
-    yield process
-    process.stop()
-
-
 def test_received_records_inbound_tls_version_and_cipher(
-        tls_gateway: GatewayProcess, ca: trustme.CA, mx_hosts: dict[str, FakeMX],
+        starttls_gateway: GatewayProcess, ca: trustme.CA, mx_hosts: dict[str, FakeMX],
         unique: str) -> None:
     context = ssl.create_default_context()
     ca.configure_trust(context)
     rcpt = f"{unique}@plain.test"
-    with smtplib.SMTP("127.0.0.1", tls_gateway.smtp_port, timeout=30) as client:
+    with smtplib.SMTP("127.0.0.1", starttls_gateway.smtp_port, timeout=30) as client:
         client.ehlo("mail.clinic.test")
         client.starttls(context=context)
         client.send_message(make_message("doctor@clinic.test", rcpt, "Over TLS"))
