@@ -152,9 +152,10 @@ class GatewaySMTP(SMTP):
             self._timeout_handle = self.loop.call_later(max(wait, 0.05), self._timeout_cb)
             return
         log.info("%s idle for %.0fs: closing", self.client_ip, idle)
-        if self.transport is not None:
-            self.transport.write(codes.IDLE_TIMEOUT.encode() + b"\r\n")  # type: ignore[attr-defined]
-            self.transport.close()
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(codes.IDLE_TIMEOUT.encode() + b"\r\n")
+            transport.close()
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
         self.busy += 1  # storing a large message must not count as the client's silence

@@ -167,7 +167,8 @@ class Store:
         db.execute(
             "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8)"
             " VALUES (?,?,?,?,?,?,?)",
-            (message_id, sender, now, size, self.spool_path(message_id).name, client, int(smtputf8)),
+            (message_id, sender, now, size, self.spool_path(message_id).name, client,
+             int(smtputf8)),
         )
         db.executemany(
             "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
