@@ -59,6 +59,10 @@ class SMTPConfig:
     tls_cert: str = ""
     tls_key: str = ""
     processes: int = 0
+    max_connections: int = 200           # open SMTP sessions in total; more get 421 4.7.0
+    max_connections_per_client: int = 20  # open SMTP sessions per client address
+    idle_timeout: str = "300s"           # silence (not transfer time) before 421 4.4.2 and close
+    min_free_space: int = 10485760       # bytes the storage dir keeps free; else 452 4.3.1 at MAIL
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
@@ -203,6 +207,15 @@ def validate(config: Config) -> Config:
                 "connect_timeout", "poll_interval", "tls_cache_ttl"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
+    if parse_duration(config.smtp.idle_timeout, "smtp.idle_timeout") <= 0:
+        raise ConfigError("smtp.idle_timeout must be longer than 0s")
+    for key in ("max_connections", "max_connections_per_client"):
+        if getattr(config.smtp, key) < 1:
+            raise ConfigError(f"smtp.{key} must be at least 1")
+    if config.smtp.max_connections_per_client > config.smtp.max_connections:
+        raise ConfigError("smtp.max_connections_per_client must not exceed smtp.max_connections")
+    if config.smtp.min_free_space < 0:
+        raise ConfigError("smtp.min_free_space must be 0 or more bytes")
     if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:
         raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
     if not re.fullmatch(r"#[0-9a-fA-F]{6}", config.pickup.brand_color):

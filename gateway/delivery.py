@@ -128,7 +128,9 @@ class Deliverer:
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
 
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
-                      requirement: TLSRequirement) -> DomainResult:
+                      requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
+        """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
+        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7."""
         lookup = await self.resolver.lookup(domain)
         if lookup.status is LookupStatus.TEMPORARY:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
@@ -146,7 +148,8 @@ class Deliverer:
             if not hosts:
                 return _sts_mismatch(lookup.hosts, requirement)
         result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
-                                       sts_enforced=sts is not None and sts.enforced)
+                                       sts_enforced=sts is not None and sts.enforced,
+                                       smtputf8=smtputf8)
         self._learn(domain, result.attempts)
         return result
 
@@ -203,7 +206,8 @@ class Deliverer:
 
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
-                         sts_enforced: bool = False, standards: bool = True) -> DomainResult:
+                         sts_enforced: bool = False, standards: bool = True,
+                         smtputf8: bool = False) -> DomainResult:
         """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
         port = port or self.settings.port
@@ -218,7 +222,7 @@ class Deliverer:
                 attempt = HostAttempt(host.name, address)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
-                                              policy, attempt, port)
+                                              policy, attempt, port, smtputf8)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -226,11 +230,12 @@ class Deliverer:
 
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, policy: HostTLSPolicy | None,
-                        attempt: HostAttempt, port: int) -> DomainResult | None:
+                        attempt: HostAttempt, port: int, smtputf8: bool = False
+                        ) -> DomainResult | None:
         """A final result from this host, or None to try the next one."""
         try:
             result = await self._transaction(name, address, sender, rcpts, content, policy,
-                                             attempt, port)
+                                             attempt, port, smtputf8)
             if result is not None:
                 attempt.reply = result.reply
             return result
@@ -238,7 +243,7 @@ class Deliverer:
             if policy is not None and policy.requirement is TLSRequirement.OPPORTUNISTIC:
                 # Like Postfix at security level "may": a broken handshake falls back to plaintext.
                 return await self._try_host(name, address, sender, rcpts, content, None, attempt,
-                                            port)
+                                            port, smtputf8)
             attempt.tls_failure, attempt.reply = exc.reason, str(exc)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
@@ -252,12 +257,13 @@ class Deliverer:
 
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, policy: HostTLSPolicy | None,
-                           attempt: HostAttempt, port: int) -> DomainResult | None:
+                           attempt: HostAttempt, port: int, smtputf8: bool = False
+                           ) -> DomainResult | None:
         key = (name, address, port, policy)
         client = await self._reuse(key, attempt) or await self._open(name, address, port,
                                                                      policy, attempt)
         try:
-            result = await self._send(client, name, address, sender, rcpts, content)
+            result = await self._send(client, name, address, sender, rcpts, content, smtputf8)
         except BaseException:
             await close_quietly(client)
             raise
@@ -327,12 +333,20 @@ class Deliverer:
         attempt.verified = policy.requirement in (TLSRequirement.VERIFIED, TLSRequirement.DANE)
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
-                    rcpts: list[str], content: bytes) -> DomainResult:
-        await client.mail(sender)
+                    rcpts: list[str], content: bytes, smtputf8: bool = False) -> DomainResult:
+        if smtputf8:
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+            if not client.supports_extension("smtputf8"):
+                reply = (f"5.6.7 {name}[{address}] does not offer SMTPUTF8, which this message"
+                         " needs (RFC 6531)")
+                return DomainResult(Outcome.PERMANENT, reply, refused={r: reply for r in rcpts})
+        options, encoding = (["SMTPUTF8"], "utf-8") if smtputf8 else ([], "ascii")
+        await client.mail(sender, options=options, encoding=encoding)
         result = DomainResult(Outcome.DELIVERED, "")
         for rcpt in rcpts:
             try:
-                await client.rcpt(rcpt)
+                await client.rcpt(rcpt, encoding=encoding)
                 result.accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 bucket = result.refused if exc.code >= 500 else result.deferred

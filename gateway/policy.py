@@ -6,6 +6,7 @@ can point the admin at the exact place that decided.
 
 from __future__ import annotations
 
+import email.policy
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -237,6 +238,107 @@ def load_policy(directory: Path) -> Policy:
     return report.policy
 
 
+# A field name (RFC 5322 3.6.8) and the optional white space before the colon that the
+# obsolete syntax allows (RFC 5322 4.5.3): mail clients display "Subject : x" as a Subject.
+_FIELD_START = re.compile(rb"([\x21-\x39\x3b-\x7e]+)([ \t]*):")
+UNCERTAIN = "header section could not be parsed with certainty"
+
+
+@dataclass(frozen=True)
+class HeaderField:
+    """One header field as written: NAME without trailing white space, the raw field
+    (all its physical lines) at START:END of the header section."""
+
+    name: str
+    raw_value: bytes
+    start: int
+    end: int
+
+    @property
+    def value(self) -> str:
+        """Unfolded and RFC 2047-decoded, as a mail client displays it."""
+        text = re.sub(rb"\r?\n(?=[ \t])", b"", self.raw_value).rstrip(b"\r\n")
+        decoded = text.decode("utf-8", errors="replace")
+        return str(email.policy.default.header_factory(self.name, decoded)).strip()
+
+
+@dataclass
+class HeaderSection:
+    """Every field of a header section, read the way a lenient mail client reads it, plus
+    each reason to doubt that all readers see the same fields (DOUBTS)."""
+
+    fields: list[HeaderField] = field(default_factory=list)
+    doubts: list[str] = field(default_factory=list)
+
+    def values(self, name: str) -> list[str]:
+        return [f.value for f in self.fields if f.name.lower() == name.lower()]
+
+    def named(self, name: str) -> list[HeaderField]:
+        return [f for f in self.fields if f.name.lower() == name.lower()]
+
+
+def _physical_lines(head: bytes) -> list[tuple[int, bytes]]:
+    """(offset, line with its ending) for each line of HEAD."""
+    lines, offset = [], 0
+    while offset < len(head):
+        end = head.find(b"\n", offset)
+        end = len(head) if end < 0 else end + 1
+        lines.append((offset, head[offset:end]))
+        offset = end
+    return lines
+
+
+def read_header_section(head: bytes) -> HeaderSection:
+    """The fields of HEAD (a header section, up to the empty line). Colonless lines, white
+    space before a colon, stray continuation lines and duplicate Subjects are recorded as
+    doubts: readers disagree on them, so classification must not trust any one reading."""
+    section = HeaderSection()
+    current: tuple[str, int] | None = None  # name and start offset of the open field
+
+    def close(end: int) -> None:
+        if current is not None:
+            name, start = current
+            colon = head.index(b":", start)
+            section.fields.append(HeaderField(name, head[colon + 1:end], start, end))
+
+    for number, (offset, line) in enumerate(_physical_lines(head), start=1):
+        content = line.rstrip(b"\r\n")
+        if content[:1] in (b" ", b"\t"):
+            if not content.strip():
+                section.doubts.append(f"line {number} holds only white space"
+                                      " (some readers end the header section there)")
+            if current is None:
+                section.doubts.append(f"line {number} continues no header field")
+            continue
+        close(offset)
+        current = None
+        match = _FIELD_START.match(content)
+        if match is None:
+            shown = content[:40].decode("ascii", errors="replace")
+            section.doubts.append(f"line {number} is not a header field ({shown!r})")
+            continue
+        name = match.group(1).decode("ascii")
+        if match.group(2):
+            section.doubts.append(f"white space before the colon in {name!r} (obsolete syntax)")
+        current = (name, offset)
+    close(len(head))
+    if len(section.named("Subject")) > 1:
+        section.doubts.append(f"{len(section.named('Subject'))} Subject fields")
+    return section
+
+
+def section_of_message(headers: Message) -> HeaderSection:
+    """A HeaderSection for an already parsed message (the CLI's `route`): the parser's
+    defects are the doubts."""
+    section = HeaderSection()
+    for name, value in headers.items():
+        section.fields.append(HeaderField(name, f" {value}".encode(), 0, 0))
+    section.doubts = [f"{type(d).__name__}: {d}" for d in headers.defects]
+    if len(section.named("Subject")) > 1:
+        section.doubts.append(f"{len(section.named('Subject'))} Subject fields")
+    return section
+
+
 def matching_tag(policy: Policy, subject: str) -> tuple[str, Origin] | None:
     lowered = subject.lower()
     for tag, origin in policy.subject_tags:
@@ -245,11 +347,11 @@ def matching_tag(policy: Policy, subject: str) -> tuple[str, Origin] | None:
     return None
 
 
-def matching_header(policy: Policy, headers: Message) -> tuple[str, str] | None:
+def matching_header(policy: Policy, section: HeaderSection) -> tuple[HeaderField, str] | None:
     for name, accepted in policy.headers.items():
-        for value in headers.get_all(name) or []:
-            if str(value).strip().lower() in accepted:
-                return name, str(value).strip()
+        for header in section.named(name):
+            if header.value.strip().lower() in accepted:
+                return header, header.value.strip()
     return None
 
 
@@ -262,19 +364,25 @@ def mode_for_domain(policy: Policy, domain: str) -> tuple[str, str]:
     return policy.default_mode, f"[default] mode{origin}"
 
 
-def confidential_reason(policy: Policy, headers: Message) -> str | None:
-    tag = matching_tag(policy, str(headers.get("Subject", "")))
-    if tag is not None:
-        return f"subject tag {tag[0]!r} ({tag[1]})"
-    header = matching_header(policy, headers)
+def confidential_reason(policy: Policy, headers: HeaderSection | Message) -> str | None:
+    """Why the message is confidential, or None. Every Subject counts (a client may show
+    any of them), and a header section that readers may disagree on fails closed."""
+    section = headers if isinstance(headers, HeaderSection) else section_of_message(headers)
+    for subject in section.values("Subject"):
+        tag = matching_tag(policy, subject)
+        if tag is not None:
+            return f"subject tag {tag[0]!r} ({tag[1]})"
+    header = matching_header(policy, section)
     if header is not None:
-        name = next(k for k in headers.keys() if k.lower() == header[0])
-        return f"header {name}: {header[1]} ({policy.header_origins[header[0]]})"
+        field_, value = header
+        return f"header {field_.name}: {value} ({policy.header_origins[field_.name.lower()]})"
+    if section.doubts:
+        return f"{UNCERTAIN}: {'; '.join(section.doubts[:3])}"
     return None
 
 
-def decide(policy: Policy, headers: Message, recipient: str) -> Decision:
-    """Classify RECIPIENT of a message with HEADERS."""
+def decide(policy: Policy, headers: HeaderSection | Message, recipient: str) -> Decision:
+    """Classify RECIPIENT of a message with HEADERS (read_header_section of its head)."""
     domain = recipient.rpartition("@")[2]
     reason = confidential_reason(policy, headers)
     if reason is None:

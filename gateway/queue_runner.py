@@ -118,7 +118,8 @@ class QueueRunner:
             result = await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts, content)
         else:
             result = await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
-                                                  REQUIREMENT_FOR_MODE[first.mode])
+                                                  REQUIREMENT_FOR_MODE[first.mode],
+                                                  smtputf8=first.smtputf8)
         self._record_attempts(items, result)
         await self._settle(items, result)
 

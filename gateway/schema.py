@@ -128,3 +128,10 @@ def portal_threads_accounts_and_throttle(db: Database) -> None:
     db["password_resets"].create_index(["address"])
     db["login_failures"].create({"id": int, "key": str, "at": float}, pk="id")
     db["login_failures"].create_index(["key", "at"])
+
+
+@migration
+def messages_smtputf8(db: Database) -> None:
+    """Whether a message was received with SMTPUTF8 (RFC 6531): it may only go to next hops
+    that offer it."""
+    db["messages"].add_column("smtputf8", int, not_null_default=0)

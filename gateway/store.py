@@ -55,6 +55,7 @@ class QueuedRecipient:
     received: float
     client: str = ""      # the SMTP client's address; empty for mail Sealgate wrote itself
     updated: float = 0.0  # time of the previous attempt
+    smtputf8: bool = False  # received with SMTPUTF8: the next hop must offer it (RFC 6531)
 
 
 @dataclass(frozen=True)
@@ -132,27 +133,42 @@ class Store:
         return self.spool_dir / f"{message_id}.eml"
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Sequence[Chunk],
-                client: str = "") -> str:
+                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
         """Durably queue CONTENT (bytes, or chunks written in order) for ROUTES; returns the
-        queue id once it is safe to say 250."""
+        queue id once it is safe to say 250. MESSAGE_ID: one chosen before (the SMTP side
+        names it in the Received header); a failure leaves no spool file behind."""
         chunks = [content] if isinstance(content, bytes) else list(content)
-        message_id = self.spool(chunks)
-        with self.transaction() as db:
-            self.insert_queue_rows(db, message_id, sender, routes, sum(len(c) for c in chunks), client)
+        message_id = self.spool(chunks, message_id)
+        try:
+            with self.transaction() as db:
+                self.insert_queue_rows(db, message_id, sender, routes,
+                                       sum(len(c) for c in chunks), client, smtputf8)
+        except BaseException:
+            self.spool_path(message_id).unlink(missing_ok=True)
+            raise
         return message_id
 
-    def spool(self, content: bytes | Sequence[Chunk]) -> str:
-        """Write CONTENT durably to the spool under a new queue id (not yet queued)."""
-        message_id = new_queue_id()
-        write_durably(self.spool_path(message_id), [content] if isinstance(content, bytes) else content)
+    def spool(self, content: bytes | Sequence[Chunk], message_id: str | None = None) -> str:
+        """Write CONTENT durably to the spool under MESSAGE_ID or a new queue id (not yet
+        queued)."""
+        message_id = message_id or new_queue_id()
+        path = self.spool_path(message_id)
+        try:
+            write_durably(path, [content] if isinstance(content, bytes) else content)
+        except BaseException:
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            raise
         return message_id
 
     def insert_queue_rows(self, db: sqlite3.Connection, message_id: str, sender: str,
-                          routes: list[Route], size: int, client: str = "") -> None:
+                          routes: list[Route], size: int, client: str = "",
+                          smtputf8: bool = False) -> None:
         now = self.clock()
         db.execute(
-            "INSERT INTO messages (id, sender, received, size, spool, client) VALUES (?,?,?,?,?,?)",
-            (message_id, sender, now, size, self.spool_path(message_id).name, client),
+            "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (message_id, sender, now, size, self.spool_path(message_id).name, client,
+             int(smtputf8)),
         )
         db.executemany(
             "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
@@ -163,14 +179,15 @@ class Store:
 
     def due_recipients(self, limit: int = 500) -> list[QueuedRecipient]:
         rows = self.query(
-            "SELECT r.*, m.sender, m.received, m.client FROM recipients r JOIN messages m ON m.id = r.message_id"
+            "SELECT r.*, m.sender, m.received, m.client, m.smtputf8 FROM recipients r"
+            " JOIN messages m ON m.id = r.message_id"
             " WHERE r.state IN (?, ?) AND r.next_attempt <= ? ORDER BY r.next_attempt LIMIT ?",
             (QUEUED, DEFERRED, self.clock(), limit),
         )
         return [
             QueuedRecipient(r["message_id"], r["sender"], r["rcpt"], r["domain"],
                             bool(r["confidential"]), r["mode"], r["attempts"], r["received"],
-                            r["client"] or "", r["updated"])
+                            r["client"] or "", r["updated"], bool(r["smtputf8"]))
             for r in rows
         ]
 

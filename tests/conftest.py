@@ -11,6 +11,9 @@ Test domains are named for their scenario:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import smtplib
 import time
 import uuid
 from collections.abc import Iterator
@@ -167,3 +170,55 @@ def wait_for_mail(mx: FakeMX, rcpt: str, timeout: float = 30.0) -> ReceivedMessa
 
 def assert_no_mail(mx: FakeMX, rcpt: str) -> None:
     assert not [m for m in mx.messages if rcpt in m.rcpt_tos], f"{mx.name} got mail for {rcpt}"
+
+
+LIMITED_TOTAL = 6       # limited_gateway: open SMTP sessions in total
+LIMITED_PER_CLIENT = 3  # limited_gateway: open SMTP sessions per client address
+LIMITED_IDLE_TIMEOUT = 3  # limited_gateway: seconds of silence before 421 4.4.2
+
+
+@pytest.fixture(scope="session")
+def limited_gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeMX],
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway with small limits: a short idle timeout and low connection caps. 127.0.0.0/24
+    may relay here, so tests can play several clients (any 127.0.0.x) against the caps."""
+    smtp = {**gateway_settings.extra["smtp"], "allowed_networks": ["127.0.0.0/24"],
+            "idle_timeout": f"{LIMITED_IDLE_TIMEOUT}s", "max_connections": LIMITED_TOTAL,
+            "max_connections_per_client": LIMITED_PER_CLIENT}
+    settings = dataclasses.replace(gateway_settings, extra={**gateway_settings.extra, "smtp": smtp})
+    process = GatewayProcess(tmp_path_factory.mktemp("limited-gateway"), settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def starttls_gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeMX], ca: trustme.CA,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """A gateway offering inbound STARTTLS with a certificate for 127.0.0.1 from CA."""
+    directory = tmp_path_factory.mktemp("starttls-gateway")
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert_file, key_file = directory / "gw.pem", directory / "gw.key"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    smtp = {**gateway_settings.extra["smtp"], "tls_cert": str(cert_file), "tls_key": str(key_file)}
+    settings = dataclasses.replace(gateway_settings, extra={**gateway_settings.extra, "smtp": smtp})
+    process = GatewayProcess(directory / "gw", settings)
+    process.start()
+    yield process
+    process.stop()
+
+
+@contextlib.contextmanager
+def bad_input_case(gateway: GatewayProcess) -> Iterator[None]:
+    """A bad input case passes only if, afterwards, the gateway still answers a new client
+    and logged no traceback while the case ran."""
+    start = gateway.log_path.stat().st_size if gateway.log_path.exists() else 0
+    yield
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        assert client.ehlo("check.clinic.test")[0] == 250
+        assert client.noop()[0] == 250
+    with gateway.log_path.open("rb") as log:
+        log.seek(start)
+        written = log.read().decode(errors="replace")
+    assert "Traceback" not in written, written[-3000:]

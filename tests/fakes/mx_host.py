@@ -134,7 +134,7 @@ class _MXController(Controller):
             require_starttls=False,
             decode_data=False,
             auth_require_tls=False,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=self._mx.smtputf8,
         )
         self._live.add(smtp)
         return smtp
@@ -170,6 +170,7 @@ class FakeMX:
         rcpt_reply: str | None = None,
         data_reply: str | None = None,
         offer_starttls: bool = True,
+        smtputf8: bool = True,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -178,6 +179,7 @@ class FakeMX:
         self.rcpt_reply = rcpt_reply
         self.data_reply = data_reply
         self.offer_starttls = offer_starttls
+        self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None
         self._cond = threading.Condition()
         self._messages: list[ReceivedMessage] = []
