@@ -12,6 +12,9 @@ from typing import Any
 
 DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+_ADDRESS = re.compile(r"[^@\s<>]+@[A-Za-z0-9.-]+")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -73,6 +76,7 @@ class DeliveryConfig:
     mta_sts: bool = True             # honour MTA-STS policies
     mta_sts_port: int = 443          # HTTPS port of mta-sts.<domain> (tests use another)
     processes: int = 1
+    shutdown_timeout: str = "30s"    # on SIGTERM, how long deliveries in flight may finish
 
 
 @dataclass
@@ -113,6 +117,12 @@ class NotifyConfig:
 @dataclass
 class InternalConfig:
     relay: str = "127.0.0.1:25"
+    domains: list[str] = field(default_factory=list)  # DSNs and mail to them go to relay
+
+
+@dataclass
+class AlertsConfig:
+    to: str = ""                     # admin alerts (double bounces); "" = log only
 
 
 @dataclass
@@ -133,6 +143,7 @@ _SECTIONS: dict[str, type] = {
     "notify": NotifyConfig,
     "internal": InternalConfig,
     "dkim": DKIMConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -147,6 +158,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     internal: InternalConfig = field(default_factory=InternalConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
 
     @property
@@ -186,13 +198,20 @@ def validate(config: Config) -> Config:
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
-                "connect_timeout", "poll_interval", "tls_cache_ttl"):
+                "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:
         raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
     if not re.fullmatch(r"#[0-9a-fA-F]{6}", config.pickup.brand_color):
         raise ConfigError("pickup.brand_color must look like #1d4ed8")
+    for domain in config.internal.domains:
+        if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
+            raise ConfigError(f"internal.domains: {domain!r} is not a domain like org.example"
+                              " or *.org.example")
+    if config.alerts.to and not _ADDRESS.fullmatch(config.alerts.to):
+        raise ConfigError(f"alerts.to: {config.alerts.to!r} is not an address like"
+                          " postmaster@org.example")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
     return config

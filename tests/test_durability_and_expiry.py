@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,15 +10,8 @@ import pytest
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
-from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.gateway_process import GatewayProcess
 from tests.test_routing_e2e import pickup_rows
-
-
-@pytest.fixture
-def own_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "gw", gateway_settings)
-    yield process
-    process.stop()
 
 
 def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
