@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 REPEAT_INTERVAL = 300.0  # seconds between reminders that a failure is still happening
+MAX_TRACKED = 100  # distinct failures remembered per task (the oldest is forgotten first)
 
 
 @dataclass
@@ -40,6 +41,8 @@ class RepeatedErrors:
         failures = self._failing.setdefault(what, {})
         failure = failures.get(key)
         if failure is None:
+            if len(failures) >= MAX_TRACKED:
+                del failures[next(iter(failures))]
             failures[key] = _Failure(now, now)
             self.log.error("%s failed: %s: %s (retrying; repeats are summarised every %d s)",
                            what, key[0], key[1], self.interval)

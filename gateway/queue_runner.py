@@ -173,8 +173,8 @@ class QueueRunner:
         """Deliver the group; an unexpected error is a temporary failure (never a lost message)."""
         try:
             result = await self._deliver_group(items)
-        except Exception as exc:
-            self.errors.failed(f"delivery of {key[0]} to {key[1]}", exc)
+        except Exception as exc:  # the deferral logged below names the queue id
+            self.errors.failed("delivering mail", exc)
             result = DomainResult(Outcome.TEMPORARY, "4.3.0 internal error")
         self._record_attempts(items, result)
         return result

@@ -176,7 +176,8 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
 
 def _adopt_numbered_versions(conn: sqlite3.Connection) -> None:
     """Create the table of applied names; a database that recorded numbers gets their names
-    (schema_version itself is left as it was, for the code that wrote it). Writes nothing when there is nothing to do (a read-only, up-to-date database opens)."""
+    (schema_version itself is left as it was, for the code that wrote it). Writes nothing
+    when there is nothing to do, so a read-only, up-to-date database still opens."""
     if "schema_migrations" in _tables(conn):
         return
     conn.execute("BEGIN IMMEDIATE")

@@ -65,7 +65,8 @@ def test_start_up_succeeds_once_the_failing_step_is_fixed(
     with pytest.raises(MigrationError):
         Store(tmp_path)
     half_done_then_broken_fixed.__name__ = "half_done_then_broken"
-    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS[:-1], half_done_then_broken_fixed])
+    fixed = [*schema.MIGRATIONS[:-1], half_done_then_broken_fixed]
+    monkeypatch.setattr(schema, "MIGRATIONS", fixed)
     Store(tmp_path).close()
     assert "half_done" in tables(tmp_path / "sealgate.db")
     assert recorded(tmp_path / "sealgate.db")[-1] == "half_done_then_broken"

@@ -222,7 +222,8 @@ def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
         finally:
             await runner.close()
     asyncio.run(main())
-    dsns = store.query("SELECT count(*) FROM recipients WHERE reason='delivery status notification'")
+    dsns = store.query("SELECT count(*) FROM recipients"
+                       " WHERE reason='delivery status notification'")
     assert dsns[0][0] == 1 and states(store)["x@no-such-domain.test"] == "bounced"
 
 
