@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError, load_config
 from gateway.delivery import INTERNAL
 from gateway.internal_routing import is_internal, route_for
 from gateway.policy import Decision
@@ -117,3 +117,30 @@ def test_postmaster_copy_that_bounces_is_only_logged(
     [copy_id] = queued_with_reason(store, POSTMASTER_REASON)
     assert f"double bounce: {copy_id}" in caplog.text and "itself a postmaster copy" in caplog.text
     assert store.query("SELECT count(*) FROM messages")[0][0] == 3  # original, DSN, copy
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sealgate.toml"
+    path.write_text(text)
+    return path
+
+
+def test_config_key_internal_domains_is_read_as_a_list(tmp_path: Path) -> None:
+    text = '[internal]\ndomains = ["clinic.test", "*.org.test"]\n'
+    config = load_config(write_config(tmp_path, text))
+    assert config.internal.domains == ["clinic.test", "*.org.test"]
+
+
+def test_config_refuses_an_internal_domain_that_is_not_a_domain(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"internal\.domains: 'clinic test'"):
+        load_config(write_config(tmp_path, '[internal]\ndomains = ["clinic test"]\n'))
+
+
+def test_config_refuses_an_alerts_to_that_is_not_an_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"alerts\.to: 'postmaster'"):
+        load_config(write_config(tmp_path, '[alerts]\nto = "postmaster"\n'))
+
+
+def test_config_refuses_a_shutdown_timeout_that_is_not_a_duration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"delivery\.shutdown_timeout"):
+        load_config(write_config(tmp_path, '[delivery]\nshutdown_timeout = "soon"\n'))
