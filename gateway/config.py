@@ -17,6 +17,9 @@ PATH_KEYS = (("smtp", "tls_cert"), ("smtp", "tls_key"), ("delivery", "ca_file"),
              ("storage", "dir"), ("policy", "dir"), ("pickup", "logo_file"),
              ("pickup", "templates_dir"), ("dkim", "key_file"))
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+_ADDRESS = re.compile(r"[^@\s<>]+@[A-Za-z0-9.-]+")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -85,6 +88,7 @@ class DeliveryConfig:
     mta_sts: bool = True             # honour MTA-STS policies
     mta_sts_port: int = 443          # HTTPS port of mta-sts.<domain> (tests use another)
     processes: int = 1
+    shutdown_timeout: str = "30s"    # on SIGTERM, how long deliveries in flight may finish
 
 
 @dataclass
@@ -130,6 +134,12 @@ class NotifyConfig:
 @dataclass
 class InternalConfig:
     relay: str = "127.0.0.1:25"
+    domains: list[str] = field(default_factory=list)  # DSNs and mail to them go to relay
+
+
+@dataclass
+class AlertsConfig:
+    to: str = ""                     # admin alerts (double bounces); "" = log only
 
 
 @dataclass
@@ -150,6 +160,7 @@ _SECTIONS: dict[str, type] = {
     "notify": NotifyConfig,
     "internal": InternalConfig,
     "dkim": DKIMConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -164,6 +175,7 @@ class Config:
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     internal: InternalConfig = field(default_factory=InternalConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: Path | None = None
 
     @property
@@ -204,7 +216,7 @@ def validate(config: Config) -> Config:
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
-                "connect_timeout", "poll_interval", "tls_cache_ttl"):
+                "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if parse_duration(config.smtp.idle_timeout, "smtp.idle_timeout") <= 0:
@@ -220,6 +232,13 @@ def validate(config: Config) -> Config:
         raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
     if not re.fullmatch(r"#[0-9a-fA-F]{6}", config.pickup.brand_color):
         raise ConfigError("pickup.brand_color must look like #1d4ed8")
+    for domain in config.internal.domains:
+        if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
+            raise ConfigError(f"internal.domains: {domain!r} is not a domain like org.example"
+                              " or *.org.example")
+    if config.alerts.to and not _ADDRESS.fullmatch(config.alerts.to):
+        raise ConfigError(f"alerts.to: {config.alerts.to!r} is not an address like"
+                          " postmaster@org.example")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
     return config

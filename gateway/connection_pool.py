@@ -2,6 +2,11 @@
 
 A connection is reused only for the same host name, address, port and TLS requirement,
 so a message never rides a connection secured to a lower standard than its route needs.
+
+Ownership is exclusive: a connection is either idle in the pool or owned by exactly one
+delivery (or by the pool's closer). Every method takes a connection out of the pool
+*before* it awaits anything, so no interleaving of deliveries and idle-closing can hand
+one connection to two deliveries at once.
 """
 
 from __future__ import annotations
@@ -30,12 +35,17 @@ class ConnectionPool:
         self.clock = clock
         self._idle: dict[Hashable, list[IdleConnection]] = defaultdict(list)
 
+    def idle_count(self, key: Hashable | None = None) -> int:
+        """Connections idle in the pool (for KEY, or in all)."""
+        if key is not None:
+            return len(self._idle.get(key, []))
+        return sum(len(stack) for stack in self._idle.values())
+
     async def take(self, key: Hashable) -> IdleConnection | None:
-        """The most recently used live connection for KEY, after a NOOP proves it still works."""
-        stack = self._idle.get(key, [])
-        while stack:
-            idle = stack.pop()
-            if self.clock() - idle.since > self.idle_timeout or not idle.client.is_connected:
+        """The most recently used live connection for KEY, after a NOOP proves it still works.
+        The connection is the caller's from the moment it leaves the stack."""
+        while idle := self._pop(key):
+            if self._expired(idle) or not idle.client.is_connected:
                 await close_quietly(idle.client)
                 continue
             try:
@@ -47,6 +57,7 @@ class ConnectionPool:
         return None
 
     async def give(self, key: Hashable, client: aiosmtplib.SMTP, tls: dict[str, Any]) -> None:
+        """Put a connection the caller owns back for reuse (or close it when there is no room)."""
         stack = self._idle[key]
         if len(stack) >= self.max_idle_per_key or not client.is_connected:
             await close_quietly(client)
@@ -56,18 +67,28 @@ class ConnectionPool:
     async def close_idle(self) -> None:
         """Close connections idle past the timeout (called from the runner's loop)."""
         now = self.clock()
-        for key, stack in list(self._idle.items()):
-            keep = [c for c in stack if now - c.since <= self.idle_timeout]
-            for idle in stack:
-                if idle not in keep:
-                    await close_quietly(idle.client)
-            self._idle[key] = keep
+        expired: list[IdleConnection] = []
+        for stack in self._idle.values():
+            # In place and before any await: a concurrent take() or give() sees the same list.
+            expired += [idle for idle in stack if self._expired(idle, now)]
+            stack[:] = [idle for idle in stack if not self._expired(idle, now)]
+        for key in [k for k, stack in self._idle.items() if not stack]:
+            del self._idle[key]
+        for idle in expired:
+            await close_quietly(idle.client)
 
     async def close_all(self) -> None:
-        for stack in self._idle.values():
+        stacks, self._idle = list(self._idle.values()), defaultdict(list)
+        for stack in stacks:
             for idle in stack:
                 await close_quietly(idle.client)
-        self._idle.clear()
+
+    def _pop(self, key: Hashable) -> IdleConnection | None:
+        stack = self._idle.get(key)
+        return stack.pop() if stack else None
+
+    def _expired(self, idle: IdleConnection, now: float | None = None) -> bool:
+        return (self.clock() if now is None else now) - idle.since > self.idle_timeout
 
 
 async def close_quietly(client: aiosmtplib.SMTP) -> None:

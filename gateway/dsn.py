@@ -25,12 +25,19 @@ def _headers_of(original: bytes) -> bytes:
 
 
 def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes,
-              failures: dict[str, str], arrival: float, delayed: bool = False) -> bytes:
+              failures: dict[str, str], arrival: float, delayed: bool = False,
+              double_bounce: bool = False) -> bytes:
     """A multipart/report telling SENDER about FAILURES (recipient -> reply): not delivered,
-    or with DELAYED, not delivered yet and still being retried."""
+    or with DELAYED, not delivered yet and still being retried. With DOUBLE_BOUNCE, SENDER
+    is the postmaster and the undeliverable message was itself a bounce (null sender)."""
     boundary = f"=_sealgate_dsn_{secrets.token_hex(12)}"
     explanation = [f"This is the mail system at {reporting_mta}.", ""]
-    if delayed:
+    if double_bounce:
+        explanation += [f"A message with an empty envelope sender (a bounce), queue id {queue_id},",
+                        "could not be delivered. Nobody else was told; its headers are attached.",
+                        ""]
+        subject = f"Postmaster Copy: Undeliverable bounce {queue_id}"
+    elif delayed:
         explanation += ["Your message could not be delivered yet to these recipients.",
                         "It is still being retried; you do not need to send it again.", ""]
         subject = "Delayed Mail (still being retried)"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.store import Store
 
 log = logging.getLogger("sealgate.expiry")
+DEBRIS_AGE = 3600.0  # while serving, only spool debris this old is surely nobody's work
 
 
 def purge_expired(store: Store) -> int:
@@ -20,10 +22,13 @@ def purge_expired(store: Store) -> int:
     return destroyed
 
 
+def housekeeping(store: Store) -> None:
+    """One expiry turn: expired pickups, then spool files left by failed writes."""
+    purge_expired(store)
+    if removed := store.clean_spool_debris(min_age=DEBRIS_AGE, tmp_min_age=DEBRIS_AGE):
+        log.info("removed %d orphaned spool files", removed)
+
+
 async def expire_forever(store: Store, interval: float = 60.0) -> None:
-    while True:
-        try:
-            await asyncio.to_thread(purge_expired, store)
-        except Exception:
-            log.exception("expiry run failed; will retry")
-        await asyncio.sleep(interval)
+    await keep_running("retention expiry", lambda: asyncio.to_thread(housekeeping, store),
+                       interval, RepeatedErrors(log))

@@ -3,6 +3,7 @@ settle the recipient, all in one transaction so a crash leaves no half-done pick
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import sqlite3
@@ -46,6 +47,12 @@ class PickupStage:
             self.store.set_recipient_state(message_id, [rcpt], PICKUP,
                                            f"stored for pickup: {reason}", db=db)
 
-        self.store.store_pickup(message_id, sender, rcpt, expires, then=settle, pickup_id=pickup_id)
+        try:
+            self.store.store_pickup(message_id, sender, rcpt, expires, then=settle,
+                                    pickup_id=pickup_id)
+        except BaseException:
+            with contextlib.suppress(OSError):  # never queued: a retry writes a new one
+                self.store.spool_path(notification_id).unlink()
+            raise
         self.store.release_spool_if_done(message_id)
         return pickup_id

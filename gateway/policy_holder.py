@@ -6,6 +6,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger("sealgate.policy")
@@ -26,11 +27,13 @@ class PolicyHolder:
         self.current = load_policy(directory)
 
     async def watch(self, interval: float = 2.0) -> None:
-        """Reload when a policy file is added, removed or changed."""
-        while True:
-            await asyncio.sleep(interval)
-            if _signature(self.directory) != self._seen:
-                self.reload()
+        """Reload when a policy file is added, removed or changed; never stops over an error."""
+        await asyncio.sleep(interval)
+        await keep_running("policy watch", self._check, interval, RepeatedErrors(log))
+
+    async def _check(self) -> None:
+        if _signature(self.directory) != self._seen:
+            self.reload()
 
     def __call__(self) -> Policy:
         return self.current

@@ -1,5 +1,11 @@
 """The queue runner: claims due recipients from the store, groups them per message and
-domain (one SMTP transaction each), and settles every recipient's state."""
+domain (one SMTP transaction each), and settles every recipient's state.
+
+It never stops over an exception: a turn that fails (a full disk, a locked database) is
+logged once and tried again; an outcome that cannot be recorded yet is kept and recorded
+later, so the message is neither lost nor sent twice. On stop it claims nothing new and
+lets deliveries in flight finish, up to `shutdown_timeout`.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +18,16 @@ from gateway.dkim_signer import DKIMSigner
 from gateway.delivery import (INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, HostAttempt,
                               Outcome)
 from gateway.dsn import build_dsn
+from gateway.internal_routing import report_route
+from gateway.loop_guard import RepeatedErrors
 from gateway.pickup_stage import PickupStage
-from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Route, Store
+from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]
+DSN_REASON = "delivery status notification"
+POSTMASTER_REASON = "postmaster copy of an undeliverable bounce"
+MAX_BUFFERED_ATTEMPTS = 20_000  # attempt history kept in memory while the store refuses writes
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,9 @@ class RetrySettings:
     delay_warning: float = 4 * 3600.0  # 0: never warn
     reporting_mta: str = "localhost"
     internal_relay: tuple[str, int] = ("127.0.0.1", 25)
+    internal_domains: tuple[str, ...] = ()  # DSNs to senders there go to internal_relay
+    alerts_to: str = ""                     # postmaster copies of double bounces; "": log only
+    shutdown_timeout: float = 30.0          # how long a stop waits for deliveries in flight
 
 
 class QueueRunner:
@@ -42,8 +56,11 @@ class QueueRunner:
         self.deliverer = deliverer
         self.pickup = pickup
         self.retry = retry
+        self.errors = RepeatedErrors(log)
         self._wakeup = asyncio.Event()
+        self._stopping = False
         self._in_flight: set[GroupKey] = set()
+        self._unsettled: dict[GroupKey, tuple[list[QueuedRecipient], DomainResult]] = {}
         self._slots = asyncio.Semaphore(retry.concurrency)
         self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(retry.per_domain_concurrency))
@@ -53,35 +70,81 @@ class QueueRunner:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def stop(self) -> None:
+        """Claim nothing new; run() returns once deliveries in flight are done (or timed out)."""
+        self._stopping = True
+        self.wake()
+
     async def run(self) -> None:
         try:
-            while True:
+            while not self._stopping:
                 self._wakeup.clear()
-                self.dispatch_due()
-                self.flush_attempts()
-                await self.deliverer.pool.close_idle()
+                await self._turn()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), self.retry.poll_interval)
                 except TimeoutError:
                     pass
+            await self._drain()
         finally:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            self.flush_attempts()
+            self._guarded("writing the attempt history", self.flush_attempts)
             await self.deliverer.close()
+
+    async def _turn(self) -> None:
+        """One loop turn; no exception leaves it."""
+        self._guarded("claiming due mail", self.dispatch_due)
+        if self._in_flight:
+            self._guarded("renewing delivery claims", self.store.renew_leases)
+        await self._settle_parked()
+        self._guarded("writing the attempt history", self.flush_attempts)
+        try:
+            await self.deliverer.pool.close_idle()
+        except Exception as exc:
+            self.errors.failed("closing idle connections", exc)
+
+    def _guarded(self, what: str, step: object) -> None:
+        try:
+            step()  # type: ignore[operator]
+        except Exception as exc:
+            self.errors.failed(what, exc)
+        else:
+            self.errors.succeeded(what)
+
+    async def _drain(self) -> None:
+        """Let deliveries in flight finish, up to shutdown_timeout; the rest are cancelled
+        (their claims are due again at the next start)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry.shutdown_timeout
+        if self._tasks:
+            log.info("waiting up to %.0f s for %d deliveries in flight",
+                     self.retry.shutdown_timeout, len(self._tasks))
+        while (self._tasks or self._unsettled) and (left := deadline - loop.time()) > 0:
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=min(left, 1.0))
+            await self._settle_parked()
+            if self._unsettled and not self._tasks:
+                await asyncio.sleep(min(left, self.retry.poll_interval))
+        if self._tasks or self._unsettled:
+            log.warning("%d deliveries still in flight after %.0f s were stopped; they are due"
+                        " again at the next start", len(self._tasks) + len(self._unsettled),
+                        self.retry.shutdown_timeout)
 
     async def process_due(self) -> None:
         """Deliver everything due now and wait for it (tests, and `queue flush` in-process)."""
         self.dispatch_due()
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
+        await self._settle_parked()
         self.flush_attempts()
 
     async def close(self) -> None:
         await self.deliverer.close()
 
     def dispatch_due(self) -> None:
+        if self._stopping:
+            return
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
         for item in self.store.claim_due(skip=self._in_flight):
             groups[(item.message_id, item.domain)].append(item)
@@ -92,36 +155,72 @@ class QueueRunner:
             task.add_done_callback(self._tasks.discard)
 
     async def _process(self, key: GroupKey, items: list[QueuedRecipient]) -> None:
+        parked = False
         try:
             async with self._slots, self._domain_slots[key[1]]:
-                await self._deliver_group(items)
-        except Exception:
-            # Never lose the message over a bug: it stays queued and is retried.
-            log.exception("delivery of %s to %s failed unexpectedly", *key)
-            self._defer(items, DomainResult(Outcome.TEMPORARY, "4.3.0 internal error"))
+                if self._stopping:  # claimed before the stop, not started: give it back
+                    self.store.release_claims(key[0], [i.rcpt for i in items])
+                    return
+                result = await self._attempt(key, items)
+                parked = not await self._try_settle(key, items, result)
+        except Exception as exc:  # only release_claims gets here; the claims expire at restart
+            self.errors.failed("giving back claims at stop", exc)
         finally:
-            self._in_flight.discard(key)
+            if not parked:
+                self._in_flight.discard(key)
 
-    async def _deliver_group(self, items: list[QueuedRecipient]) -> None:
+    async def _attempt(self, key: GroupKey, items: list[QueuedRecipient]) -> DomainResult:
+        """Deliver the group; an unexpected error is a temporary failure (never a lost message)."""
+        try:
+            result = await self._deliver_group(items)
+        except Exception as exc:  # the deferral logged below names the queue id
+            self.errors.failed("delivering mail", exc)
+            result = DomainResult(Outcome.TEMPORARY, "4.3.0 internal error")
+        self._record_attempts(items, result)
+        return result
+
+    async def _try_settle(self, key: GroupKey, items: list[QueuedRecipient],
+                          result: DomainResult) -> bool:
+        """Record the outcome; when the store refuses (full disk), keep it to record later."""
+        try:
+            await self._settle(items, result)
+        except Exception as exc:
+            self.errors.failed("recording delivery outcomes", exc)
+            self._unsettled[key] = (items, result)
+            return False
+        self.errors.succeeded("recording delivery outcomes")
+        return True
+
+    async def _settle_parked(self) -> None:
+        """Try again to record the outcomes the store refused before (only the recipients
+        still claimed by us: part of a group may have been recorded before the failure)."""
+        for key, (items, result) in list(self._unsettled.items()):
+            try:
+                claimed = set(self.store.still_claimed(key[0], [i.rcpt for i in items]))
+            except Exception as exc:
+                self.errors.failed("recording delivery outcomes", exc)
+                return
+            remaining = [i for i in items if i.rcpt in claimed]
+            if not remaining or await self._try_settle(key, remaining, result):
+                del self._unsettled[key]
+                self._in_flight.discard(key)
+
+    async def _deliver_group(self, items: list[QueuedRecipient]) -> DomainResult:
         first = items[0]
         if first.mode == "pickup":
-            self._record_attempts(items, DomainResult(Outcome.TLS_UNAVAILABLE, "policy: always pickup",
-                                                      attempts=[HostAttempt("", "", "policy: always pickup",
-                                                                            tls_failure="policy")]))
-            await self._to_pickup(items, "policy")
-            return
+            return DomainResult(Outcome.TLS_UNAVAILABLE, "policy: always pickup",
+                                attempts=[HostAttempt("", "", "policy: always pickup",
+                                                      tls_failure="policy")])
         content = await asyncio.to_thread(self.store.read_spool, first.message_id)
         if self.signer is not None and (not first.client or self.sign_relayed):
             content = self.signer.sign(content)
         rcpts = [i.rcpt for i in items]
         if first.mode == INTERNAL:
-            result = await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts, content)
-        else:
-            result = await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
-                                                  REQUIREMENT_FOR_MODE[first.mode],
-                                                  smtputf8=first.smtputf8)
-        self._record_attempts(items, result)
-        await self._settle(items, result)
+            return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
+                                              content)
+        return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
+                                            REQUIREMENT_FOR_MODE[first.mode],
+                                            smtputf8=first.smtputf8)
 
     def _record_attempts(self, items: list[QueuedRecipient], result: DomainResult) -> None:
         """Buffer the attempt history; flush_attempts writes it in one commit per loop turn
@@ -138,19 +237,28 @@ class QueueRunner:
         rows, self._attempt_rows = self._attempt_rows, []
         if not rows:
             return
-        with self.store.transaction() as db:
-            db.executemany(
-                "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version, cipher,"
-                " cert_subject, cert_issuer, verified, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        try:
+            with self.store.transaction() as db:
+                db.executemany(
+                    "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version,"
+                    " cipher, cert_subject, cert_issuer, verified, reason)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        except BaseException:
+            # Keep the history for the next turn (the newest, if the store stays full long).
+            self._attempt_rows = (rows + self._attempt_rows)[-MAX_BUFFERED_ATTEMPTS:]
+            raise
 
     async def _settle(self, items: list[QueuedRecipient], result: DomainResult) -> None:
         first = items[0]
-        if result.outcome is Outcome.TLS_UNAVAILABLE and first.confidential:
+        rcpts = {i.rcpt for i in items}
+        if result.outcome is Outcome.TLS_UNAVAILABLE and (first.confidential
+                                                          or first.mode == "pickup"):
             await self._to_pickup(items, result.tls_reason)
             return
         if result.outcome is Outcome.DELIVERED:
-            self._bounce(first, result.refused)
-            self._record(first, result.accepted, DELIVERED, result.reply)
+            self._bounce(first, {r: v for r, v in result.refused.items() if r in rcpts})
+            self._record(first, [r for r in result.accepted if r in rcpts], DELIVERED,
+                         result.reply)
             self._defer([i for i in items if i.rcpt in result.deferred], result)
         elif result.outcome is Outcome.PERMANENT:
             self._bounce(first, {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
@@ -159,26 +267,55 @@ class QueueRunner:
 
     def _record(self, first: QueuedRecipient, rcpts: list[str], state: str, reply: str) -> None:
         if rcpts:
+            self.store.settle(first.message_id, dict.fromkeys(rcpts, reply), state)
             log.info("%s to %s: %s (%s)", first.message_id, ",".join(rcpts), state, reply)
-            self.store.set_recipient_state(first.message_id, rcpts, state, reply)
 
     def _bounce(self, first: QueuedRecipient, failures: dict[str, str]) -> None:
-        """Settle FAILURES as bounced and tell the sender with a DSN (never to the null sender)."""
+        """Settle FAILURES as bounced and, in the same transaction, queue the report: a DSN to
+        the sender, or for a bounce that bounced, a postmaster copy (never a DSN to <>)."""
         if not failures:
             return
-        self._send_dsn(first, failures, delayed=False)
-        for rcpt, reply in failures.items():
-            self._record(first, [rcpt], BOUNCED, reply)
+        report = self._bounce_report(first, failures)
+        settled = self.store.settle(first.message_id, failures, BOUNCED, report=report)
+        for rcpt in settled:
+            log.info("%s to %s: bounced (%s)", first.message_id, rcpt, failures[rcpt])
+        if settled and not first.sender:
+            self._log_double_bounce(first, settled, failures, report)
+        if report is not None:
+            self.wake()
 
-    def _send_dsn(self, first: QueuedRecipient, failures: dict[str, str], delayed: bool) -> None:
-        if not first.sender:
-            return  # never answer a bounce with a bounce
-        dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=first.sender,
-                        queue_id=first.message_id,
-                        original=self.store.read_spool_headers(first.message_id),
-                        failures=failures, arrival=first.received, delayed=delayed)
-        self.store.enqueue("", [Route(first.sender, reason="delivery status notification")], dsn)
-        self.wake()
+    def _bounce_report(self, first: QueuedRecipient, failures: dict[str, str]) -> Report | None:
+        if first.sender:
+            return self._report(first, first.sender, DSN_REASON, failures, delayed=False)
+        if self.retry.alerts_to and first.reason != POSTMASTER_REASON:
+            return self._report(first, self.retry.alerts_to, POSTMASTER_REASON, failures,
+                                double_bounce=True)
+        return None
+
+    def _log_double_bounce(self, first: QueuedRecipient, settled: list[str],
+                           failures: dict[str, str], report: Report | None) -> None:
+        told = f"postmaster copy to {self.retry.alerts_to}" if report else "no report sent"
+        if first.reason == POSTMASTER_REASON:
+            told = "it was itself a postmaster copy: no report sent"
+        for rcpt in settled:
+            log.warning("double bounce: %s (null sender) to %s undeliverable: %s (%s)",
+                        first.message_id, rcpt, failures[rcpt], told)
+
+    def _report(self, first: QueuedRecipient, to: str, reason: str, failures: dict[str, str],
+                delayed: bool = False, double_bounce: bool = False) -> Report:
+        dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=to,
+                        queue_id=first.message_id, original=self._original_headers(first),
+                        failures=failures, arrival=first.received, delayed=delayed,
+                        double_bounce=double_bounce)
+        return Report("", report_route(to, reason, self.retry.internal_domains), dsn)
+
+    def _original_headers(self, first: QueuedRecipient) -> bytes:
+        try:
+            return self.store.read_spool_headers(first.message_id)
+        except FileNotFoundError:  # the report goes out without them rather than never
+            log.error("%s: spool file missing; reporting without the original headers",
+                      first.message_id)
+            return b""
 
     def _crossed_delay_warning(self, item: QueuedRecipient) -> bool:
         """Warn once: on the first deferral at or past delay_warning (the previous attempt,
@@ -193,11 +330,15 @@ class QueueRunner:
             if self.store.clock() - item.received >= self.retry.lifetime:
                 self._bounce(item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
                 continue
-            if self._crossed_delay_warning(item):
-                self._send_dsn(item, {item.rcpt: reply}, delayed=True)
+            report = None
+            if item.sender and self._crossed_delay_warning(item):
+                report = self._report(item, item.sender, DSN_REASON, {item.rcpt: reply},
+                                      delayed=True)
+            self.store.settle(item.message_id, {item.rcpt: reply}, DEFERRED,
+                              self._next_attempt(item), report=report)
             log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
-            self.store.set_recipient_state(item.message_id, [item.rcpt], DEFERRED, reply,
-                                           self._next_attempt(item))
+            if report is not None:
+                self.wake()
 
     def _next_attempt(self, item: QueuedRecipient) -> float:
         delay = min(self.retry.initial * 2 ** item.attempts, self.retry.maximum)

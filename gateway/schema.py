@@ -1,14 +1,30 @@
-"""Schema migrations as an ordered registry: each runs once, in order, recorded by number."""
+"""Schema migrations as an ordered registry of named steps.
+
+Each step runs once, in its own BEGIN IMMEDIATE ... COMMIT together with the row that
+records its name, so a step that fails leaves the database exactly as it was and start-up
+can simply be retried once the cause is fixed. (sqlite_utils nests its own work in
+savepoints when a transaction is open, so it never commits a step half-way.)
+
+Databases written before steps had names recorded numbers 1..N in `schema_version`; those
+numbers are the positions of the first steps below, which therefore never move.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 
 from sqlite_utils import Database
 
 Migration = Callable[[Database], None]
 MIGRATIONS: list[Migration] = []
+NUMBERED = ("create_queue", "create_pickups", "create_accounts", "create_delivery_knowledge",
+            "portal_threads_accounts_and_throttle")  # recorded by number before names existed
+
+
+class MigrationError(OSError):
+    """A schema step failed; the database is as it was before the step."""
 
 
 def migration(func: Migration) -> Migration:
@@ -75,18 +91,6 @@ def create_accounts(db: Database) -> None:
     db["audit"].create_index(["pickup_id"])
 
 
-def migrate(conn: sqlite3.Connection) -> None:
-    db = Database(conn)
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    done = row[0] or 0
-    for number, step in enumerate(MIGRATIONS, start=1):
-        if number > done:
-            with conn:
-                step(db)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
-
-
 @migration
 def create_delivery_knowledge(db: Database) -> None:
     """Every attempt with its TLS facts, and what deliveries and probes learned per MX host."""
@@ -131,7 +135,69 @@ def portal_threads_accounts_and_throttle(db: Database) -> None:
 
 
 @migration
+def recipient_claim_leases(db: Database) -> None:
+    """Who claimed a recipient for delivery, and until when the claim holds: requeueing at
+    start-up touches only claims of a dead owner or expired leases, never live work."""
+    db["recipients"].add_column("claimed_by", str)
+    db["recipients"].add_column("lease_until", float)
+
+
+
+@migration
 def messages_smtputf8(db: Database) -> None:
     """Whether a message was received with SMTPUTF8 (RFC 6531): it may only go to next hops
     that offer it."""
     db["messages"].add_column("smtputf8", int, not_null_default=0)
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply every step not yet recorded, in order; returns the names applied now."""
+    _adopt_numbered_versions(conn)
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    applied = []
+    for step in MIGRATIONS:
+        if step.__name__ not in done:
+            _apply(conn, step)
+            applied.append(step.__name__)
+    return applied
+
+
+def _apply(conn: sqlite3.Connection, step: Migration) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        step(Database(conn))
+        conn.execute("INSERT INTO schema_migrations (name, applied) VALUES (?, ?)",
+                     (step.__name__, time.time()))
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, Exception):
+            raise MigrationError(f"database schema step {step.__name__!r} failed and was rolled"
+                                 f" back, the database is unchanged: {exc}") from exc
+        raise
+    conn.execute("COMMIT")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _adopt_numbered_versions(conn: sqlite3.Connection) -> None:
+    """Create the table of applied names; a database that recorded numbers gets their names
+    (schema_version itself is left as it was, for the code that wrote it). Writes nothing
+    when there is nothing to do, so a read-only, up-to-date database still opens."""
+    if "schema_migrations" in _tables(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations"
+                     " (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+        if "schema_version" in _tables(conn):
+            numbers = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+            conn.executemany("INSERT OR IGNORE INTO schema_migrations (name, applied) VALUES (?, ?)",
+                             [(NUMBERED[n - 1], time.time()) for n in numbers
+                              if 1 <= n <= len(NUMBERED)])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,4 +1,9 @@
-"""`sealgate serve`: SMTP listener, queue runner, portal and expiry in one process."""
+"""`sealgate serve`: SMTP listener, queue runner, portal and expiry in one process.
+
+It first takes the store's lock (one `serve` per store), then requeues what a previous
+owner left half-done. SIGTERM/SIGINT: stop accepting SMTP, stop claiming new work, let
+deliveries in flight finish (up to delivery.shutdown_timeout), then exit.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,14 @@ from gateway.dkim_signer import load_signer
 from gateway.delivery import Deliverer, DeliverySettings
 from gateway.dns import MXResolver, make_resolver
 from gateway.expiry import expire_forever
+from gateway.store_lock import lock_store
 from gateway.pickup_stage import PickupStage
 from gateway.policy_holder import PolicyHolder
 from gateway.queue_runner import QueueRunner, RetrySettings
 from gateway.mta_sts import MTASTSResolver, STSCache
 from gateway.tls_cache import TLSCache
 from gateway.smtp_server import RelayHandler, smtp_factory
-from gateway.store import Store, open_store
+from gateway.store import Store, new_owner_id, open_store
 from pickup.app import create_app
 
 log = logging.getLogger("sealgate")
@@ -50,6 +56,9 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         delay_warning=parse_duration(config.delivery.delay_warning),
         reporting_mta=config.smtp.hostname,
         internal_relay=parse_hostport(config.internal.relay, "internal.relay", 25),
+        internal_domains=tuple(config.internal.domains),
+        alerts_to=config.alerts.to,
+        shutdown_timeout=parse_duration(config.delivery.shutdown_timeout),
     )
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
     mta_sts = None
@@ -63,9 +72,28 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
 
 
 async def serve(config: Config) -> None:
-    store = open_store(config.storage_dir)
-    if requeued := store.requeue_interrupted():
+    owner = new_owner_id()
+    lock = lock_store(config.storage_dir, owner)  # before anything is bound or any row touched
+    try:
+        store = open_store(config.storage_dir, owner=owner)
+        try:
+            await _serve(config, store, lock.previous_owner)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+
+
+def _recover(store: Store, previous_owner: str) -> None:
+    """What the last run left: its claims are due again, its half-written files go."""
+    if requeued := store.requeue_interrupted(previous_owner):
         log.info("%d deliveries interrupted by the last stop are due again", requeued)
+    if removed := store.clean_spool_debris():
+        log.info("removed %d unfinished or orphaned spool files", removed)
+
+
+async def _serve(config: Config, store: Store, previous_owner: str) -> None:
+    _recover(store, previous_owner)
     policy = PolicyHolder(config.policy_dir)
     runner = build_runner(config, store)
     loop = asyncio.get_running_loop()
@@ -86,15 +114,19 @@ async def serve(config: Config) -> None:
                                           proxy_headers=bool(config.pickup.trusted_proxies),
                                           forwarded_allow_ips=[
                                               str(n) for n in config.pickup.proxy_networks()]))
-    tasks = [asyncio.create_task(runner.run()), asyncio.create_task(expire_forever(store)),
-             asyncio.create_task(policy.watch()), asyncio.create_task(portal.serve())]
+    delivering = asyncio.create_task(runner.run())
+    background = [asyncio.create_task(expire_forever(store)), asyncio.create_task(policy.watch())]
+    portal_task = asyncio.create_task(portal.serve())
     log.info("sealgate ready: SMTP on %s, portal on %s", config.smtp.listen, config.pickup.listen)
     await stop.wait()
-    log.info("shutting down")
+    log.info("shutting down: no new mail is accepted; deliveries in flight may finish")
     smtp.close()
     portal.should_exit = True
-    for task in tasks[:-1]:
+    runner.stop()
+    await asyncio.gather(delivering, return_exceptions=True)
+    for task in background:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await smtp.wait_closed()
-    store.close()
+    await asyncio.gather(*background, portal_task, return_exceptions=True)
+    with contextlib.suppress(TimeoutError):  # sessions still open are cut at exit
+        await asyncio.wait_for(smtp.wait_closed(), 5)
+    log.info("stopped")

@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from gateway import codes
 from gateway.config import Config, parse_duration
 from gateway.dns import make_resolver
+from gateway.internal_routing import route_for
 from gateway.policy import Policy, decide, read_header_section, strip_subject_tags
 from gateway.store import Route, Store, new_queue_id
 
@@ -311,7 +312,7 @@ class RelayHandler:
             head = rewrite_subject(head, lambda s: strip_subject_tags(policy, s))
         queue_id = new_queue_id()
         head = await self.received_header(server, session, envelope, queue_id) + head
-        routes = [Route(d.recipient, d.confidential, d.mode, d.why) for d in decisions]
+        routes = [route_for(d.recipient, d, self.config.internal.domains) for d in decisions]
         reply = await self.enqueue(session, envelope, queue_id, routes, [head, body])
         if reply is not None:
             return reply

@@ -7,8 +7,10 @@ file is fsync'ed and its rows are committed with synchronous=FULL.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import crypto
-from gateway.durable import remove_durably, write_durably
+from gateway.durable import fsync_dir, remove_durably, write_durably
 from gateway.schema import migrate
 
 Clock = Callable[[], float]
@@ -27,6 +29,8 @@ Chunk = bytes | memoryview
 
 QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = "queued", "deferred", "delivered", "pickup", "bounced"
 DELIVERING = "delivering"
+PENDING = (QUEUED, DEFERRED, DELIVERING)  # states in which a recipient still needs the spool
+DEFAULT_LEASE = 600.0  # seconds a claim holds unless its owner renews it
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,18 @@ class QueuedRecipient:
     received: float
     client: str = ""      # the SMTP client's address; empty for mail Sealgate wrote itself
     updated: float = 0.0  # time of the previous attempt
+    reason: str = ""      # why the route was chosen; for mail Sealgate wrote, what it is
     smtputf8: bool = False  # received with SMTPUTF8: the next hop must offer it (RFC 6531)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Mail Sealgate writes about a message (a DSN, a postmaster copy), queued together with
+    the outcome it reports so that neither exists without the other."""
+
+    sender: str
+    route: Route
+    content: bytes
 
 
 @dataclass(frozen=True)
@@ -88,10 +103,18 @@ def new_pickup_id() -> str:
     return secrets.token_urlsafe(24)  # 192 bits
 
 
+def new_owner_id() -> str:
+    """Names the process that claims work: host, pid and a nonce (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class Store:
-    def __init__(self, directory: Path, clock: Clock = time.time) -> None:
+    def __init__(self, directory: Path, clock: Clock = time.time, owner: str | None = None,
+                 lease: float = DEFAULT_LEASE) -> None:
         self.directory = directory
         self.clock = clock
+        self.owner = owner or new_owner_id()  # written on the rows this process claims
+        self.lease = lease
         self.spool_dir = directory / "spool"
         self.blob_dir = directory / "blobs"
         for path in (directory, self.spool_dir, self.blob_dir):
@@ -144,7 +167,7 @@ class Store:
                 self.insert_queue_rows(db, message_id, sender, routes,
                                        sum(len(c) for c in chunks), client, smtputf8)
         except BaseException:
-            self.spool_path(message_id).unlink(missing_ok=True)
+            self._discard_spool(message_id)  # not acknowledged: leave no orphan behind
             raise
         return message_id
 
@@ -156,7 +179,8 @@ class Store:
         try:
             write_durably(path, [content] if isinstance(content, bytes) else content)
         except BaseException:
-            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a full disk leaves no half-written debris
+                path.with_name(path.name + ".tmp").unlink()
             raise
         return message_id
 
@@ -187,27 +211,61 @@ class Store:
         return [
             QueuedRecipient(r["message_id"], r["sender"], r["rcpt"], r["domain"],
                             bool(r["confidential"]), r["mode"], r["attempts"], r["received"],
-                            r["client"] or "", r["updated"], bool(r["smtputf8"]))
+                            r["client"] or "", r["updated"], r["reason"] or "",
+                            bool(r["smtputf8"]))
             for r in rows
         ]
 
     def claim_due(self, limit: int = 500, skip: set[tuple[str, str]] | None = None
                   ) -> list[QueuedRecipient]:
-        """Due recipients, marked delivering in one commit (not those of SKIP's message/domain)."""
+        """Due recipients, claimed for this store's owner under a lease in one commit (not
+        those of SKIP's message/domain, nor any another process claimed meanwhile)."""
         with self._lock:
             items = [i for i in self.due_recipients(limit)
                      if not skip or (i.message_id, i.domain) not in skip]
-            if items:
-                with self.transaction() as db:
-                    db.executemany("UPDATE recipients SET state=? WHERE message_id=? AND rcpt=?",
-                                   [(DELIVERING, i.message_id, i.rcpt) for i in items])
-        return items
+            if not items:
+                return []
+            claimed = []
+            with self.transaction() as db:
+                for item in items:
+                    if db.execute(
+                            "UPDATE recipients SET state=?, claimed_by=?, lease_until=?"
+                            " WHERE message_id=? AND rcpt=? AND state IN (?, ?)",
+                            (DELIVERING, self.owner, self.clock() + self.lease, item.message_id,
+                             item.rcpt, QUEUED, DEFERRED)).rowcount:
+                        claimed.append(item)
+        return claimed
 
-    def requeue_interrupted(self) -> int:
-        """At start-up: deliveries cut short by a crash or a stop are due again."""
+    def still_claimed(self, message_id: str, rcpts: list[str]) -> list[str]:
+        """Those of RCPTS of MESSAGE_ID that this owner still holds for delivery."""
+        claimed = {r["rcpt"] for r in self.query(
+            "SELECT rcpt FROM recipients WHERE message_id=? AND state=? AND claimed_by=?",
+            (message_id, DELIVERING, self.owner))}
+        return [r for r in rcpts if r in claimed]
+
+    def renew_leases(self) -> int:
+        """Extend every claim this owner still holds (the runner calls it each turn)."""
         with self.transaction() as db:
-            return db.execute("UPDATE recipients SET state=? WHERE state=?",
-                              (QUEUED, DELIVERING)).rowcount
+            return db.execute("UPDATE recipients SET lease_until=? WHERE state=? AND claimed_by=?",
+                              (self.clock() + self.lease, DELIVERING, self.owner)).rowcount
+
+    def release_claims(self, message_id: str, rcpts: list[str]) -> None:
+        """Give back claims not worked on (a stop came first): due again, attempts unchanged."""
+        with self.transaction() as db:
+            db.executemany("UPDATE recipients SET state=?, claimed_by=NULL, lease_until=NULL"
+                           " WHERE message_id=? AND rcpt=? AND state=? AND claimed_by=?",
+                           [(QUEUED, message_id, r, DELIVERING, self.owner) for r in rcpts])
+
+    def requeue_interrupted(self, previous_owner: str | None = None) -> int:
+        """Deliveries cut short by a crash or a stop are due again: claims of PREVIOUS_OWNER
+        (the dead process whose store lock we now hold), claims from before claims had
+        owners, and expired leases. A live process's claim is never touched."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE recipients SET state=?, claimed_by=NULL, lease_until=NULL WHERE state=?"
+                " AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until < ?"
+                "      OR claimed_by = ?)",
+                (QUEUED, DELIVERING, self.clock(), previous_owner or "")).rowcount
 
     def next_due_time(self) -> float | None:
         row = self.query("SELECT min(next_attempt) FROM recipients WHERE state IN (?, ?)",
@@ -219,23 +277,78 @@ class Store:
                             db: sqlite3.Connection | None = None) -> None:
         """Record an attempt's outcome; with DB, inside the caller's transaction."""
         rows = [(state, reply[:1000], self.clock(), next_attempt, message_id, r) for r in rcpts]
-        sql = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
-               " next_attempt=coalesce(?, next_attempt) WHERE message_id=? AND rcpt=?")
         if db is not None:
-            db.executemany(sql, rows)
+            db.executemany(_SETTLE_SQL, rows)
             return
         with self.transaction() as own:
-            own.executemany(sql, rows)
+            own.executemany(_SETTLE_SQL, rows)
         self.release_spool_if_done(message_id)
+
+    def settle(self, message_id: str, replies: dict[str, str], state: str,
+               next_attempt: float | None = None, report: Report | None = None) -> list[str]:
+        """Record STATE (with each recipient's reply) for those of REPLIES still being
+        delivered, and queue REPORT in the same transaction: a crash leaves either both or
+        neither, so a retried settlement never sends a second report. Returns the
+        recipients settled now (none: someone settled or deleted them already)."""
+        report_id = self.spool(report.content) if report is not None else None
+        try:
+            with self.transaction() as db:
+                settled = [r for r in replies if db.execute(
+                    _SETTLE_SQL + " AND state=?",
+                    (state, replies[r][:1000], self.clock(), next_attempt, message_id, r,
+                     DELIVERING)).rowcount]
+                if settled and report is not None and report_id is not None:
+                    self.insert_queue_rows(db, report_id, report.sender, [report.route],
+                                           len(report.content))
+        except BaseException:
+            if report_id is not None:
+                self._discard_spool(report_id)
+            raise
+        if report_id is not None and not settled:
+            self._discard_spool(report_id)
+        self.release_spool_if_done(message_id)
+        return settled
+
+    def _discard_spool(self, message_id: str) -> None:
+        """Remove a spool file that never got its queue rows (best effort: debris is also
+        cleaned at start-up)."""
+        with contextlib.suppress(OSError):
+            remove_durably(self.spool_path(message_id))
 
     def release_spool_if_done(self, message_id: str) -> None:
         """Remove the plaintext spool copy once no recipient still needs it."""
         pending = self.query(
             "SELECT count(*) FROM recipients WHERE message_id=? AND state IN (?, ?, ?)",
-            (message_id, QUEUED, DEFERRED, DELIVERING),
+            (message_id, *PENDING),
         )[0][0]
         if pending == 0:
             remove_durably(self.spool_path(message_id))
+
+    def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
+        """Remove what a crash or a full disk left in the spool: `.tmp` files of writes that
+        never finished (older than TMP_MIN_AGE), and spool files no pending recipient needs
+        (no messages row, or every recipient settled), older than MIN_AGE so that a message
+        being accepted right now (file written, rows not yet committed) is left alone."""
+        now = time.time()  # file times are wall-clock, whatever clock the store runs on
+        pending = {r[0] for r in self.query(
+            "SELECT DISTINCT message_id FROM recipients WHERE state IN (?, ?, ?)", PENDING)}
+        removed = 0
+        for path in self.spool_dir.iterdir():
+            if path.name.endswith(".tmp"):
+                stale = tmp_min_age
+            elif path.suffix == ".eml" and path.stem not in pending:
+                stale = min_age
+            else:
+                continue
+            try:
+                if now - path.stat().st_mtime >= stale:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            fsync_dir(self.spool_dir)
+        return removed
 
     def read_spool(self, message_id: str) -> bytes:
         return self.spool_path(message_id).read_bytes()
@@ -271,17 +384,22 @@ class Store:
         (to queue the notification and settle the recipient atomically)."""
         pickup_id = pickup_id or new_pickup_id()
         blob = self.blob_dir / f"{pickup_id}.sgb"
-        with self.spool_path(message_id).open("rb") as source:
-            sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient)
-        with self.transaction() as db:
-            db.execute(
-                "INSERT INTO pickups (id, message_id, sender, recipient, created, expires, key_id,"
-                " wrapped_key, blob, read_at, size) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
-                (pickup_id, message_id, sender, recipient.lower(), self.clock(), expires,
-                 sealed.key_id, sealed.wrapped, blob.name, blob.stat().st_size),
-            )
-            if then is not None:
-                then(db, pickup_id)
+        try:
+            with self.spool_path(message_id).open("rb") as source:
+                sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient)
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO pickups (id, message_id, sender, recipient, created, expires,"
+                    " key_id, wrapped_key, blob, read_at, size) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
+                    (pickup_id, message_id, sender, recipient.lower(), self.clock(), expires,
+                     sealed.key_id, sealed.wrapped, blob.name, blob.stat().st_size),
+                )
+                if then is not None:
+                    then(db, pickup_id)
+        except BaseException:
+            with contextlib.suppress(OSError):  # no row points at it: a retry writes a new one
+                blob.unlink()
+            raise
         return pickup_id
 
     def get_pickup(self, pickup_id: str) -> Pickup | None:
@@ -335,12 +453,17 @@ class Store:
                        (pickup_id, self.clock(), event, client, detail))
 
 
+_SETTLE_SQL = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
+               " next_attempt=coalesce(?, next_attempt), claimed_by=NULL, lease_until=NULL"
+               " WHERE message_id=? AND rcpt=?")
+
+
 def _pickup(row: sqlite3.Row) -> Pickup:
     return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
                   row["expires"], row["read_at"], row["size"], row["kind"], row["thread_id"],
                   row["replied_at"])
 
 
-def open_store(directory: Path, clock: Clock = time.time) -> Store:
+def open_store(directory: Path, clock: Clock = time.time, owner: str | None = None) -> Store:
     os.umask(0o077)
-    return Store(directory, clock)
+    return Store(directory, clock, owner)

@@ -25,6 +25,7 @@ import trustme
 
 from tests.fakes.certs import leaf, make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
+from tests.fakes.holding_mx import HoldingMX
 from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.mx_host import FakeMX, ReceivedMessage
 from tests.fakes.ports import free_port
@@ -133,6 +134,26 @@ def gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeMX],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     process = GatewayProcess(tmp_path_factory.mktemp("gateway"), gateway_settings)
     process.start()
+    yield process
+    process.stop()
+
+
+HOLDING_MX_IP = "127.0.0.14"
+
+
+@pytest.fixture
+def holding_mx(fake_dns: FakeDNS, mx_port: int) -> Iterator[HoldingMX]:
+    """MX of held.test: takes each message at DATA, then holds the reply until released."""
+    fake_dns.add("held.test", "MX", "10 mx.held.test.")
+    fake_dns.add("mx.held.test", "A", HOLDING_MX_IP)
+    with HoldingMX(HOLDING_MX_IP, mx_port, "mx.held.test") as host:
+        yield host
+
+
+@pytest.fixture
+def own_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway of the test's own (not started): for tests that stop, kill or restart it."""
+    process = GatewayProcess(tmp_path / "gw", gateway_settings)
     yield process
     process.stop()
 

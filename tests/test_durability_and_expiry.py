@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
+import time
 
 import httpx
 import pytest
@@ -12,15 +11,21 @@ import pytest
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
-from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.test_routing_e2e import pickup_rows
+from tests.gateway_process import GatewayProcess
 
 
-@pytest.fixture
-def own_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path / "gw", gateway_settings)
-    yield process
-    process.stop()
+def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 30.0
+                ) -> list[sqlite3.Row]:
+    """The pickups stored for RECIPIENT, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
+            db.row_factory = sqlite3.Row
+            rows = db.execute("SELECT * FROM pickups WHERE recipient=?", (recipient,)).fetchall()
+        if rows:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError(f"no pickup stored for {recipient}:\n{gateway.log_tail()}")
 
 
 def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(

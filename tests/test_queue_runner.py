@@ -177,8 +177,12 @@ def test_claimed_recipients_are_delivering_until_settled_and_due_again_after_a_c
     [claimed] = store.claim_due()
     assert states(store)["x@slow.test"] == "delivering"
     assert store.claim_due() == []
-    assert store.requeue_interrupted() == 1
-    assert [i.rcpt for i in store.claim_due()] == [claimed.rcpt]
+    restarted = Store(store.directory, store.clock)  # the next process, holding the store lock
+    try:
+        assert restarted.requeue_interrupted(previous_owner=store.owner) == 1
+        assert [i.rcpt for i in restarted.claim_due()] == [claimed.rcpt]
+    finally:
+        restarted.close()
 
 
 def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(store: Store) -> None:
@@ -196,3 +200,49 @@ def test_policy_pickup_is_recorded_with_reason_policy(config: Config, store: Sto
     assert states(store)["p@patients.test"] == "pickup"
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'p@patients.test'")
     assert attempt["reason"] == "policy" and attempt["host"] == ""
+
+
+def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
+        config: Config, store: Store) -> None:
+    # A real failure between queueing the DSN and recording the bounce: SQLite refuses the
+    # state change (as a full disk would). Nothing may be left that sends a second DSN.
+    store.db.execute("CREATE TRIGGER refuse_bounce BEFORE UPDATE OF state ON recipients"
+                     " WHEN NEW.state = 'bounced' BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+    message_id = store.enqueue("doctor@relay.test", [Route("x@no-such-domain.test")], MESSAGE,
+                               client="127.0.0.1")
+
+    async def main() -> None:
+        runner = build_runner(config, store)
+        try:
+            await runner.process_due()
+            assert [r["id"] for r in store.query("SELECT id FROM messages")] == [message_id]
+            assert list(store.spool_dir.iterdir()) == [store.spool_path(message_id)]
+            store.db.execute("DROP TRIGGER refuse_bounce")
+            await runner.process_due()
+        finally:
+            await runner.close()
+    asyncio.run(main())
+    dsns = store.query("SELECT count(*) FROM recipients"
+                       " WHERE reason='delivery status notification'")
+    assert dsns[0][0] == 1 and states(store)["x@no-such-domain.test"] == "bounced"
+
+
+def test_outcome_the_store_refused_is_recorded_on_a_later_turn_without_a_second_delivery(
+        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    store.db.execute("CREATE TRIGGER refuse_outcome BEFORE UPDATE OF state ON recipients"
+                     " WHEN NEW.state = 'delivered' BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
+    store.enqueue("doctor@relay.test", [Route(rcpt)], MESSAGE, client="127.0.0.1")
+
+    async def main() -> None:
+        runner = build_runner(config, store)
+        try:
+            await runner.process_due()
+            assert states(store)[rcpt] == "delivering"  # kept, not requeued: it was delivered
+            store.db.execute("DROP TRIGGER refuse_outcome")
+            await runner.process_due()
+        finally:
+            await runner.close()
+    asyncio.run(main())
+    assert states(store)[rcpt] == "delivered"
+    assert len([m for m in mx_hosts["plain"].messages if rcpt in m.rcpt_tos]) == 1

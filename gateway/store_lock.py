@@ -1,0 +1,63 @@
+"""One `sealgate serve` per store: an exclusive lock on <storage dir>/serve.lock, taken
+before anything is bound or any row is touched, and held for the life of the process.
+
+The lock file names its holder (the owner id written on the rows it claims), so the next
+holder knows whose interrupted claims it may requeue: the previous owner is dead, since
+the kernel drops a flock only when its process goes away.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+LOCK_NAME = "serve.lock"
+
+
+class StoreInUse(BlockingIOError):
+    """Another live process holds the store."""
+
+
+@dataclass
+class StoreLock:
+    path: Path
+    fd: int
+    owner: str
+    previous_owner: str  # "" for a store never served before
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1
+
+
+def lock_store(directory: Path, owner: str) -> StoreLock:
+    """Take the store's lock for OWNER, or raise StoreInUse saying who holds it."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = directory / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise StoreInUse(f"another sealgate serve{holder} is already using the store {directory}"
+                         f" (it holds {path}); stop it first") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    previous = _read(fd).partition(" ")[2].strip()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {owner}\n".encode(), 0)
+    return StoreLock(path, fd, owner, previous)
+
+
+def _read(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode(errors="replace")
+
+
+def _holder(fd: int) -> str:
+    pid = _read(fd).partition(" ")[0].strip()
+    return f" (pid {pid})" if pid.isdigit() else ""

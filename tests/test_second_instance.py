@@ -1,0 +1,126 @@
+"""One `sealgate serve` per store: a second one refuses to start before it binds a port or
+touches a row, and a claim another live process holds is never requeued."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.store import DEFAULT_LEASE, Route, Store
+from gateway.store_lock import StoreInUse, lock_store
+from tests.conftest import make_message, wait_for_mail
+from tests.fakes.holding_mx import HoldingMX
+from tests.fakes.mx_host import FakeMX
+from tests.gateway_process import GatewayProcess
+from tests.portal_fixtures import FakeClock, clock, store
+
+__all__ = ["clock", "store"]  # shared fixtures, used here by name
+
+MESSAGE = b"From: doctor@clinic.test\r\nSubject: Claims\r\n\r\nBody\r\n"
+
+
+def state_of(storage_dir: Path, rcpt: str) -> tuple[str, str]:
+    with sqlite3.connect(storage_dir / "sealgate.db") as db:
+        state, owner = db.execute("SELECT state, coalesce(claimed_by, '') FROM recipients"
+                                  " WHERE rcpt=?", (rcpt,)).fetchone()
+    return state, owner
+
+
+def wait_until_state(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while state_of(gateway.storage_dir, rcpt)[0] != state:
+        assert time.monotonic() < deadline, f"{rcpt} never {state}:\n{gateway.log_tail()}"
+        time.sleep(0.05)
+
+
+def test_store_lock_is_refused_to_a_second_holder_naming_the_first(tmp_path: Path) -> None:
+    first = lock_store(tmp_path, "first-owner")
+    try:
+        with pytest.raises(StoreInUse, match=r"another sealgate serve \(pid \d+\) is already"):
+            lock_store(tmp_path, "second-owner")
+    finally:
+        first.release()
+
+
+def test_next_lock_holder_learns_the_previous_owner(tmp_path: Path) -> None:
+    lock_store(tmp_path, "first-owner").release()
+    second = lock_store(tmp_path, "second-owner")
+    second.release()
+    assert second.previous_owner == "first-owner"
+
+
+def test_start_up_requeues_the_claims_of_the_previous_owner(store: Store) -> None:
+    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
+    store.claim_due()
+    restarted = Store(store.directory, store.clock)
+    try:
+        assert restarted.requeue_interrupted(previous_owner=store.owner) == 1
+    finally:
+        restarted.close()
+
+
+def test_start_up_leaves_the_live_claim_of_another_owner_alone(store: Store) -> None:
+    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
+    store.claim_due()
+    other = Store(store.directory, store.clock)
+    try:
+        assert other.requeue_interrupted(previous_owner="a-dead-process") == 0
+        assert state_of(store.directory, "a@held.test") == ("delivering", store.owner)
+    finally:
+        other.close()
+
+
+def test_an_expired_lease_is_due_again(store: Store, clock: FakeClock) -> None:
+    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
+    store.claim_due()
+    clock.advance(DEFAULT_LEASE + 1)
+    other = Store(store.directory, store.clock)
+    try:
+        assert other.requeue_interrupted(previous_owner="a-dead-process") == 1
+    finally:
+        other.close()
+
+
+def test_renewed_lease_does_not_expire(store: Store, clock: FakeClock) -> None:
+    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
+    store.claim_due()
+    clock.advance(DEFAULT_LEASE - 1)
+    assert store.renew_leases() == 1
+    clock.advance(DEFAULT_LEASE - 1)
+    assert store.requeue_interrupted(previous_owner="a-dead-process") == 0
+
+
+def test_second_serve_on_the_same_store_exits_with_one_clear_line(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX]) -> None:
+    own_gateway.start()
+    second = own_gateway.cli("serve")
+    assert second.returncode == 1
+    output = (second.stdout + second.stderr).strip().splitlines()
+    assert len(output) == 1, output
+    assert "already using the store" in output[0] and "serve.lock" in output[0]
+
+
+def test_second_serve_leaves_the_delivery_in_flight_of_the_first_alone(
+        own_gateway: GatewayProcess, holding_mx: HoldingMX, unique: str) -> None:
+    held = f"{unique}@held.test"
+    own_gateway.start()
+    own_gateway.send(make_message("doctor@clinic.test", held, "Held"))
+    holding_mx.wait_for_copy(held)  # the first instance is waiting for the DATA reply
+    in_flight = state_of(own_gateway.storage_dir, held)
+    assert own_gateway.cli("serve").returncode == 1
+    assert state_of(own_gateway.storage_dir, held) == in_flight
+    holding_mx.release.set()
+    wait_until_state(own_gateway, held, "delivered")
+    assert holding_mx.copies_for(held) == 1
+
+
+def test_first_serve_keeps_delivering_after_a_second_was_refused(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    own_gateway.start()
+    assert own_gateway.cli("serve").returncode == 1
+    rcpt = f"{unique}@plain.test"
+    own_gateway.send(make_message("doctor@clinic.test", rcpt, "After the second"))
+    wait_for_mail(mx_hosts["plain"], rcpt)
