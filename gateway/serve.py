@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
-from gateway.config import Config, parse_duration, parse_hostport
+from gateway.config import Config, ConfigError, parse_duration, parse_hostport
 from gateway.dkim_signer import load_signer
 from gateway.delivery import Deliverer, DeliverySettings
 from gateway.dns import MXResolver, make_resolver
@@ -71,6 +72,31 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
                        load_signer(config), config.dkim.sign_relayed)
 
 
+class ListenError(ConfigError):
+    """A listen address that cannot be bound; the message names the key."""
+
+
+def listening_socket(listen: str, key: str) -> socket.socket:
+    """A bound, listening socket for LISTEN. No SO_REUSEPORT: another program (or another
+    store's gateway) on the same port must be an error, not a silent share."""
+    host, port = parse_hostport(listen, key)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, IndexError) as exc:
+        raise ListenError(f"{key}: cannot listen on {listen}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"{key}: cannot listen on {listen}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(config: Config) -> None:
     owner = new_owner_id()
     lock = lock_store(config.storage_dir, owner)  # before anything is bound or any row touched
@@ -103,11 +129,13 @@ async def _serve(config: Config, store: Store, previous_owner: str) -> None:
     loop.add_signal_handler(signal.SIGHUP, policy.reload)
 
     handler = RelayHandler(config, store, policy, runner.wake)
-    host, port = parse_hostport(config.smtp.listen, "smtp.listen")
-    smtp = await loop.create_server(smtp_factory(config, handler), host, port, reuse_port=True)
-    portal_host, portal_port = parse_hostport(config.pickup.listen, "pickup.listen")
-    portal = _PortalServer(uvicorn.Config(create_app(config, store, runner.wake), host=portal_host,
-                                          port=portal_port, log_level="warning", lifespan="off",
+    # Both ports are bound before anything runs, so a port in use is one line and an exit,
+    # never a half-started gateway that says "ready".
+    smtp_socket = listening_socket(config.smtp.listen, "smtp.listen")
+    portal_socket = listening_socket(config.pickup.listen, "pickup.listen")
+    smtp = await loop.create_server(smtp_factory(config, handler), sock=smtp_socket)
+    portal = _PortalServer(uvicorn.Config(create_app(config, store, runner.wake),
+                                          log_level="warning", lifespan="off",
                                           access_log=False,
                                           # X-Forwarded-For only from pickup.trusted_proxies:
                                           # else any client could forge its recorded address.
@@ -116,7 +144,7 @@ async def _serve(config: Config, store: Store, previous_owner: str) -> None:
                                               str(n) for n in config.pickup.proxy_networks()]))
     delivering = asyncio.create_task(runner.run())
     background = [asyncio.create_task(expire_forever(store)), asyncio.create_task(policy.watch())]
-    portal_task = asyncio.create_task(portal.serve())
+    portal_task = asyncio.create_task(portal.serve(sockets=[portal_socket]))
     log.info("sealgate ready: SMTP on %s, portal on %s", config.smtp.listen, config.pickup.listen)
     await stop.wait()
     log.info("shutting down: no new mail is accepted; deliveries in flight may finish")

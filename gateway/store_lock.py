@@ -20,6 +20,10 @@ class StoreInUse(BlockingIOError):
     """Another live process holds the store."""
 
 
+class StoreUnusable(OSError):
+    """The store's directory cannot be written (read-only, permissions, full)."""
+
+
 @dataclass
 class StoreLock:
     path: Path
@@ -35,9 +39,13 @@ class StoreLock:
 
 def lock_store(directory: Path, owner: str) -> StoreLock:
     """Take the store's lock for OWNER, or raise StoreInUse saying who holds it."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreUnusable(f"storage.dir: cannot lock the store {directory}:"
+                            f" {exc.strerror or exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

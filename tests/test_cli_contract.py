@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.cli import parser
 from gateway.config import load_config
+from tests.fakes.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EVERY_COMMAND = [
@@ -125,7 +127,7 @@ def test_a_read_only_database_is_one_line_naming_the_path(
     assert "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.startswith("sealgate:")]
     assert str(read_only_store.parent / "var") in line and "storage.dir" in line
-    assert "read-only filesystem" in line
+    assert "read-only file" in line.lower()
 
 
 def test_config_check_accepts_a_good_file(tmp_path: Path) -> None:
@@ -141,3 +143,20 @@ def test_config_check_names_an_unknown_key_and_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     [error] = json.loads(result.stdout)["errors"]
     assert error.startswith("[smtp] unknown key 'listne'")
+
+
+@pytest.mark.parametrize("key", ["smtp", "pickup"])
+def test_a_port_in_use_is_one_line_naming_the_key(tmp_path: Path, key: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {"smtp": free_port(), "pickup": free_port(), key: busy}
+        (tmp_path / "sealgate.toml").write_text(
+            f'[smtp]\nlisten = "127.0.0.1:{ports["smtp"]}"\n'
+            f'[pickup]\nlisten = "127.0.0.1:{ports["pickup"]}"\n[storage]\ndir = "var"\n')
+        result = sealgate("serve", "--config", str(tmp_path / "sealgate.toml"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "sealgate ready" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"sealgate: {key}.listen: cannot listen on 127.0.0.1:{busy}: Address already in use")
