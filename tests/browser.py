@@ -1,5 +1,6 @@
 """Browser tests' plumbing: Debian's Chromium driven by Playwright, a screenshot helper
-that also checks the page on a 360 px phone, and checks every page must pass.
+that also checks the page on a 360 px phone, checks every page must pass, and the
+recipient's steps in the browser (the notification's link, registering, the message frame).
 
 Playwright's own browser downloads are never used (`playwright install` is not run
 anywhere): the tests drive /usr/bin/chromium, which .ci/run installs with apt-get. When it
@@ -11,14 +12,22 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import struct
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import (BrowserContext, ConsoleMessage, Dialog, Page, ViewportSize,
                                  sync_playwright)
+
+from tests.conftest import wait_for_mail
+from tests.fakes.mx_host import FakeMX
+from tests.gateway_process import GatewayProcess
+from tests.journey import PASSWORD, PDF, wait_for_code
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -128,3 +137,62 @@ def link_in(content: bytes, pattern: str) -> str:
     found = re.search(pattern, mail_text(content))
     assert found, f"no link matching {pattern} in the mail"
     return found.group(0)
+
+
+def tiny_png() -> bytes:
+    """An 8x8 blue PNG, so the inline image really renders."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(b"\x00" + b"\x1d\x4e\xd8" * 8 for _ in range(8))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def secure_html_message(sender: str, rcpt: str, message_id: str,
+                        subject: str = "[secure] Your results", text: str = "Biopsy: benign.",
+                        html: str | None = None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"Dr. Doctor <{sender}>"
+    message["To"] = rcpt
+    message["Subject"] = subject
+    message["Message-ID"] = message_id
+    message["Date"] = "Mon, 23 Nov 2026 15:04:00 +0000"
+    message.set_content(f"{text}\n")
+    message.add_alternative(html or f'<p><b>{text}</b></p><p><img src="cid:logo@clinic.test" '
+                            'alt="Clinic logo" width="64" height="64"></p>', subtype="html")
+    html_part = message.get_body(("html",))
+    assert isinstance(html_part, EmailMessage)
+    html_part.add_related(tiny_png(), maintype="image", subtype="png", cid="<logo@clinic.test>",
+                          filename="logo.png")
+    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
+    return message
+
+
+def notified_link(gateway: GatewayProcess, mx: FakeMX, rcpt: str) -> str:
+    notification = wait_for_mail(mx, rcpt)
+    return link_in(notification.content, rf"{gateway.portal_url}/m/[A-Za-z0-9_-]+")
+
+
+def register(page: Page, mx: FakeMX, rcpt: str, shots: str = "") -> None:
+    """From the notification link's page to the message, with the emailed code."""
+    page.click("text=Email me a verification code")
+    page.wait_for_url("**/verify?notice=sent")
+    if shots:
+        shoot(page, f"{shots}-verify")
+    page.fill("#code", wait_for_code(mx, rcpt))
+    page.fill("#first_name", "Pat")
+    page.fill("#last_name", "Doe")
+    page.fill("#password", PASSWORD)
+    page.fill("#password_confirm", PASSWORD)
+    page.click("text=Continue to my message")
+
+
+def frame_height(page: Page) -> float:
+    return float(page.locator("iframe.message-frame").evaluate(
+        "frame => frame.getBoundingClientRect().height"))
+
+
+def frame_text(page: Page) -> str:
+    return page.frame_locator("iframe.message-frame").first.locator("body").inner_text()

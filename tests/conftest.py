@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from gateway.config import Config
 from tests.fakes.certs import leaf, make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.holding_mx import HoldingMX
@@ -156,6 +157,18 @@ def own_gateway(gateway_settings: GatewaySettings, tmp_path: Path) -> Iterator[G
     process = GatewayProcess(tmp_path / "gw", gateway_settings)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def runner_config(gateway_settings: GatewaySettings, tmp_path: Path) -> Config:
+    """A Config for an in-process queue runner: its store under TMP_PATH, delivering through
+    the fake DNS to the fake MX hosts, trusting the test CA."""
+    config = Config()
+    config.storage.dir = str(tmp_path / "var")
+    config.dns.nameservers = [gateway_settings.nameserver]
+    config.delivery.port = gateway_settings.mx_port
+    config.delivery.ca_file = str(gateway_settings.ca_file)
+    return config
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from gateway.store import Store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.test_routing_e2e import pickup_rows
+from tests.journey import pickup_rows
 
 
 def test_route_explains_confidentiality_mode_and_rule(gateway: GatewayProcess) -> None:

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import email
 import email.policy
-import struct
-import zlib
-from email.message import EmailMessage
 from pathlib import Path
 
-from playwright.sync_api import FilePayload, Page
+from playwright.sync_api import FilePayload
 
-from tests.browser import (Watch, chromium, error_next_to, link_in, mail_text, shoot)
+from tests.browser import (Watch, chromium, error_next_to, frame_height, frame_text, mail_text,
+                           notified_link, register, secure_html_message, shoot)
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.test_pickup_journey import wait_for_code
+from tests.journey import PASSWORD, PDF, wait_for_code
 
-PASSWORD = "correct horse battery staple"
-PDF = b"%PDF-1.4 test report " + bytes(range(256))
 NOTES = b"My blood pressure readings:\n120/80\n118/79\n"
 XSS_SUBJECT = '<img src=x onerror=alert("subject")>'
 XSS_HTML = (
@@ -37,65 +33,6 @@ XSS_HTML = (
     '<div style="background:url(https://tracker.invalid/t.gif)">bg</div>'
     '<img src="https://tracker.invalid/pixel.gif">'
 )
-
-
-def tiny_png() -> bytes:
-    """An 8x8 blue PNG, so the inline image really renders."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-    rows = b"".join(b"\x00" + b"\x1d\x4e\xd8" * 8 for _ in range(8))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
-
-
-def secure_html_message(sender: str, rcpt: str, message_id: str,
-                        subject: str = "[secure] Your results", text: str = "Biopsy: benign.",
-                        html: str | None = None) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = f"Dr. Doctor <{sender}>"
-    message["To"] = rcpt
-    message["Subject"] = subject
-    message["Message-ID"] = message_id
-    message["Date"] = "Mon, 23 Nov 2026 15:04:00 +0000"
-    message.set_content(f"{text}\n")
-    message.add_alternative(html or f'<p><b>{text}</b></p><p><img src="cid:logo@clinic.test" '
-                            'alt="Clinic logo" width="64" height="64"></p>', subtype="html")
-    html_part = message.get_body(("html",))
-    assert isinstance(html_part, EmailMessage)
-    html_part.add_related(tiny_png(), maintype="image", subtype="png", cid="<logo@clinic.test>",
-                          filename="logo.png")
-    message.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
-    return message
-
-
-def notified_link(gateway: GatewayProcess, mx: FakeMX, rcpt: str) -> str:
-    notification = wait_for_mail(mx, rcpt)
-    return link_in(notification.content, rf"{gateway.portal_url}/m/[A-Za-z0-9_-]+")
-
-
-def register(page: Page, mx: FakeMX, rcpt: str, shots: str = "") -> None:
-    """From the notification link's page to the message, with the emailed code."""
-    page.click("text=Email me a verification code")
-    page.wait_for_url("**/verify?notice=sent")
-    if shots:
-        shoot(page, f"{shots}-verify")
-    page.fill("#code", wait_for_code(mx, rcpt))
-    page.fill("#first_name", "Pat")
-    page.fill("#last_name", "Doe")
-    page.fill("#password", PASSWORD)
-    page.fill("#password_confirm", PASSWORD)
-    page.click("text=Continue to my message")
-
-
-def frame_height(page: Page) -> float:
-    return float(page.locator("iframe.message-frame").evaluate(
-        "frame => frame.getBoundingClientRect().height"))
-
-
-def frame_text(page: Page) -> str:
-    return page.frame_locator("iframe.message-frame").first.locator("body").inner_text()
 
 
 def test_recipient_journey_in_a_real_browser(gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],

@@ -24,6 +24,7 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.journey import wait_until
 from tests.portal_fixtures import clock, store
 
 __all__ = ["clock", "store"]  # shared fixtures, used here by name
@@ -90,13 +91,6 @@ def submit(gateway: GatewayProcess, rcpt: str) -> int:
 def states(gateway: GatewayProcess) -> dict[str, str]:
     with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
         return dict(db.execute("SELECT rcpt, state FROM recipients"))
-
-
-def wait_until(what: str, check: object, gateway: GatewayProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"never {what}:\n{gateway.log_tail()}"
-        time.sleep(0.05)
 
 
 def test_every_acknowledged_message_is_delivered_after_the_disk_was_full(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 
 import httpx
 import pytest
@@ -12,20 +11,7 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-
-
-def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 30.0
-                ) -> list[sqlite3.Row]:
-    """The pickups stored for RECIPIENT, once there is one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM pickups WHERE recipient=?", (recipient,)).fetchall()
-        if rows:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"no pickup stored for {recipient}:\n{gateway.log_tail()}")
+from tests.journey import pickup_rows
 
 
 def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(

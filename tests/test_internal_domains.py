@@ -33,15 +33,12 @@ NOWHERE = "no-such-domain.test"  # NXDOMAIN in the fake DNS: every delivery ther
 
 
 @pytest.fixture
-def config(gateway_settings: GatewaySettings, tmp_path: Path) -> Config:
-    config = Config()
-    config.storage.dir = str(tmp_path / "var")
-    config.dns.nameservers = [gateway_settings.nameserver]
-    config.delivery.port = gateway_settings.mx_port
-    config.delivery.ca_file = str(gateway_settings.ca_file)
-    config.internal.relay = gateway_settings.relay
-    config.internal.domains = ["clinic.test"]  # has no MX: only the internal relay reaches it
-    return config
+def config(runner_config: Config, gateway_settings: GatewaySettings) -> Config:
+    """The shared runner config, with the internal relay; clinic.test is internal (it has no
+    MX: only the internal relay reaches it)."""
+    runner_config.internal.relay = gateway_settings.relay
+    runner_config.internal.domains = ["clinic.test"]
+    return runner_config
 
 
 def run_rounds(config: Config, store: Store, rounds: int) -> None:

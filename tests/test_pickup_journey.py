@@ -4,8 +4,6 @@ code emailed to their address, reads the message and downloads its attachment.""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import re
 import time
 from collections.abc import Iterator
@@ -16,56 +14,13 @@ import pytest
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.test_routing_e2e import pickup_rows
-
-PASSWORD = "correct horse battery staple"
-PDF = b"%PDF-1.4 test report " + bytes(range(256))
-
-
-def csrf_token(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-    assert match, f"no CSRF token on {page.url}"
-    return match.group(1)
-
-
-def post_form(client: httpx.Client, page: httpx.Response, action: str, **fields: str) -> httpx.Response:
-    return client.post(action, data={"csrf_token": csrf_token(page), **fields}, follow_redirects=True)
-
-
-def emailed_code(mx: FakeMX, rcpt: str) -> str:
-    for message in reversed(mx.messages):
-        if rcpt in message.rcpt_tos and b"Subject: Your verification code" in message.content:
-            parsed = email.message_from_bytes(message.content, policy=email.policy.default)
-            text = parsed.get_body(("plain",)).get_content()
-            return re.search(r"^\s+(\d{6,})\s*$", text, re.MULTILINE).group(1)
-    raise AssertionError(f"no verification code mailed to {rcpt}")
+from tests.journey import PASSWORD, PDF, csrf_token, pickup_rows, post_form, register
 
 
 def attachment_links(page: httpx.Response) -> list[str]:
     links = re.findall(r'href="([^"]*/attachments/\d+)"', page.text)
     assert links, "no attachment link on the message page"
     return links
-
-
-def wait_for_code(mx: FakeMX, rcpt: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return emailed_code(mx, rcpt)
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def register(client: httpx.Client, link: str, mx: FakeMX, rcpt: str,
-             password: str = PASSWORD) -> httpx.Response:
-    start = client.get(link)
-    assert start.status_code == 200 and rcpt in start.text
-    verify = post_form(client, start, f"{link}/code")
-    code = wait_for_code(mx, rcpt)
-    return post_form(client, verify, f"{link}/verify", code=code, first_name="Pat",
-                     last_name="Doe", password=password, password_confirm=password)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import TEST_POLICY, make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.test_routing_e2e import pickup_rows
+from tests.journey import pickup_rows
 
 PICKUP_TLS_TEST = '\n[[domain]]\nmatch = "tls.test"\nmode = "pickup"\n'
 

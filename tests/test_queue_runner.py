@@ -6,7 +6,6 @@ import asyncio
 import email
 import email.policy
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,6 @@ from gateway.store import Route, Store
 from tests.fakes.dns_server import FakeDNS
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
-from tests.gateway_process import GatewaySettings
 from tests.portal_fixtures import FakeClock, clock, store
 
 __all__ = ["clock", "store"]  # shared fixtures, used here by name
@@ -31,16 +29,6 @@ def slow_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
     fake_dns.add("mx.slow.test", "A", "127.0.0.11")
     with FakeMX("127.0.0.11", mx_port, name="mx.slow.test", rcpt_reply="451 4.3.0 busy") as host:
         yield host
-
-
-@pytest.fixture
-def config(gateway_settings: GatewaySettings, tmp_path: Path) -> Config:
-    config = Config()
-    config.storage.dir = str(tmp_path / "var")
-    config.dns.nameservers = [gateway_settings.nameserver]
-    config.delivery.port = gateway_settings.mx_port
-    config.delivery.ca_file = str(gateway_settings.ca_file)
-    return config
 
 
 def run(config: Config, store: Store, rounds: list[list[Route]] | None = None) -> None:
@@ -71,33 +59,33 @@ def reports_to(relay: FakeMX, sender: str) -> list[email.message.Message]:
 
 
 def test_mail_still_deferred_at_the_end_of_its_lifetime_bounces_with_a_dsn(
-        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
+        runner_config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
         mx_hosts: dict[str, FakeMX], unique: str) -> None:
     sender = f"{unique}@relay.test"
     store.enqueue(sender, [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
-    run(config, store)
+    run(runner_config, store)
     assert states(store)["x@slow.test"] == "deferred"
     clock.now += 5 * DAY + 1
-    run(config, store)
+    run(runner_config, store)
     assert states(store)["x@slow.test"] == "bounced"
-    run(config, store)  # delivers the DSN
+    run(runner_config, store)  # delivers the DSN
     [dsn] = [r for r in reports_to(mx_hosts["relay"], sender) if "Undelivered" in r["Subject"]]
     assert "Action: failed" in dsn.as_string() and "Status: 4.4.7" in dsn.as_string()
     assert "Private body" not in dsn.as_string()
 
 
 def test_delay_warning_is_sent_once_after_delay_warning(
-        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
+        runner_config: Config, store: Store, clock: FakeClock, slow_host: FakeMX,
         mx_hosts: dict[str, FakeMX], unique: str) -> None:
     sender = f"{unique}@relay.test"
     store.enqueue(sender, [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
-    run(config, store)
-    run(config, store)
+    run(runner_config, store)
+    run(runner_config, store)
     assert reports_to(mx_hosts["relay"], sender) == []
     for _ in range(3):
         clock.now += 4 * 3600 + 1
-        run(config, store)
-    run(config, store)  # delivers what the last round queued
+        run(runner_config, store)
+    run(runner_config, store)  # delivers what the last round queued
     warnings = [r for r in reports_to(mx_hosts["relay"], sender) if r["Subject"].startswith("Delayed")]
     assert len(warnings) == 1
     assert "Action: delayed" in warnings[0].as_string()
@@ -105,12 +93,12 @@ def test_delay_warning_is_sent_once_after_delay_warning(
 
 
 def test_retry_backoff_doubles_from_the_initial_delay(
-        config: Config, store: Store, clock: FakeClock, slow_host: FakeMX) -> None:
-    config.delivery.retry_initial, config.delivery.retry_max = "5m", "4000s"
+        runner_config: Config, store: Store, clock: FakeClock, slow_host: FakeMX) -> None:
+    runner_config.delivery.retry_initial, runner_config.delivery.retry_max = "5m", "4000s"
     store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
     delays = []
     for _ in range(6):
-        run(config, store)
+        run(runner_config, store)
         next_attempt = store.query("SELECT next_attempt FROM recipients")[0][0]
         delays.append(round(next_attempt - clock.now))
         clock.now = next_attempt
@@ -118,33 +106,33 @@ def test_retry_backoff_doubles_from_the_initial_delay(
 
 
 def test_domain_seen_without_starttls_goes_to_pickup_without_a_connection(
-        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
+        runner_config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
     secure = [Route("first@plain.test", True, "require-tls")]
     store.enqueue("doctor@relay.test", secure, MESSAGE, client="127.0.0.1")
-    run(config, store)
+    run(runner_config, store)
     store.enqueue("doctor@relay.test", [Route("second@plain.test", True, "require-tls")], MESSAGE,
                   client="127.0.0.1")
-    run(config, store)
+    run(runner_config, store)
     assert states(store)["first@plain.test"] == "pickup" == states(store)["second@plain.test"]
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'second@plain.test'")
     assert attempt["reason"] == "no-starttls" and "TLS cache" in attempt["reply"]
 
 
 def test_tls_knowledge_expires_after_its_ttl(
-        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
+        runner_config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX]) -> None:
     store.enqueue("doctor@relay.test", [Route("a@plain.test", True, "require-tls")], MESSAGE)
-    run(config, store)
+    run(runner_config, store)
     clock.now += 3601
     store.enqueue("doctor@relay.test", [Route("b@plain.test", True, "require-tls")], MESSAGE)
-    run(config, store)
+    run(runner_config, store)
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'b@plain.test'")
     assert attempt["address"] == "127.0.0.3"
 
 
 def test_every_attempt_is_recorded_with_its_tls_parameters(
-        config: Config, store: Store, mx_hosts: dict[str, FakeMX]) -> None:
+        runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX]) -> None:
     store.enqueue("doctor@relay.test", [Route("rec@tls.test", True, "require-verified-tls")], MESSAGE)
-    run(config, store)
+    run(runner_config, store)
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'rec@tls.test'")
     assert attempt["host"] == "mx.tls.test" and attempt["address"] == "127.0.0.2"
     assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3") and attempt["cipher"]
@@ -152,9 +140,10 @@ def test_every_attempt_is_recorded_with_its_tls_parameters(
 
 
 def test_connection_is_reused_for_the_next_message_to_the_same_host(
-        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+        runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     first, second = f"a-{unique}@tls.test", f"b-{unique}@tls.test"
-    run(config, store, rounds=[[Route(first, True, "require-tls")], [Route(second, True, "require-tls")]])
+    run(runner_config, store, rounds=[[Route(first, True, "require-tls")],
+                                      [Route(second, True, "require-tls")]])
     received = {r: wait_for_mail(mx_hosts["tls"], r) for r in (first, second)}
     assert received[first].tls and received[second].tls
     assert received[first].peer_port == received[second].peer_port
@@ -163,10 +152,10 @@ def test_connection_is_reused_for_the_next_message_to_the_same_host(
 
 
 def test_connection_secured_for_a_lower_requirement_is_not_reused(
-        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+        runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     plain_tls, verified = f"a-{unique}@tls.test", f"b-{unique}@verified.test"
-    run(config, store, rounds=[[Route(plain_tls, True, "require-tls")],
-                               [Route(verified, True, "require-verified-tls")]])
+    run(runner_config, store, rounds=[[Route(plain_tls, True, "require-tls")],
+                                      [Route(verified, True, "require-verified-tls")]])
     first, second = wait_for_mail(mx_hosts["tls"], plain_tls), wait_for_mail(mx_hosts["tls"], verified)
     assert first.peer_port != second.peer_port
 
@@ -194,16 +183,16 @@ def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(stor
     assert not store.spool_path(message_id).exists()
 
 
-def test_policy_pickup_is_recorded_with_reason_policy(config: Config, store: Store) -> None:
+def test_policy_pickup_is_recorded_with_reason_policy(runner_config: Config, store: Store) -> None:
     store.enqueue("doctor@relay.test", [Route("p@patients.test", True, "pickup")], MESSAGE)
-    run(config, store)
+    run(runner_config, store)
     assert states(store)["p@patients.test"] == "pickup"
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'p@patients.test'")
     assert attempt["reason"] == "policy" and attempt["host"] == ""
 
 
 def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
-        config: Config, store: Store) -> None:
+        runner_config: Config, store: Store) -> None:
     # A real failure between queueing the DSN and recording the bounce: SQLite refuses the
     # state change (as a full disk would). Nothing may be left that sends a second DSN.
     store.db.execute("CREATE TRIGGER refuse_bounce BEFORE UPDATE OF state ON recipients"
@@ -212,7 +201,7 @@ def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
                                client="127.0.0.1")
 
     async def main() -> None:
-        runner = build_runner(config, store)
+        runner = build_runner(runner_config, store)
         try:
             await runner.process_due()
             assert [r["id"] for r in store.query("SELECT id FROM messages")] == [message_id]
@@ -228,14 +217,14 @@ def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
 
 
 def test_outcome_the_store_refused_is_recorded_on_a_later_turn_without_a_second_delivery(
-        config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+        runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     store.db.execute("CREATE TRIGGER refuse_outcome BEFORE UPDATE OF state ON recipients"
                      " WHEN NEW.state = 'delivered' BEGIN SELECT RAISE(ABORT, 'disk is full'); END")
     store.enqueue("doctor@relay.test", [Route(rcpt)], MESSAGE, client="127.0.0.1")
 
     async def main() -> None:
-        runner = build_runner(config, store)
+        runner = build_runner(runner_config, store)
         try:
             await runner.process_due()
             assert states(store)[rcpt] == "delivering"  # kept, not requeued: it was delivered

@@ -3,31 +3,12 @@ domain's TLS, and confidential mail never travels in plaintext."""
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from email import message_from_bytes, policy
 
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-
-
-def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 30.0) -> list[sqlite3.Row]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM pickups WHERE recipient=?", (recipient,)).fetchall()
-        if rows:
-            return rows
-        time.sleep(0.05)
-    raise AssertionError(f"no pickup stored for {recipient}:\n{gateway.log_tail()}")
-
-
-def text_of(raw: bytes) -> str:
-    message = message_from_bytes(raw, policy=policy.default)
-    return "\n".join(part.get_content() for part in message.walk()
-                     if part.get_content_type() in ("text/plain", "text/html"))
+from tests.journey import pickup_rows, text_of
 
 
 def test_ordinary_message_reaches_a_host_without_tls_in_plaintext(

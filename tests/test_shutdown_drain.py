@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,18 +14,12 @@ import pytest
 from tests.conftest import make_message
 from tests.fakes.holding_mx import HoldingMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.journey import wait_until
 
 
 def state_of(gateway: GatewayProcess, rcpt: str) -> str:
     with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
         return str(db.execute("SELECT state FROM recipients WHERE rcpt=?", (rcpt,)).fetchone()[0])
-
-
-def wait_until(condition: str, check: object, gateway: GatewayProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"never {condition}:\n{gateway.log_tail()}"
-        time.sleep(0.05)
 
 
 def terminate_mid_delivery(gateway: GatewayProcess, holding_mx: HoldingMX, rcpt: str) -> None:

@@ -27,7 +27,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.test_routing_e2e import pickup_rows
+from tests.journey import pickup_rows
 
 DANE_IP = "127.0.0.13"
 
