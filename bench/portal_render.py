@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.config import Config  # noqa: E402
-from gateway.store import Route, Store  # noqa: E402
+from gateway.storage.store import Route, Store  # noqa: E402
 from pickup.app import create_app  # noqa: E402
 
 with warnings.catch_warnings():

@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config, parse_duration
-from gateway.crypto import KeyRing
-from gateway.dns import make_resolver
-from gateway.expiry import purge_expired
-from gateway.policy import PolicyError, check_policy, decide, load_policy
-from gateway.route_context import cached_knowledge, dane_status, describe, predicted_outcome
-from gateway.store import Store, open_store
-from gateway.tls_cache import TLSCache
+from gateway.vault.crypto import KeyRing
+from gateway.delivery.mx import make_resolver
+from gateway.vault.expiry import purge_expired
+from gateway.classify.policy import PolicyError, check_policy, decide, load_policy
+from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
+from gateway.storage.store import Store, open_store
+from gateway.tls.knowledge import TLSCache
 
 
 CONFIG_HELP = "config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)"
@@ -97,7 +97,7 @@ def _domain_knowledge(config: Config, domain: str, offline: bool) -> dict[str, A
 
 
 def cmd_probe(config: Config, args: argparse.Namespace) -> int:
-    from gateway.probe import format_report, probe
+    from gateway.diagnostics.probe import format_report, probe
 
     resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
     report = asyncio.run(probe(args.domain, resolver=resolver, port=config.delivery.port,

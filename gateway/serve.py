@@ -17,18 +17,18 @@ from collections.abc import Iterator
 import uvicorn
 
 from gateway.config import Config, ConfigError, parse_duration, parse_hostport
-from gateway.dkim_signer import load_signer
-from gateway.delivery import Deliverer, DeliverySettings
-from gateway.dns import MXResolver, make_resolver
-from gateway.expiry import expire_forever
-from gateway.store_lock import lock_store
-from gateway.pickup_stage import PickupStage
-from gateway.policy_holder import PolicyHolder
-from gateway.queue_runner import QueueRunner, RetrySettings
-from gateway.mta_sts import MTASTSResolver, STSCache
-from gateway.tls_cache import TLSCache
-from gateway.smtp_server import RelayHandler, smtp_factory
-from gateway.store import Store, new_owner_id, open_store
+from gateway.delivery.dkim import load_signer
+from gateway.delivery.deliverer import Deliverer, DeliverySettings
+from gateway.delivery.mx import MXResolver, make_resolver
+from gateway.vault.expiry import expire_forever
+from gateway.storage.lock import lock_store
+from gateway.vault.stage import PickupStage
+from gateway.classify.holder import PolicyHolder
+from gateway.queue.runner import QueueRunner, RetrySettings
+from gateway.tls.mta_sts import MTASTSResolver, STSCache
+from gateway.tls.knowledge import TLSCache
+from gateway.inbound.server import RelayHandler, smtp_factory
+from gateway.storage.store import Store, new_owner_id, open_store
 from pickup.app import create_app
 
 log = logging.getLogger("sealgate")

@@ -18,7 +18,7 @@ from functools import cached_property
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup.security import derive_key
 from pickup.throttle import LoginThrottle, Paused
 

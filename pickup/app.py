@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from gateway.config import Config, parse_duration
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup import account_views, message_views, reply_views, views
 from pickup.accounts import Accounts
 from pickup.brand import load_brand

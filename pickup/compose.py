@@ -18,8 +18,8 @@ from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import BinaryIO
 
-from gateway.durable import remove_durably, write_durably
-from gateway.store import Store, new_queue_id
+from gateway.storage.durable import remove_durably, write_durably
+from gateway.storage.store import Store, new_queue_id
 
 POLICY = email.policy.SMTP  # CRLF line ends, as the SMTP side spools mail
 MAX_REFERENCES = 20  # enough to thread; a runaway References header helps no one

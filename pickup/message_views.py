@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.crypto import DecryptionError
+from gateway.vault.crypto import DecryptionError
 from pickup import render
 from pickup.accounts import User
 from pickup.pages import path_for

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup.accounts import normalize_address, set_password, token_hash
 
 RESET_LIFETIME = 30 * 60.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from gateway.store import Pickup, Route, Store
+from gateway.storage.store import Pickup, Route, Store
 
 MESSAGE, REPLY = "message", "reply"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.store import Store
+from gateway.storage.store import Store
 
 WINDOW = 15 * 60.0
 ACCOUNT_LIMIT = 10  # wrong passwords per address and window, then that address waits

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.config import Config
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from pickup.accounts import (CODE_DIGITS, CODE_LIFETIME, NAME_MAX, Accounts, CodeCheck, CodeSend,
                              TooManyFailures, User, normalize_address, normalize_code)
 from pickup.brand import Brand

@@ -18,7 +18,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.config import Config
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from pickup.app import create_app
 from pickup.security import CONTENT_SECURITY_POLICY
 

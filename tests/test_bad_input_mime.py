@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import codes
+from gateway.inbound import codes
 from tests.conftest import MAX_MESSAGE_SIZE, bad_input_case, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess

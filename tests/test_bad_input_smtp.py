@@ -8,7 +8,7 @@ import ssl
 import pytest
 import trustme
 
-from gateway import codes
+from gateway.inbound import codes
 from tests.conftest import MAX_MESSAGE_SIZE, bad_input_case, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess

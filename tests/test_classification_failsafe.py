@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy import UNCERTAIN, Policy, decide, load_policy, read_header_section
-from gateway.smtp_server import rewrite_subject
+from gateway.classify.policy import UNCERTAIN, Policy, decide, load_policy, read_header_section
+from gateway.inbound.server import rewrite_subject
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess

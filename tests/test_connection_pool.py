@@ -15,7 +15,7 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.smtp import SMTP
 
-from gateway.connection_pool import ConnectionPool
+from gateway.delivery.pool import ConnectionPool
 from tests.fakes.ports import free_port
 
 HOST = "127.0.0.13"

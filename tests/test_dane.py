@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.dane import (
+from gateway.tls.dane import (
     DaneVerdict, TLSARecord, TLSAStatus, lookup_tlsa, tlsa_name, verify, verify_detail,
 )
-from gateway.dns import make_resolver
-from gateway.tls_inspect import cert_facts, dns_name_matches, presented_chain, spki_der
+from gateway.delivery.mx import make_resolver
+from gateway.tls.inspect import cert_facts, dns_name_matches, presented_chain, spki_der
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.fakes.ports import free_port

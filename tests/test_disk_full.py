@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.loop_guard import RepeatedErrors, keep_running
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX

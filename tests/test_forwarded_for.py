@@ -16,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.config import ConfigError, load_config
-from gateway.store import Store
+from gateway.storage.store import Store
 from tests.conftest import make_message
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings

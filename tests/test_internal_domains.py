@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config, ConfigError, load_config
-from gateway.delivery import INTERNAL
-from gateway.internal_routing import is_internal, route_for
-from gateway.policy import Decision
-from gateway.queue_runner import DSN_REASON, POSTMASTER_REASON
+from gateway.delivery.deliverer import INTERNAL
+from gateway.classify.internal import is_internal, route_for
+from gateway.classify.policy import Decision
+from gateway.queue.runner import DSN_REASON, POSTMASTER_REASON
 from gateway.serve import build_runner
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from tests.fakes.mx_host import FakeMX
 from tests.conftest import assert_no_mail, make_message, wait_for_mail
 from tests.gateway_process import GatewayProcess, GatewaySettings

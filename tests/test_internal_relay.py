@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings

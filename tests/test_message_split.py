@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.smtp_server import rewrite_subject, split_message
-from gateway.store import Route, Store
+from gateway.inbound.server import rewrite_subject, split_message
+from gateway.storage.store import Route, Store
 
 
 def test_header_section_and_body_are_split_at_the_blank_line() -> None:

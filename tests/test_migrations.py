@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from gateway import schema
-from gateway.schema import MigrationError
-from gateway.store import Store
+from gateway.storage import schema
+from gateway.storage.schema import MigrationError
+from gateway.storage.store import Store
 
 V5_DUMP = Path(__file__).parent / "data" / "schema_v5.sql"
 

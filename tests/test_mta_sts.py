@@ -19,13 +19,13 @@ import dns.asyncresolver
 import pytest
 import trustme
 
-from gateway.dns import make_resolver
-from gateway.mta_sts import (
+from gateway.delivery.mx import make_resolver
+from gateway.tls.mta_sts import (
     MAX_AGE_LIMIT, FetchError, MTASTSResolver, PolicyError, STSCache, STSLookup, STSMode, STSPolicy,
     STSStatus, _read_body, fetch_policy, parse_policy, parse_sts_txt,
 )
-from gateway.schema import migrate
-from gateway.store import Store
+from gateway.storage.schema import migrate
+from gateway.storage.store import Store
 from tests.fakes.certs import make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS

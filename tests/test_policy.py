@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policy import PolicyError, decide, load_policy, strip_subject_tags
+from gateway.classify.policy import PolicyError, decide, load_policy, strip_subject_tags
 
 POLICY = """\
 [confidential]

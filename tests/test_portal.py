@@ -13,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.config import Config
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup import render
 from pickup.app import create_app
 from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY

@@ -9,7 +9,7 @@ import re
 import pytest
 from starlette.applications import Starlette
 
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup.passwords import common_passwords, password_problem
 from tests.portal_fixtures import (OTHER, PASSWORD, PATIENT, FakeClock, Page, TestClient, app,
                                    client, clock, config, count, csrf, login, mail_text, mails,

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup import render
 from tests.portal_fixtures import (PATIENT, SENDER, Page, TestClient, app, client, clock, config,
                                    csrf, pid, register, secure_message, seed, store, wakes)

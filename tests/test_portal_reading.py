@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup import render
 from pickup.app import create_app
 from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from gateway.config import Config
-from gateway.store import Store
+from gateway.storage.store import Store
 from pickup.app import create_app
 from tests.portal_fixtures import (MESSAGE_ID, OTHER, PATIENT, SENDER, FakeClock, Page,
                                    TestClient, app, client, clock, config, count, csrf,

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import Config
 from gateway.serve import build_runner
-from gateway.store import Route, Store
+from gateway.storage.store import Route, Store
 from tests.fakes.dns_server import FakeDNS
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.retention import DAY, expiry_time
+from gateway.vault.retention import DAY, expiry_time
 
 RECEIVED = 1_800_000_000.0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import DEFAULT_LEASE, Route, Store
-from gateway.store_lock import StoreInUse, lock_store
+from gateway.storage.store import DEFAULT_LEASE, Route, Store
+from gateway.storage.lock import StoreInUse, lock_store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.holding_mx import HoldingMX
 from tests.fakes.mx_host import FakeMX

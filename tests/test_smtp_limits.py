@@ -9,7 +9,7 @@ import time
 
 import trustme
 
-from gateway import codes
+from gateway.inbound import codes
 from tests.conftest import LIMITED_IDLE_TIMEOUT, LIMITED_PER_CLIENT, LIMITED_TOTAL, bad_input_case
 from tests.gateway_process import GatewayProcess
 from tests.smtp_talk import RawSMTP

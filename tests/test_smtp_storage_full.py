@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import codes
+from gateway.inbound import codes
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
 from tests.smtp_talk import RawSMTP

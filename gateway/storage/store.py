@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway import crypto
-from gateway.durable import fsync_dir, remove_durably, write_durably
-from gateway.schema import migrate
+from gateway.vault import crypto
+from gateway.storage.durable import fsync_dir, remove_durably, write_durably
+from gateway.storage.schema import migrate
 
 Clock = Callable[[], float]
 Chunk = bytes | memoryview

@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.durable import fsync_dir, write_durably
+from gateway.storage.durable import fsync_dir, write_durably
 
 MAGIC = b"SGB1"
 NONCE_SIZE = 12

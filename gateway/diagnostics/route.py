@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.config import Config, parse_duration
-from gateway.dane import lookup_tlsa
-from gateway.dns import LookupStatus, MXResolver, make_resolver
-from gateway.mta_sts import STSCache
-from gateway.store import Store
-from gateway.tls_cache import TLSCache
+from gateway.tls.dane import lookup_tlsa
+from gateway.delivery.mx import LookupStatus, MXResolver, make_resolver
+from gateway.tls.mta_sts import STSCache
+from gateway.storage.store import Store
+from gateway.tls.knowledge import TLSCache
 
 
 def _when(timestamp: float) -> str:

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from gateway.loop_guard import RepeatedErrors, keep_running
-from gateway.policy import Policy, PolicyError, load_policy
+from gateway.classify.policy import Policy, PolicyError, load_policy
 
 log = logging.getLogger("sealgate.policy")
 

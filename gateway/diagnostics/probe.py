@@ -27,10 +27,10 @@ import dns.asyncresolver
 import dns.exception
 import dns.name
 
-from gateway.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
-from gateway.dns import LookupStatus, MXHost, MXLookup, MXResolver
-from gateway.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
-from gateway.tls_inspect import CertFacts, cert_facts, dns_name_matches, presented_chain
+from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
+from gateway.delivery.mx import LookupStatus, MXHost, MXLookup, MXResolver
+from gateway.tls.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
+from gateway.tls.inspect import CertFacts, cert_facts, dns_name_matches, presented_chain
 
 __all__ = [
     "HostProbe", "MODES", "PKIXStatus", "ProbeReport", "RouteAction", "RoutePrediction",

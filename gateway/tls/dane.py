@@ -37,7 +37,7 @@ import dns.resolver
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from gateway.tls_inspect import dns_name_matches, is_ca, san_dns_names, spki_der
+from gateway.tls.inspect import dns_name_matches, is_ca, san_dns_names, spki_der
 
 __all__ = [
     "DaneCheck", "DaneVerdict", "TLSALookup", "TLSARecord", "TLSAStatus", "lookup_tlsa",

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from gateway.loop_guard import RepeatedErrors, keep_running
-from gateway.store import Store
+from gateway.storage.store import Store
 
 log = logging.getLogger("sealgate.expiry")
 DEBRIS_AGE = 3600.0  # while serving, only spool debris this old is surely nobody's work

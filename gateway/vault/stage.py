@@ -9,9 +9,9 @@ import email.policy
 import sqlite3
 
 from gateway.config import Config
-from gateway.notify import build_notification
-from gateway.retention import EXPIRES_HEADER, expiry_time
-from gateway.store import PICKUP, Route, Store, new_pickup_id
+from gateway.vault.notify import build_notification
+from gateway.vault.retention import EXPIRES_HEADER, expiry_time
+from gateway.storage.store import PICKUP, Route, Store, new_pickup_id
 
 
 class PickupStage:

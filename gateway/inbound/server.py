@@ -26,12 +26,12 @@ import dns.exception
 import dns.reversename
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway import codes
+from gateway.inbound import codes
 from gateway.config import Config, parse_duration
-from gateway.dns import make_resolver
-from gateway.internal_routing import route_for
-from gateway.policy import Policy, decide, read_header_section, strip_subject_tags
-from gateway.store import Route, Store, new_queue_id
+from gateway.delivery.mx import make_resolver
+from gateway.classify.internal import route_for
+from gateway.classify.policy import Policy, decide, read_header_section, strip_subject_tags
+from gateway.storage.store import Route, Store, new_queue_id
 
 log = logging.getLogger("sealgate.smtp")
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")

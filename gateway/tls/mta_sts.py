@@ -32,11 +32,11 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from gateway.dns import MXResolver
-from gateway.tls_inspect import dns_name_matches
+from gateway.delivery.mx import MXResolver
+from gateway.tls.inspect import dns_name_matches
 
 if TYPE_CHECKING:
-    from gateway.store import Store
+    from gateway.storage.store import Store
 
 __all__ = [
     "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "FetchError", "MTASTSResolver", "PolicyError", "STSCache",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.store import Store
+from gateway.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.delivery import INTERNAL
-from gateway.policy import Decision
-from gateway.store import Route
+from gateway.delivery.deliverer import INTERNAL
+from gateway.classify.policy import Decision
+from gateway.storage.store import Route
 
 
 def domain_of(address: str) -> str:

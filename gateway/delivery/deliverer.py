@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from gateway.connection_pool import ConnectionPool, close_quietly
-from gateway.dane import DaneVerdict, TLSAStatus, TLSARecord, lookup_tlsa, verify_detail
-from gateway.dns import LookupStatus, MXHost, MXResolver
-from gateway.mta_sts import MTASTSResolver, STSMode, STSPolicy
-from gateway.tls_inspect import cert_facts, presented_chain
-from gateway.tls_cache import TLSCache
+from gateway.delivery.pool import ConnectionPool, close_quietly
+from gateway.tls.dane import DaneVerdict, TLSAStatus, TLSARecord, lookup_tlsa, verify_detail
+from gateway.delivery.mx import LookupStatus, MXHost, MXResolver
+from gateway.tls.mta_sts import MTASTSResolver, STSMode, STSPolicy
+from gateway.tls.inspect import cert_facts, presented_chain
+from gateway.tls.knowledge import TLSCache
 
 log = logging.getLogger("sealgate.delivery")
 

@@ -14,14 +14,14 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gateway.dkim_signer import DKIMSigner
-from gateway.delivery import (INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, HostAttempt,
+from gateway.delivery.dkim import DKIMSigner
+from gateway.delivery.deliverer import (INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, HostAttempt,
                               Outcome)
-from gateway.dsn import build_dsn
-from gateway.internal_routing import report_route
+from gateway.queue.dsn import build_dsn
+from gateway.classify.internal import report_route
 from gateway.loop_guard import RepeatedErrors
-from gateway.pickup_stage import PickupStage
-from gateway.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
+from gateway.vault.stage import PickupStage
+from gateway.storage.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]

@@ -1,0 +1,1 @@
+"""Classify: routing policy files, the per-recipient decision, internal domains."""

@@ -1,0 +1,1 @@
+"""Deliver: MX look-ups, SMTP client transactions, connection reuse, DKIM."""

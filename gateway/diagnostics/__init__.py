@@ -1,0 +1,1 @@
+"""Admin diagnostics: probe a domain, explain a routing decision."""

@@ -1,0 +1,1 @@
+"""Accept: the SMTP listener (aiosmtpd is the protocol engine) and its relay hooks."""

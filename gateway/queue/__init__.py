@@ -1,0 +1,1 @@
+"""The queue runner: claims due work, delivers it, settles outcomes, writes DSNs."""

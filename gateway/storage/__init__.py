@@ -1,0 +1,1 @@
+"""The store: queue and metadata in SQLite, spool and blobs as files, migrations, the lock."""
