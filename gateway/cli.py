@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import socket
-import sqlite3
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 from email.message import Message
 from pathlib import Path
@@ -26,7 +26,8 @@ from gateway.delivery.mx import make_resolver
 from gateway.vault.expiry import purge_expired
 from gateway.classify.policy import PolicyError, check_policy, decide, load_policy
 from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
-from gateway.storage.store import Store, open_store
+from gateway.storage import open_storage, storage_errors
+from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
 
 
@@ -40,8 +41,8 @@ def _when(timestamp: float | None) -> str:
 
 
 @contextlib.contextmanager
-def opened_store(config: Config) -> Iterator[Store]:
-    store = open_store(config.storage_dir)
+def opened_store(config: Config) -> Iterator[Storage]:
+    store = open_storage(config)
     try:
         yield store
     finally:
@@ -160,7 +161,7 @@ def cmd_queue(config: Config, args: argparse.Namespace) -> int:
         return _queue(store, args)
 
 
-def _queue(store: Store, args: argparse.Namespace) -> int:
+def _queue(store: Storage, args: argparse.Namespace) -> int:
     if args.action == "list":
         return _queue_list(store, args.json)
     if args.action == "show":
@@ -176,11 +177,8 @@ def _queue(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_list(store: Store, as_json: bool) -> int:
-    rows = [dict(r) for r in store.query(
-        "SELECT r.message_id, r.rcpt, r.state, r.attempts, r.next_attempt, r.last_reply,"
-        " r.mode, m.sender, m.received FROM recipients r JOIN messages m ON m.id=r.message_id"
-        " WHERE r.state IN ('queued','deferred','delivering') ORDER BY m.received")]
+def _queue_list(store: QueueInspection, as_json: bool) -> int:
+    rows = [asdict(r) for r in store.waiting_recipients()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -191,23 +189,24 @@ def _queue_list(store: Store, as_json: bool) -> int:
     return 0
 
 
-def _queue_show(store: Store, queue_id: str, as_json: bool) -> int:
-    messages = store.query("SELECT * FROM messages WHERE id=?", (queue_id,))
-    if not messages:
+def _queue_show(store: QueueInspection, queue_id: str, as_json: bool) -> int:
+    status = store.queued_message(queue_id)
+    if status is None:
         print(f"no such message: {queue_id}", file=sys.stderr)
         return 1
-    message = dict(messages[0])
-    recipients = [dict(r) for r in store.query(
-        "SELECT * FROM recipients WHERE message_id=? ORDER BY rcpt", (queue_id,))]
-    attempts = [dict(a) for a in store.query(
-        "SELECT * FROM attempts WHERE message_id=? ORDER BY at, id", (queue_id,))]
-    for rcpt in recipients:
-        rcpt["attempt_history"] = [a for a in attempts if a["rcpt"] == rcpt["rcpt"]]
+    message, recipients = _message_dicts(status)
     if as_json:
         print(json.dumps({"message": message, "recipients": recipients}, indent=2, default=str))
         return 0
     print("\n".join(describe_queued_message(message, recipients)))
     return 0
+
+
+def _message_dicts(status: MessageStatus) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The message and its recipients (each with its attempt_history) as JSON objects."""
+    message = asdict(status)
+    recipients: list[dict[str, Any]] = message.pop("recipients")
+    return message, recipients
 
 
 def describe_queued_message(message: dict[str, Any], recipients: list[dict[str, Any]]) -> list[str]:
@@ -270,7 +269,7 @@ def cmd_pickup(config: Config, args: argparse.Namespace) -> int:
         return _pickup(store, args)
 
 
-def _pickup(store: Store, args: argparse.Namespace) -> int:
+def _pickup(store: Storage, args: argparse.Namespace) -> int:
     if args.action == "list":
         return _pickup_list(store, args.recipient, args.json)
     if args.action == "revoke":
@@ -282,8 +281,7 @@ def _pickup(store: Store, args: argparse.Namespace) -> int:
                     f"destroyed with sealgate pickup revoke ({destroyed} stored messages)")
         print(f"destroyed {args.id} ({destroyed} stored messages including replies)")
         return 0
-    rows = [dict(r) for r in store.query("SELECT * FROM audit WHERE pickup_id=? ORDER BY at, id",
-                                         (args.id,))]
+    rows = [asdict(event) for event in store.audit_events(args.id)]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0 if rows else 1
@@ -295,7 +293,7 @@ def _pickup(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _pickup_list(store: Store, recipient: str | None, as_json: bool) -> int:
+def _pickup_list(store: PickupStore, recipient: str | None, as_json: bool) -> int:
     pickups = store.list_pickups(recipient)
     senders = {p.id: p.sender for p in pickups}
     entries = []
@@ -407,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(config, args))
-    except sqlite3.Error as exc:
+    except storage_errors() as exc:
         print(f"sealgate: storage.dir: the database {config.storage_dir / 'sealgate.db'} cannot be"
               f" used: {exc}{_why_unwritable(config.storage_dir)}", file=sys.stderr)
         return 1

@@ -100,6 +100,7 @@ class DNSConfig:
 @dataclass
 class StorageConfig:
     dir: str = "var"
+    backend: str = "sqlite"  # which storage back-end implements the Protocols (storage/)
 
 
 @dataclass
@@ -203,6 +204,9 @@ def _section(name: str, cls: type, values: Any) -> Any:
     return cls(**kwargs)
 
 
+STORAGE_BACKENDS = ("sqlite",)  # "postgresql" comes with the next issue
+
+
 def validate(config: Config) -> Config:
     """Fail at start-up, with the key's name, rather than on the first message."""
     try:
@@ -241,6 +245,9 @@ def validate(config: Config) -> Config:
                           " postmaster@org.example")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
+    if config.storage.backend not in STORAGE_BACKENDS:
+        raise ConfigError(f"storage.backend: {config.storage.backend!r} is not available; this"
+                          f" version has: {', '.join(STORAGE_BACKENDS)}")
     return config
 
 

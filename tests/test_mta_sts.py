@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,6 @@ from gateway.tls.mta_sts import (
     MAX_AGE_LIMIT, FetchError, MTASTSResolver, PolicyError, STSCache, STSLookup, STSMode, STSPolicy,
     STSStatus, _read_body, fetch_policy, parse_policy, parse_sts_txt,
 )
-from gateway.storage.schema import migrate
 from gateway.storage.store import Store
 from tests.fakes.certs import make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
@@ -334,39 +332,12 @@ def test_mx_pattern_matching(host: str, expected: bool) -> None:
 
 
 @pytest.fixture
-def cache_db() -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    migrate(conn)
-    yield conn
-    conn.close()
-
-
-def test_cache_put_get_and_expiry(cache_db: sqlite3.Connection) -> None:
-    clock = FakeClock()
-    cache = STSCache(cache_db, clock=clock)
-    policy = STSPolicy("abc", STSMode.ENFORCE, ["mx.a.test", "*.b.test"], 3600)
-    assert cache.get("cache.test") is None
-    cache.put("Cache.Test", policy)
-    assert cache.get("cache.test") == policy
-    clock.advance(3599)
-    assert cache.get("cache.test") == policy
-    clock.advance(1)
-    assert cache.get("cache.test") is None
-
-
-def test_cache_over_the_store(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = Store(tmp_path / "var", clock=clock)
-    try:
-        cache = STSCache(store, clock=clock)
-        policy = STSPolicy("abc", STSMode.TESTING, ["mx.a.test"], 60)
-        cache.put("store.test", policy)
-        assert cache.get("store.test") == policy
-        row = store.query("SELECT * FROM mta_sts_cache")[0]
-        assert (row["domain"], row["mode"], row["mx"], row["fetched"]) == (
-            "store.test", "testing", "mx.a.test", clock.now)
-    finally:
-        store.close()
+def cache_store(tmp_path: Path) -> Iterator[Store]:
+    """The resolver's cache over a real store (the cache's own behaviour is in the storage
+    contract suite, tests/storage/test_contract_knowledge.py)."""
+    store = Store(tmp_path / "var")
+    yield store
+    store.close()
 
 
 class _Scenario:
@@ -387,9 +358,9 @@ class _Scenario:
 
 @pytest.fixture
 def sts(zone: FakeDNS, resolver: Any, https: FakeHTTPS, ca_file: str,
-        cache_db: sqlite3.Connection) -> tuple[MTASTSResolver, FakeClock, _Scenario]:
+        cache_store: Store) -> tuple[MTASTSResolver, FakeClock, _Scenario]:
     clock = FakeClock()
-    resolver_ = MTASTSResolver(resolver, STSCache(cache_db, clock=clock), https_port=https.port,
+    resolver_ = MTASTSResolver(resolver, STSCache(cache_store, clock=clock), https_port=https.port,
                                ca_file=ca_file, clock=clock, timeout=5)
     https.clear_log()
     return resolver_, clock, _Scenario(zone, https, "cached.test")

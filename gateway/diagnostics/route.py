@@ -11,7 +11,7 @@ from gateway.config import Config, parse_duration
 from gateway.tls.dane import lookup_tlsa
 from gateway.delivery.mx import LookupStatus, MXResolver, make_resolver
 from gateway.tls.mta_sts import STSCache
-from gateway.storage.store import Store
+from gateway.storage.protocols import KnowledgeStore
 from gateway.tls.knowledge import TLSCache
 
 
@@ -19,7 +19,7 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def cached_knowledge(config: Config, store: Store, domain: str) -> dict[str, Any]:
+def cached_knowledge(config: Config, store: KnowledgeStore, domain: str) -> dict[str, Any]:
     hosts = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl)).fresh(domain)
     policy = STSCache(store).get(domain)
     return {

@@ -1,1 +1,36 @@
-"""The store: queue and metadata in SQLite, spool and blobs as files, migrations, the lock."""
+"""Storage: the Protocols by concern (protocols.py) and the factory that opens a back-end.
+
+The rest of Sealgate reaches stored data only through these Protocols; SQL lives in
+store.py (the queue) and sqlite/ (everything else), migrations in schema.py."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+    from gateway.storage.protocols import Clock, Storage
+
+
+def open_storage(config: Config, clock: Clock = time.time, owner: str | None = None) -> Storage:
+    """The back-end named by storage.backend (validated by config: only "sqlite" today)."""
+    from gateway.storage.store import open_store  # not at import: store.py imports this package
+
+    if config.storage.backend != "sqlite":
+        raise ValueError(f"storage.backend: {config.storage.backend!r} is not available")
+    return open_store(config.storage_dir, clock, owner)
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What the back-end raises when the database cannot be used (unwritable, corrupt,
+    locked too long), for callers that answer with a clear message instead of a traceback."""
+    return (sqlite3.Error,)
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """True when EXC says the database's disk is full (SQLITE_FULL)."""
+    return (isinstance(exc, sqlite3.OperationalError)
+            and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                 or "database or disk is full" in str(exc)))

@@ -23,6 +23,10 @@ from typing import Any
 from gateway.vault import crypto
 from gateway.storage.durable import fsync_dir, remove_durably, write_durably
 from gateway.storage.schema import migrate
+from gateway.storage.sqlite.audit import SQLiteAudit, SQLiteQueueInspection
+from gateway.storage.sqlite.knowledge import SQLiteKnowledge
+from gateway.storage.sqlite.pickups import SQLitePickups
+from gateway.storage.sqlite.portal import SQLitePortal
 
 Clock = Callable[[], float]
 Chunk = bytes | memoryview
@@ -108,7 +112,10 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-class Store:
+class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQueueInspection):
+    """The SQLite + files back-end of every storage Protocol (gateway/storage/protocols.py):
+    the queue here, the other concerns in the parts under gateway/storage/sqlite/."""
+
     def __init__(self, directory: Path, clock: Clock = time.time, owner: str | None = None,
                  lease: float = DEFAULT_LEASE) -> None:
         self.directory = directory
@@ -446,11 +453,6 @@ class Store:
 
     def expired_pickups(self) -> list[str]:
         return [r["id"] for r in self.query("SELECT id FROM pickups WHERE expires <= ?", (self.clock(),))]
-
-    def audit(self, pickup_id: str, event: str, client: str = "", detail: str = "") -> None:
-        with self.transaction() as db:
-            db.execute("INSERT INTO audit (pickup_id, at, event, client, detail) VALUES (?,?,?,?,?)",
-                       (pickup_id, self.clock(), event, client, detail))
 
 
 _SETTLE_SQL = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"

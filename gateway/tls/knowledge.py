@@ -5,40 +5,22 @@ STARTTLS go to pickup at once, instead of knocking on every door again."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from gateway.storage.protocols import HostTLS, KnowledgeStore
 
-from gateway.storage.store import Store
-
-
-@dataclass(frozen=True)
-class HostTLS:
-    host: str
-    starttls: bool
-    verified: bool
-    seen: float
-    detail: str
+__all__ = ["HostTLS", "TLSCache"]
 
 
 class TLSCache:
-    def __init__(self, store: Store, ttl: float) -> None:
+    def __init__(self, store: KnowledgeStore, ttl: float) -> None:
         self.store = store
         self.ttl = ttl
 
     def record(self, domain: str, host: str, starttls: bool, verified: bool, detail: str) -> None:
-        with self.store.transaction() as db:
-            db.execute(
-                "INSERT INTO tls_cache (domain, host, starttls, verified, seen, detail)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT (domain, host) DO UPDATE SET"
-                " starttls=excluded.starttls, verified=excluded.verified, seen=excluded.seen,"
-                " detail=excluded.detail",
-                (domain.lower(), host.lower(), int(starttls), int(verified), self.store.clock(), detail),
-            )
+        self.store.record_host_tls(domain, host, starttls, verified, detail)
 
     def fresh(self, domain: str) -> dict[str, HostTLS]:
-        rows = self.store.query("SELECT * FROM tls_cache WHERE domain=? AND seen > ?",
-                                (domain.lower(), self.store.clock() - self.ttl))
-        return {r["host"]: HostTLS(r["host"], bool(r["starttls"]), bool(r["verified"]), r["seen"],
-                                   r["detail"]) for r in rows}
+        hosts = self.store.host_tls_since(domain, self.store.clock() - self.ttl)
+        return {h.host: h for h in hosts}
 
     def none_offer_starttls(self, domain: str, hosts: list[str]) -> bool:
         """True when every one of HOSTS was seen without STARTTLS within the TTL."""

@@ -3,7 +3,7 @@
 Kept apart as in postfix-mta-sts-resolver:
   lookup_sts_txt / fetch_policy   what the domain publishes right now (DNS + HTTPS)
   parse_policy                    the policy text, strictly
-  STSCache                        what we learned before (SQLite, injectable clock)
+  STSCache                        what we learned before (storage's KnowledgeStore, injectable clock)
   MTASTSResolver                  the RFC 8461 5.1 rules that combine the three
 
 Failures are verdicts (STSStatus), never exceptions, because every failure has a defined
@@ -21,12 +21,11 @@ import asyncio
 import enum
 import functools
 import re
-import sqlite3
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -35,8 +34,7 @@ import dns.resolver
 from gateway.delivery.mx import MXResolver
 from gateway.tls.inspect import dns_name_matches
 
-if TYPE_CHECKING:
-    from gateway.storage.store import Store
+from gateway.storage.protocols import CachedSTSPolicy, KnowledgeStore
 
 __all__ = [
     "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "FetchError", "MTASTSResolver", "PolicyError", "STSCache",
@@ -387,52 +385,34 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 class STSCache:
-    """Policies by domain in the `mta_sts_cache` table.
+    """Policies by domain, kept by the storage's KnowledgeStore (the `mta_sts_cache` table on
+    SQLite). The clock decides expiry; a policy whose mode this version does not know is
+    treated as absent, so it is fetched again rather than guessed at."""
 
-    DB is a sqlite3 connection or the Store (whose lock then serialises access, so a
-    cache write never lands inside another thread's open transaction).
-    """
-
-    def __init__(self, db: sqlite3.Connection | Store, *, clock: Clock = time.time) -> None:
-        self._db = db
+    def __init__(self, store: KnowledgeStore, *, clock: Clock = time.time) -> None:
+        self.store = store
         self.clock = clock
-
-    def _rows(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        if isinstance(self._db, sqlite3.Connection):
-            return self._db.execute(sql, params).fetchall()
-        return list(self._db.query(sql, params))
-
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        if isinstance(self._db, sqlite3.Connection):
-            with self._db:
-                self._db.execute(sql, params)
-            return
-        with self._db.transaction() as db:
-            db.execute(sql, params)
 
     def get(self, domain: str, *, now: float | None = None) -> STSPolicy | None:
         """The cached policy while fetched + max_age is still ahead, else None."""
-        rows = self._rows("SELECT policy_id, mode, mx, max_age, fetched FROM mta_sts_cache"
-                          " WHERE domain = ?", (domain.lower(),))
-        if not rows:
+        cached = self.store.get_sts_policy(domain)
+        if cached is None:
             return None
-        policy_id, mode, mx, max_age, fetched = tuple(rows[0])
-        if fetched + max_age <= (self.clock() if now is None else now):
+        if cached.fetched + cached.max_age <= (self.clock() if now is None else now):
             return None
         try:
-            parsed_mode = STSMode(mode)
+            mode = STSMode(cached.mode)
         except ValueError:
             return None  # written by a newer version; refetch rather than guess
-        return STSPolicy(policy_id, parsed_mode, [m for m in mx.split("\n") if m], int(max_age))
+        return STSPolicy(cached.policy_id, mode, list(cached.mx_patterns), cached.max_age)
 
     def put(self, domain: str, policy: STSPolicy, *, now: float | None = None) -> None:
-        self._write("INSERT OR REPLACE INTO mta_sts_cache (domain, policy_id, mode, mx, max_age,"
-                    " fetched) VALUES (?,?,?,?,?,?)",
-                    (domain.lower(), policy.id, policy.mode.value, "\n".join(policy.mx_patterns),
-                     policy.max_age, self.clock() if now is None else now))
+        self.store.put_sts_policy(domain, CachedSTSPolicy(
+            policy.id, policy.mode.value, tuple(policy.mx_patterns), policy.max_age,
+            self.clock() if now is None else now))
 
     def delete(self, domain: str) -> None:
-        self._write("DELETE FROM mta_sts_cache WHERE domain = ?", (domain.lower(),))
+        self.store.delete_sts_policy(domain)
 
 
 # -- resolver ----------------------------------------------------------------------------

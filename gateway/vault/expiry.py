@@ -6,13 +6,14 @@ import asyncio
 import logging
 
 from gateway.loop_guard import RepeatedErrors, keep_running
+from gateway.storage.protocols import PickupStore
 from gateway.storage.store import Store
 
 log = logging.getLogger("sealgate.expiry")
 DEBRIS_AGE = 3600.0  # while serving, only spool debris this old is surely nobody's work
 
 
-def purge_expired(store: Store) -> int:
+def purge_expired(store: PickupStore) -> int:
     """Destroy every pickup past its expiry: blob, wrapped data key and row."""
     destroyed = 0
     for pickup_id in store.expired_pickups():
