@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from gateway.config import Config, parse_duration
-from gateway.storage.store import Store
+from gateway.storage.protocols import Storage
 from pickup import account_views, message_views, reply_views, views
 from pickup.accounts import Accounts
 from pickup.brand import load_brand
@@ -92,7 +92,7 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(config: Config, store: Store, wake_queue: Callable[[], None] = lambda: None
+def create_app(config: Config, store: Storage, wake_queue: Callable[[], None] = lambda: None
                ) -> Starlette:
     secret = load_secret(config.storage_dir)
     secure = config.pickup.base_url.lower().startswith("https://")

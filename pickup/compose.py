@@ -18,8 +18,7 @@ from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import BinaryIO
 
-from gateway.storage.durable import remove_durably, write_durably
-from gateway.storage.store import Store, new_queue_id
+from gateway.storage.protocols import QueueStore
 
 POLICY = email.policy.SMTP  # CRLF line ends, as the SMTP side spools mail
 MAX_REFERENCES = 20  # enough to thread; a runaway References header helps no one
@@ -118,16 +117,7 @@ def _base64(file: BinaryIO) -> Iterator[bytes]:
         yield base64.encodebytes(block).replace(b"\n", b"\r\n")
 
 
-def spool(store: Store, chunks: Iterable[bytes]) -> tuple[str, int]:
-    """Write CHUNKS durably to the spool under a new queue id; returns the id and size.
-
-    Store.spool() takes the whole message as one bytes object; a streaming variant like
-    this belongs in the store."""
-    queue_id = new_queue_id()
-    path = store.spool_path(queue_id)
-    try:
-        size = write_durably(path, chunks)
-    except BaseException:
-        remove_durably(path.with_name(path.name + ".tmp"))
-        raise
-    return queue_id, size
+def spool(store: QueueStore, chunks: Iterable[bytes]) -> tuple[str, int]:
+    """Write CHUNKS durably to the spool under a new queue id, streaming; returns the id and
+    size."""
+    return store.spool_stream(chunks)

@@ -1,4 +1,4 @@
-"""Failed sign-ins, counted per account and per client address, in the database: the count
+"""Failed sign-ins, counted per account and per client address in the storage: the count
 survives a restart and is shared by every portal process.
 
 An account key is counted whether or not the address has an account, so a paused sign-in
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.storage.store import Store
+from gateway.storage.protocols import PortalStore
 
 WINDOW = 15 * 60.0
 ACCOUNT_LIMIT = 10  # wrong passwords per address and window, then that address waits
@@ -30,7 +30,7 @@ def client_key(client: str) -> str:
 
 
 class LoginThrottle:
-    def __init__(self, store: Store, window: float = WINDOW, account_limit: int = ACCOUNT_LIMIT,
+    def __init__(self, store: PortalStore, window: float = WINDOW, account_limit: int = ACCOUNT_LIMIT,
                  client_limit: int = CLIENT_LIMIT) -> None:
         self.store = store
         self.window = window
@@ -39,21 +39,14 @@ class LoginThrottle:
     def paused(self, address: str, client: str) -> Paused | None:
         since = self.store.clock() - self.window
         for kind, key in (("client", client_key(client)), ("account", account_key(address))):
-            failures = self.store.query(
-                "SELECT count(*) FROM login_failures WHERE key=? AND at > ?", (key, since))[0][0]
-            if failures >= self.limits[kind]:
+            if self.store.count_login_failures(key, since) >= self.limits[kind]:
                 return Paused(kind)
         return None
 
     def record_failure(self, address: str, client: str) -> None:
-        now = self.store.clock()
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM login_failures WHERE at <= ?", (now - self.window,))
-            db.executemany("INSERT INTO login_failures (key, at) VALUES (?, ?)",
-                           [(account_key(address), now), (client_key(client), now)])
+        self.store.record_login_failures([account_key(address), client_key(client)], self.window)
 
     def clear_account(self, address: str) -> None:
         """After a right password or a new one: the owner is back, the count starts again.
         The client's count stays: one good account must not launder guesses at others."""
-        with self.store.transaction() as db:
-            db.execute("DELETE FROM login_failures WHERE key=?", (account_key(address),))
+        self.store.clear_login_failures(account_key(address))

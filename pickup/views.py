@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.config import Config
-from gateway.storage.store import Route, Store
+from gateway.storage.protocols import Storage
+from gateway.storage.store import Route
 from pickup.accounts import (CODE_DIGITS, CODE_LIFETIME, NAME_MAX, Accounts, CodeCheck, CodeSend,
                              TooManyFailures, User, normalize_address, normalize_code)
 from pickup.brand import Brand
@@ -46,7 +47,7 @@ _PICKUP_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 @dataclass
 class Portal:
     config: Config
-    store: Store
+    store: Storage
     accounts: Accounts
     resets: Resets
     threads: Threads

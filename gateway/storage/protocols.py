@@ -13,7 +13,7 @@ the caller, which owns the rules, while the back-end checks and writes them atom
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -326,6 +326,7 @@ class QueueStore(Protocol):
                 client: str = "", message_id: str | None = None,
                 smtputf8: bool = False) -> str: ...
     def spool(self, content: bytes | Sequence[bytes], message_id: str | None = None) -> str: ...
+    def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]: ...
     def read_spool(self, message_id: str) -> bytes: ...
     def read_spool_headers(self, message_id: str) -> bytes: ...
     def claim_due(self, limit: int = 500, skip: set[tuple[str, str]] | None = None

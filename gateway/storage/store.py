@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,6 +453,18 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
 
     def expired_pickups(self) -> list[str]:
         return [r["id"] for r in self.query("SELECT id FROM pickups WHERE expires <= ?", (self.clock(),))]
+
+    def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
+        """Write CHUNKS (any iterable, consumed once) durably to the spool under a new queue id,
+        never holding the whole message; returns the id and the size written."""
+        message_id = new_queue_id()
+        path = self.spool_path(message_id)
+        try:
+            size = write_durably(path, chunks)
+        except BaseException:
+            remove_durably(path.with_name(path.name + ".tmp"))  # a full disk leaves no debris
+            raise
+        return message_id, size
 
 
 _SETTLE_SQL = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
