@@ -4,6 +4,7 @@ messages, recipients, attempts): what `sealgate pickup audit` and `sealgate queu
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from gateway.storage.protocols import (
     Attempt,
@@ -66,6 +67,17 @@ class SQLiteQueueInspection(SQLitePart):
         m = found[0]
         return MessageStatus(m["id"], m["sender"], m["received"], m["size"], m["client"] or "",
                              bool(m["smtputf8"]), recipients)
+
+    def record_attempts(self, message_id: str, attempts: Sequence[Attempt]) -> None:
+        """Add ATTEMPTS of MESSAGE_ID to its delivery history, in one commit."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version,"
+                " cipher, cert_subject, cert_issuer, verified, reason)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(message_id, a.rcpt, a.at, a.host, a.address, a.reply[:1000], a.tls_version,
+                  a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.reason)
+                 for a in attempts])
 
     def message_count(self) -> int:
         return int(self.query("SELECT count(*) FROM messages")[0][0])
