@@ -158,11 +158,11 @@ def csrf(response: Page) -> str:
 
 def mails(store: Store, address: str, subject: str = "") -> list[str]:
     """Queue ids of the portal's own mail to ADDRESS, newest first, whose Subject has SUBJECT."""
-    rows = store.query(
-        "SELECT m.id FROM messages m JOIN recipients r ON r.message_id = m.id"
-        " WHERE r.rcpt = ? AND m.sender = ? ORDER BY m.received DESC, m.id DESC",
-        (address, NOTIFY_FROM))
-    return [row["id"] for row in rows if subject in str(read_mail(store, row["id"])["Subject"])]
+    waiting = sorted((w for w in store.waiting_recipients()
+                      if w.rcpt == address and w.sender == NOTIFY_FROM),
+                     key=lambda w: (w.received, w.message_id), reverse=True)
+    return [w.message_id for w in waiting
+            if subject in str(read_mail(store, w.message_id)["Subject"])]
 
 
 def code_mails(store: Store, address: str) -> list[str]:
@@ -220,8 +220,11 @@ def login(client: TestClient, address: str = PATIENT, password: str = PASSWORD) 
                                        "password": password})
 
 
-def count(store: Store, table: str) -> int:
-    return int(store.query(f"SELECT count(*) FROM {table}")[0][0])
+def count(store: Store, what: str) -> int:
+    """How many of WHAT the storage holds: users, sessions, open_codes, messages or pickups."""
+    portal = store.portal_counts()
+    return {"users": portal.users, "sessions": portal.sessions, "open_codes": portal.open_codes,
+            "messages": store.message_count(), "pickups": len(store.list_pickups())}[what]
 
 
 def body_frame(client: TestClient, pickup_id: str) -> Page:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -23,9 +22,10 @@ def queue_id_of(reply: str) -> str:
 def wait_for_attempts(gateway: GatewayProcess, queue_id: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            if db.execute("SELECT count(*) FROM attempts WHERE message_id=?", (queue_id,)).fetchone()[0]:
-                return
+        shown = gateway.cli("queue", "show", queue_id, "--json")
+        if shown.returncode == 0 and any(r["attempt_history"]
+                                         for r in json.loads(shown.stdout)["recipients"]):
+            return
         time.sleep(0.1)
     raise AssertionError(f"no attempt recorded for {queue_id}")
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from gateway.config import Config
 from gateway.storage.store import Store
 from pickup import render
+from pickup.accounts import token_hash
 from pickup.app import create_app
 from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY
 from tests.portal_fixtures import (BODY_TOKEN, NOTIFY_FROM, OTHER, PASSWORD, PATIENT, PDF, PNG,
@@ -39,7 +40,7 @@ def test_get_never_sends_codes_or_creates_sessions(client: TestClient, store: St
     assert client.head(f"/m/{pid}").status_code == 200
     assert code_mails(store, PATIENT) == []
     assert wakes == []
-    assert count(store, "verifications") == 0
+    assert count(store, "open_codes") == 0
     assert count(store, "sessions") == 0
     assert "sealgate_session" not in client.cookies
 
@@ -71,8 +72,10 @@ def test_post_sends_one_code_without_the_message(client: TestClient, store: Stor
         assert (secret.encode() if isinstance(secret, str) else secret) not in raw
     assert f"/m/{pid}/verify".encode() in raw
     # Sent as ordinary mail: not confidential, so it can never turn into a pickup itself.
-    route = store.query("SELECT confidential, mode FROM recipients WHERE message_id=?", (mails[0],))
-    assert route[0]["confidential"] == 0 and route[0]["mode"] == "opportunistic"
+    status = store.queued_message(mails[0])
+    assert status is not None
+    [route] = status.recipients
+    assert not route.confidential and route.mode == "opportunistic"
 
     # Throttled: a second click within a minute sends nothing and says so.
     again = ask_code(client, pid)
@@ -98,11 +101,12 @@ def test_register_with_wrong_then_right_code(client: TestClient, store: Store, p
     assert response.status_code == 200
     assert response.url.path == f"/m/{pid}"
     assert SHOWN in response.text and BODY_TOKEN in body_frame(client, pid).text
-    row = store.query("SELECT * FROM users WHERE address=?", (PATIENT,))[0]
-    assert (row["first_name"], row["last_name"]) == ("Pat", "Ient")
-    assert row["password_hash"].startswith("$argon2id$")
+    credentials = store.get_credentials(PATIENT)
+    assert credentials is not None
+    assert (credentials.user.first_name, credentials.user.last_name) == ("Pat", "Ient")
+    assert credentials.password_hash.startswith("$argon2id$")
     assert count(store, "sessions") == 1
-    events = [r["event"] for r in store.query("SELECT event FROM audit WHERE pickup_id=?", (pid,))]
+    events = [e.event for e in store.audit_events(pid)]
     assert {"code-sent", "registered", "open"} <= set(events)
     opened = store.get_pickup(pid)
     assert opened is not None and opened.read_at is not None
@@ -121,8 +125,8 @@ def test_session_cookie_flags(client: TestClient, store: Store, pid: str) -> Non
     assert "Secure" not in cookie  # base_url is http here
     token = cookie.split(";")[0].split("=", 1)[1]
     assert len(token) >= 43  # 256 bits
-    stored = store.query("SELECT token_hash FROM sessions")[0]["token_hash"]
-    assert token not in stored and len(stored) == 64
+    assert store.find_session(token) is None  # only a hash of the token is stored
+    assert store.find_session(token_hash(token)) is not None
 
 
 def test_code_is_single_use_expires_and_allows_five_tries(
@@ -182,7 +186,7 @@ def test_forwarded_link_registers_only_the_original_address(
         "csrf_token": csrf(verify), "address": "thief@evil.test",
         "code": latest_code(store, PATIENT),
         "first_name": "T", "last_name": "Hief", "password": PASSWORD, "password_confirm": PASSWORD})
-    assert [r["address"] for r in store.query("SELECT address FROM users")] == [PATIENT]
+    assert store.get_user("thief@evil.test") is None and count(store, "users") == 1
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -203,8 +207,8 @@ def test_message_view_and_attachment_download(client: TestClient, store: Store, 
         "attachment; filename=\"R_sultats 2026.pdf\"; filename*=UTF-8''R%C3%A9sultats%202026.pdf")
     assert download.headers["x-content-type-options"] == "nosniff"
     assert download.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-    audit = store.query("SELECT * FROM audit WHERE pickup_id=? AND event='download'", (pid,))
-    assert audit[0]["detail"] == "Résultats 2026.pdf" and audit[0]["client"]
+    audit = [e for e in store.audit_events(pid) if e.event == "download"]
+    assert audit[0].detail == "Résultats 2026.pdf" and audit[0].client
     assert client.get(f"/m/{pid}/attachments/99").status_code == 404
 
 
@@ -500,8 +504,8 @@ def test_no_get_sends_mail_spends_a_token_or_signs_in(client: TestClient, other_
                                                       wakes: list[int]) -> None:
     register(client, store, pid)
     other_client.post(f"/m/{pid}/forgot", data={"csrf_token": csrf(other_client.get("/login"))})
-    state = {table: count(store, table) for table in ("messages", "sessions", "verifications")}
-    resets = store.query("SELECT token_hash, used FROM password_resets")
+    state = {table: count(store, table) for table in ("messages", "sessions", "open_codes")}
+    resets = store.portal_counts().open_resets
     wakes.clear()
     with TestClient(app) as scanner:  # what a link scanner does: fetch everything, signed out
         for url in route_urls(app, "GET", pid) + [f"/m/{pid}/verify", f"/m/{pid}/forgot"]:
@@ -509,7 +513,7 @@ def test_no_get_sends_mail_spends_a_token_or_signs_in(client: TestClient, other_
             assert scanner.head(url).status_code in (200, 204, 303, 404, 405), url
         assert "sealgate_session" not in scanner.cookies
     assert state == {table: count(store, table) for table in state} and wakes == []
-    assert store.query("SELECT token_hash, used FROM password_resets") == resets
+    assert store.portal_counts().open_resets == resets == 1
 
 
 def test_every_post_needs_the_csrf_token(client: TestClient, app: Starlette, store: Store,

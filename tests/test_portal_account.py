@@ -73,7 +73,9 @@ def test_common_password_is_refused_at_registration(client: TestClient, store: S
 
 def test_passwords_are_hashed_with_argon2id(client: TestClient, store: Store, pid: str) -> None:
     register(client, store, pid)
-    stored = store.query("SELECT password_hash FROM users")[0][0]
+    credentials = store.get_credentials(PATIENT)
+    assert credentials is not None
+    stored = credentials.password_hash
     assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert PASSWORD not in stored
 

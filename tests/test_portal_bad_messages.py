@@ -65,8 +65,7 @@ def bidi_message() -> bytes:
 
 def damage(store: Store, pickup_id: str) -> None:
     """Flip bytes in the middle of the encrypted blob, as a failing disk would."""
-    [row] = store.query("SELECT blob FROM pickups WHERE id=?", (pickup_id,))
-    blob = store.blob_dir / row["blob"]
+    blob = store.blob_dir / f"{pickup_id}.sgb"  # the SQLite + files back-end's blob file
     data = bytearray(blob.read_bytes())
     middle = len(data) // 2
     data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
@@ -106,8 +105,8 @@ def test_raw_utf8_message_can_be_answered(client: TestClient, store: Store) -> N
     page = register(client, store, pickup_id)
     sent = client.post(f"/m/{pickup_id}/reply", data={"csrf_token": csrf(page), "text": "Danke"})
     assert sent.status_code == 200 and "Your reply was sent securely" in sent.text
-    [row] = store.query("SELECT message_id FROM recipients WHERE mode='internal'")
-    reply = email.message_from_bytes(store.read_spool(row["message_id"]),
+    [row] = [w for w in store.waiting_recipients() if w.mode == "internal"]
+    reply = email.message_from_bytes(store.read_spool(row.message_id),
                                      policy=email.policy.default)
     assert str(reply["Subject"]) == "Re: Befund für Jörg"
     assert str(reply["To"]) == "d@org.test"
@@ -156,20 +155,20 @@ def test_reply_to_a_damaged_message_says_it_cannot_be_opened(client: TestClient,
     assert "This message cannot be opened" in sent.text
     assert "Your reply was not sent" in sent.text
     assert_portal_page(sent)
-    assert not store.query("SELECT * FROM recipients WHERE mode='internal'")  # nothing queued
+    assert not [w for w in store.waiting_recipients() if w.mode == "internal"]  # nothing queued
 
 
 def test_reply_after_a_damaged_earlier_reply_is_still_sent(client: TestClient, store: Store,
                                                             pid: str) -> None:
     page = register(client, store, pid)
     client.post(f"/m/{pid}/reply", data={"csrf_token": csrf(page), "text": "First answer"})
-    [earlier] = store.query("SELECT id FROM pickups WHERE kind='reply'")
-    damage(store, earlier["id"])
+    [earlier] = [p for p in store.list_pickups() if p.kind == "reply"]
+    damage(store, earlier.id)
     page = client.get(f"/m/{pid}")
     assert page.status_code == 200  # the thread without the reply that cannot be read
     sent = client.post(f"/m/{pid}/reply", data={"csrf_token": csrf(page), "text": "Second"})
     assert sent.status_code == 200 and "Your reply was sent securely" in sent.text
-    assert len(store.query("SELECT * FROM recipients WHERE mode='internal'")) == 2
+    assert len([w for w in store.waiting_recipients() if w.mode == "internal"]) == 2
 
 
 def test_damaged_message_page_says_it_cannot_be_opened(client: TestClient, store: Store,

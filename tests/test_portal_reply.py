@@ -3,6 +3,7 @@ relay, threaded, kept encrypted in the thread, with attachments up to the size l
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import re
@@ -32,10 +33,8 @@ def reply(client: TestClient, pickup_id: str, text: str = "Thank you, doctor.",
 
 def relayed(store: Store) -> list[Any]:
     """Queued replies for the internal relay, oldest first."""
-    return store.query(
-        "SELECT m.id, m.sender, r.rcpt, r.mode, r.confidential FROM messages m"
-        " JOIN recipients r ON r.message_id = m.id WHERE r.mode = 'internal'"
-        " ORDER BY m.received, m.id")
+    return [{"id": w.message_id, "sender": w.sender, "rcpt": w.rcpt, "mode": w.mode}
+            for w in store.waiting_recipients() if w.mode == "internal"]
 
 
 def parsed(store: Store, queue_id: str) -> EmailMessage:
@@ -45,8 +44,9 @@ def parsed(store: Store, queue_id: str) -> EmailMessage:
 
 
 def replies_in(store: Store, root: str) -> list[Any]:
-    return store.query("SELECT * FROM pickups WHERE thread_id=? AND kind='reply' ORDER BY created",
-                       (root,))
+    owner = store.get_pickup(root)
+    assert owner is not None
+    return [dataclasses.asdict(p) for p in store.thread_replies(root, owner.recipient)]
 
 
 def test_reply_goes_to_the_sender_through_the_internal_relay(
@@ -84,7 +84,8 @@ def test_reply_goes_to_the_sender_through_the_internal_relay(
     assert stored["expires"] == store.get_pickup(pid).expires  # type: ignore[union-attr]
     assert len(stored["id"]) >= 32  # 192 random bits: unguessable
     assert store.open_pickup(stored["id"]) == store.read_spool(row["id"])
-    assert store.query("SELECT replied_at FROM pickups WHERE id=?", (pid,))[0][0] is not None
+    root = store.get_pickup(pid)
+    assert root is not None and root.replied_at is not None
 
     thread = response.text
     assert f'id="reply-{stored["id"]}"' in thread and "Your reply" in thread
@@ -98,8 +99,8 @@ def test_reply_goes_to_the_sender_through_the_internal_relay(
     # The reply's own id leads to its place in the thread.
     jump = client.get(f"/m/{stored['id']}", follow_redirects=False)
     assert jump.status_code == 303 and jump.headers["location"] == f"/m/{pid}#reply-{stored['id']}"
-    audit = store.query("SELECT detail FROM audit WHERE pickup_id=? AND event='reply-sent'", (pid,))
-    assert audit[0]["detail"].startswith("2 attachments")
+    audit = [e for e in store.audit_events(pid) if e.event == "reply-sent"]
+    assert audit[0].detail.startswith("2 attachments")
 
 
 def test_a_reply_to_a_reply_threads_on(client: TestClient, store: Store, pid: str,
