@@ -86,7 +86,7 @@ def test_bare_cr_split_from_its_line_at_a_packet_edge_is_not_a_problem() -> None
 
 
 def test_smuggled_end_does_not_end_data() -> None:
-    content, problem, rest = read([b"a: b\r\n\r\nx\n.\nMAIL FROM:<e@x>\r\n.\r\nNOOP\r\n"])
+    _, problem, rest = read([b"a: b\r\n\r\nx\n.\nMAIL FROM:<e@x>\r\n.\r\nNOOP\r\n"])
     assert problem == codes.BARE_LINE_ENDING and rest == b"NOOP\r\n"
 
 
