@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.classify.policy import decide, load_policy, read_header_section  # noqa: E402
+from gateway.classify.policy import decide, load_policy, read_header_section
 
 SMALL = (b"Received: from bench.clinic.test (unknown [127.0.0.1])\r\n\tby gw (Sealgate) with"
          b" ESMTP id 1;\r\n\tTue, 1 Dec 2026 20:00:00 +0000\r\nFrom: bench@clinic.test\r\n"
@@ -54,7 +54,7 @@ def main() -> None:
                ("BytesHeaderParser, policy.compat32", parsed(email.policy.compat32))]
     for name, head in (("small", SMALL), ("rich", RICH)):
         for label, read in readers:
-            seconds = timeit.timeit(lambda: read(head), number=args.repeat) / args.repeat
+            seconds = timeit.timeit(lambda r=read, h=head: r(h), number=args.repeat) / args.repeat
             print(f"{name:5} {label:40} {seconds * 1e6:7.1f} us")
 
 
