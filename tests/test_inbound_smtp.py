@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import smtplib
+import time
 
-from tests.conftest import MAX_MESSAGE_SIZE
+from tests.conftest import MAX_MESSAGE_SIZE, wait_for_mail
+from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 from tests.smtp_talk import RawSMTP
 
@@ -110,3 +113,34 @@ def test_null_sender_is_accepted_for_bounces(gateway: GatewayProcess) -> None:
     with RawSMTP(gateway.smtp_port) as smtp:
         smtp.command("EHLO client.clinic.test")
         assert smtp.command("MAIL FROM:<>").startswith("250 2.1.0")
+
+
+def test_message_larger_than_the_memory_buffer_is_relayed_octet_for_octet(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    """Streamed to the spool in pieces (over 1 MiB: spilled to the file as it arrives), with
+    dot-stuffed and 998-octet lines on every piece boundary there may be."""
+    rcpt = f"{unique}@plain.test"
+    body = b"".join(b".%d leading dot\r\n" % n + b"z" * 998 + b"\r\n" for n in range(1800))
+    head = f"From: a@clinic.test\r\nTo: {rcpt}\r\nSubject: big\r\n\r\n".encode()
+    assert MAX_MESSAGE_SIZE > len(head + body) > 1 << 20
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=60) as client:
+        client.sendmail("a@clinic.test", [rcpt], head + body)
+    received = wait_for_mail(mx_hosts["plain"], rcpt).content
+    assert received.startswith(b"Received: ") and received.endswith(head + body)
+
+
+def test_client_gone_in_the_middle_of_a_large_message_leaves_no_spool_file(
+        gateway: GatewayProcess) -> None:
+    spool = gateway.storage_dir / "spool"
+    with RawSMTP(gateway.smtp_port) as smtp:
+        start_transaction(smtp)
+        assert smtp.command("DATA").startswith("354")
+        smtp.sock.sendall(MESSAGE + (b"z" * 998 + b"\r\n") * 1500)  # spilled to a .tmp file
+        deadline = time.monotonic() + 10
+        while not list(spool.glob("*.tmp")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert list(spool.glob("*.tmp")), "the message was not being spooled"
+    deadline = time.monotonic() + 10
+    while list(spool.glob("*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not list(spool.glob("*.tmp"))

@@ -6,6 +6,7 @@ can point the admin at the exact place that decided.
 
 from __future__ import annotations
 
+import email.headerregistry
 import email.policy
 import re
 import tomllib
@@ -259,7 +260,17 @@ class HeaderField:
         """Unfolded and RFC 2047-decoded, as a mail client displays it."""
         text = re.sub(rb"\r?\n(?=[ \t])", b"", self.raw_value).rstrip(b"\r\n")
         decoded = text.decode("utf-8", errors="replace")
+        if "=?" not in decoded and self.name.lower() not in _PARSED_FIELDS:
+            # No encoded word in unstructured text: the parser would give it back as it is,
+            # at several times the cost (bench/header_parse.py).
+            return decoded.strip()
         return str(email.policy.default.header_factory(self.name, decoded)).strip()
+
+
+# Fields whose value email.policy.default parses (addresses, dates, MIME parameters).
+_PARSED_FIELDS = frozenset(
+    name for name, kind in email.policy.default.header_factory.registry.items()
+    if not issubclass(kind, email.headerregistry.UnstructuredHeader))
 
 
 @dataclass

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from gateway.vault import crypto
 from gateway.storage.durable import fsync_dir, remove_durably, write_durably
+from gateway.storage.group_commit import GroupCommitter, IncomingSpool
 from gateway.storage.schema import migrate
 from gateway.storage.sqlite.audit import SQLiteAudit, SQLiteQueueInspection
 from gateway.storage.sqlite.knowledge import SQLiteKnowledge
@@ -137,8 +139,10 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             self.db.execute(f"PRAGMA {pragma}")
         with self._lock:
             migrate(self.db)
+        self.committer = GroupCommitter(self.spool_dir, self.transaction)
 
     def close(self) -> None:
+        self.committer.close()
         with self._lock:
             self.db.close()
 
@@ -167,16 +171,28 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         """Durably queue CONTENT (bytes, or chunks written in order) for ROUTES; returns the
         queue id once it is safe to say 250. MESSAGE_ID: one chosen before (the SMTP side
         names it in the Received header); a failure leaves no spool file behind."""
-        chunks = [content] if isinstance(content, bytes) else list(content)
-        message_id = self.spool(chunks, message_id)
-        try:
-            with self.transaction() as db:
-                self.insert_queue_rows(db, message_id, sender, routes,
-                                       sum(len(c) for c in chunks), client, smtputf8)
-        except BaseException:
-            self._discard_spool(message_id)  # not acknowledged: leave no orphan behind
-            raise
-        return message_id
+        message_id = message_id or new_queue_id()
+        spool = self.incoming_spool(message_id)
+        for chunk in [content] if isinstance(content, bytes) else content:
+            spool.add(chunk)
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8).result()
+
+    def incoming_spool(self, message_id: str) -> IncomingSpool:
+        """A spool file to fill with a message as it arrives, then to submit_enqueue."""
+        return IncomingSpool(self.spool_path(message_id))
+
+    def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingSpool,
+                       client: str = "", smtputf8: bool = False) -> Future[str]:
+        """Queue the message in SPOOL for ROUTES in the next group commit. The future holds
+        the queue id once the file and its rows are durable (then say 250), or the error;
+        on an error the spool file is gone."""
+        message_id = spool.final.name.removesuffix(".eml")
+
+        def rows(db: sqlite3.Connection) -> str:
+            self.insert_queue_rows(db, message_id, sender, routes, spool.size, client, smtputf8)
+            return message_id
+
+        return self.committer.submit(spool, rows)
 
     def spool(self, content: bytes | Sequence[Chunk], message_id: str | None = None) -> str:
         """Write CONTENT durably to the spool under MESSAGE_ID or a new queue id (not yet
@@ -329,7 +345,10 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             (message_id, *PENDING),
         )[0][0]
         if pending == 0:
-            remove_durably(self.spool_path(message_id))
+            # No fsync: the rows say the message is done, and should the removal be lost
+            # in a crash, the start-up sweep (clean_spool_debris) removes the file.
+            with contextlib.suppress(FileNotFoundError):
+                self.spool_path(message_id).unlink()
 
     def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
         """Remove what a crash or a full disk left in the spool: `.tmp` files of writes that

@@ -1,0 +1,259 @@
+"""Relay policy in thin hooks: who may relay, envelope checks, and the acceptance of one
+message as its DATA streams in (classify the header section as soon as it is complete,
+stream the body to the spool, queue it in the next group commit).
+
+A 250 to DATA is sent only after the message is fsync'ed in the spool and its queue rows
+are committed, so an accepted message survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import errno
+import ipaddress
+import logging
+import shutil
+import sqlite3
+from collections.abc import Callable
+
+import dns.exception
+import dns.reversename
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from gateway.classify.internal import route_for
+from gateway.classify.policy import (
+    Decision,
+    Policy,
+    decide,
+    read_header_section,
+    strip_subject_tags,
+)
+from gateway.config import Config, parse_duration
+from gateway.delivery.mx import make_resolver
+from gateway.inbound import codes
+from gateway.inbound.headers import (
+    HELO_UNSAFE,
+    protocol_name,
+    received_header,
+    rewrite_subject,
+    tls_comment,
+)
+from gateway.storage.group_commit import IncomingSpool
+from gateway.storage.store import Store, new_queue_id
+
+log = logging.getLogger("sealgate.smtp")
+_HEAD_END = b"\r\n\r\n"
+
+
+class RelayHandler:
+    def __init__(self, config: Config, store: Store, policy: Callable[[], Policy],
+                 on_queued: Callable[[], None]) -> None:
+        self.config = config
+        self.store = store
+        self.policy = policy
+        self.on_queued = on_queued
+        self.networks = config.smtp.networks()
+        self.resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
+        self.resolver.cache = None  # a client's name is looked up afresh for each message
+
+    def may_relay(self, session: Session) -> bool:
+        try:
+            peer = ipaddress.ip_address(session.peer[0])
+        except (TypeError, ValueError, IndexError):
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
+            peer = peer.ipv4_mapped
+        return any(peer in network for network in self.networks)
+
+    def storage_is_short(self, mail_options: list[str]) -> bool:
+        """Less free space in the storage dir than the declared SIZE plus the reserve."""
+        declared = next((int(o[5:]) for o in mail_options
+                         if o.startswith("SIZE=") and o[5:].isdigit()), 0)
+        free = shutil.disk_usage(self.store.directory).free
+        return free < declared + self.config.smtp.min_free_space
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        if not self.may_relay(session):
+            return codes.RELAY_DENIED
+        if address == "<>":  # aiosmtpd's spelling of the null reverse-path (bounces)
+            address = ""
+        if not address.isascii() and not envelope.smtp_utf8:
+            return codes.NEEDS_SMTPUTF8
+        if await asyncio.to_thread(self.storage_is_short, mail_options):
+            log.warning("refusing mail from %s: storage is short", session.peer[0])
+            return codes.INSUFFICIENT_STORAGE
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return codes.OK_SENDER
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if not self.may_relay(session):
+            return codes.RELAY_DENIED
+        local, _, domain = address.rpartition("@")
+        if not address.isascii() and not envelope.smtp_utf8:
+            return codes.NEEDS_SMTPUTF8
+        if domain.startswith("["):
+            return codes.ADDRESS_LITERAL
+        if "%" in local or "!" in local:
+            return codes.ROUTING_LOCAL_PART
+        if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
+            return codes.TOO_MANY_RECIPIENTS
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return codes.OK_RECIPIENT
+
+    def begin_data(self, server: SMTP, session: Session, envelope: Envelope) -> Acceptance:
+        """The acceptance of the message whose DATA starts now."""
+        return Acceptance(self, session, envelope)
+
+    async def client_name(self, ip: str) -> str | None:
+        """The client's forward-confirmed reverse DNS name, or None."""
+        try:
+            answer = await self.resolver.resolve(dns.reversename.from_address(ip), "PTR")
+            name = str(answer[0].target).rstrip(".")
+            kind = "AAAA" if ":" in ip else "A"
+            forward = await self.resolver.resolve(name, kind)
+        except (dns.exception.DNSException, ValueError, IndexError):
+            return None
+        if ip not in {r.address for r in forward}:
+            return None
+        return HELO_UNSAFE.sub("_", name)[:255]
+
+
+class Acceptance:
+    """One message as its content arrives (checked and unstuffed by the DATA reader): the
+    header section is kept until it is complete, then classified and written with the
+    Received field to the spool; the body follows it there in large pieces. finish()
+    queues it in the next group commit and gives the reply to DATA."""
+
+    def __init__(self, handler: RelayHandler, session: Session, envelope: Envelope) -> None:
+        self.handler = handler
+        self.session = session
+        self.envelope = envelope
+        self.queue_id = new_queue_id()
+        self.head = bytearray()
+        self.spool: IncomingSpool | None = None  # set once the header section is complete
+        self.decisions: list[Decision] = []
+        self.refusal: str | None = None  # a reply decided before the end of data
+        self.failure: BaseException | None = None  # what kept us from storing the message
+        self.ip = str(session.peer[0]) if isinstance(session.peer, tuple) else ""
+        # Looked up while the message arrives: the Received field needs it.
+        self._client_name = asyncio.ensure_future(handler.client_name(self.ip))
+
+    async def add(self, piece: bytes) -> None:
+        if self.refusal is not None or self.failure is not None:
+            return  # read to the end, store nothing
+        try:
+            if self.spool is None:
+                await self._add_to_head(piece)
+            else:
+                self.spool.add(piece)
+            if self.spool is not None and self.spool.needs_spill:
+                await asyncio.to_thread(self.spool.spill)
+        except Exception as exc:  # noqa: BLE001 - answered at the end of data, not mid-stream
+            self.failure = exc
+            self._drop_spool()
+
+    async def _add_to_head(self, piece: bytes) -> None:
+        searched = max(len(self.head) - 3, 0)
+        self.head += piece
+        if self.head.startswith(b"\r\n"):  # the message starts with its body
+            end = 0
+        else:
+            found = self.head.find(_HEAD_END, searched)
+            if found < 0:
+                return
+            end = found + 2
+        head, body = bytes(self.head[:end]), bytes(self.head[end:])
+        self.head = bytearray()
+        await self._start_spool(head)
+        assert self.spool is not None
+        self.spool.add(body)
+
+    async def _start_spool(self, head: bytes) -> None:
+        """Classify HEAD (the whole header section) and begin the spool file with it."""
+        section = read_header_section(head)
+        if not section.fields:
+            self.refusal = codes.NO_HEADERS
+            return
+        policy = self.handler.policy()
+        self.decisions = [decide(policy, section, rcpt) for rcpt in self.envelope.rcpt_tos]
+        if policy.strip_tags and any(d.confidential for d in self.decisions):
+            head = rewrite_subject(head, lambda s: strip_subject_tags(policy, s))
+        self.spool = self.handler.store.incoming_spool(self.queue_id)
+        self.spool.add(await self._received_field() + head)
+
+    async def _received_field(self) -> bytes:
+        config = self.handler.config
+        return received_header(
+            helo=self.session.host_name or "", client_name=await self._client_name,
+            client_ip=self.ip, hostname=config.smtp.hostname,
+            protocol=protocol_name(self.session, self.envelope), queue_id=self.queue_id,
+            rcpts=self.envelope.rcpt_tos, tls=tls_comment(self.session),
+            date=email.utils.formatdate(localtime=True))
+
+    async def finish(self, problem: str | None) -> str:
+        """The reply to DATA, once the end of data was read; PROBLEM: the content's fault
+        found by the reader (it decides the reply before anything else)."""
+        if problem is None and self.refusal is None and self.failure is None \
+                and self.spool is None:  # no empty line: the message is all header section
+            try:
+                await self._start_spool(bytes(self.head))
+            except Exception as exc:  # noqa: BLE001 - answered below
+                self.failure = exc
+        reply = problem or self.refusal
+        if reply is not None or self.failure is not None:
+            self.abort()
+            return reply or self._failure_reply(self.failure)
+        assert self.spool is not None
+        return await self._queue(self.spool)
+
+    async def _queue(self, spool: IncomingSpool) -> str:
+        routes = [route_for(d.recipient, d, self.handler.config.internal.domains)
+                  for d in self.decisions]
+        future = self.handler.store.submit_enqueue(
+            self.envelope.mail_from or "", routes, spool, self.ip,
+            smtputf8=self.envelope.smtp_utf8)
+        self.spool = None  # the writer owns it now, and removes it if it fails
+        try:
+            await asyncio.wrap_future(future)
+        except Exception as exc:  # noqa: BLE001 - every failure gets a clean SMTP answer
+            return self._failure_reply(exc)
+        log.info("%s accepted from %s: %s -> %s", self.queue_id, self.ip,
+                 self.envelope.mail_from,
+                 ", ".join(f"{d.recipient} ({d.mode})" for d in self.decisions))
+        self.handler.on_queued()
+        return codes.QUEUED.format(queue_id=self.queue_id)
+
+    def _failure_reply(self, exc: BaseException | None) -> str:
+        """452 when the disk is full, 451 otherwise: one line for the admin, no traceback."""
+        if exc is not None and _is_disk_full(exc):
+            log.warning("could not queue a message from %s: storage is full (%s)", self.ip, exc)
+            return codes.INSUFFICIENT_STORAGE
+        log.error("could not queue a message from %s: %s: %s", self.ip,
+                  type(exc).__name__, exc)
+        if isinstance(exc, (OSError, sqlite3.Error)):
+            return codes.STORE_FAILED
+        return codes.INTERNAL_ERROR
+
+    def abort(self) -> None:
+        """Nothing of this message is kept (refused, failed, or the client went away)."""
+        self._client_name.cancel()
+        self._drop_spool()
+
+    def _drop_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.discard()
+            self.spool = None
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):
+        return (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                or "database or disk is full" in str(exc))
+    return False
