@@ -296,7 +296,7 @@ def _pickup(store: Storage, args: argparse.Namespace) -> int:
 def _pickup_list(store: PickupStore, recipient: str | None, as_json: bool) -> int:
     pickups = store.list_pickups(recipient)
     senders = {p.id: p.sender for p in pickups}
-    entries = []
+    entries: list[dict[str, Any]] = []
     for p in pickups:
         entry = {"id": p.id, "kind": p.kind, "sender": p.sender, "recipient": p.recipient,
                  "state": p.state, "created": p.created, "expires": p.expires}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.headerregistry
 import email.policy
 import re
+from collections.abc import Callable
 import tomllib
 from dataclasses import dataclass, field
 from email.message import Message
@@ -189,7 +190,7 @@ def _merge_file(policy: Policy, path: Path, errors: list[str]) -> None:
         if section not in _SECTION_KEYS:
             errors.append(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
                           f" [{section}] (allowed: confidential, default, domain)")
-    steps = [("confidential", lambda: _merge_confidential(policy, str(path), lines,
+    steps: list[tuple[str, Callable[[], None]]] = [("confidential", lambda: _merge_confidential(policy, str(path), lines,
                                                          data["confidential"])),
              ("default", lambda: _merge_default(policy, str(path), lines, data["default"])),
              ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors))]
@@ -269,7 +270,7 @@ class HeaderField:
 
 # Fields whose value email.policy.default parses (addresses, dates, MIME parameters).
 _PARSED_FIELDS = frozenset(
-    name for name, kind in email.policy.default.header_factory.registry.items()
+    name for name, kind in email.policy.default.header_factory.registry.items()  # type: ignore[attr-defined]
     if not issubclass(kind, email.headerregistry.UnstructuredHeader))
 
 

@@ -14,13 +14,14 @@ import errno
 import ipaddress
 import logging
 import shutil
-import sqlite3
 from collections.abc import Callable
+from typing import Any
 
 import dns.exception
 import dns.reversename
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.storage import is_storage_full, storage_errors
 from gateway.classify.internal import route_for
 from gateway.classify.policy import (
     Decision,
@@ -59,7 +60,7 @@ class RelayHandler:
 
     def may_relay(self, session: Session) -> bool:
         try:
-            peer = ipaddress.ip_address(session.peer[0])
+            peer = ipaddress.ip_address(_client_ip(session))
         except (TypeError, ValueError, IndexError):
             return False
         if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
@@ -82,7 +83,7 @@ class RelayHandler:
         if not address.isascii() and not envelope.smtp_utf8:
             return codes.NEEDS_SMTPUTF8
         if await asyncio.to_thread(self.storage_is_short, mail_options):
-            log.warning("refusing mail from %s: storage is short", session.peer[0])
+            log.warning("refusing mail from %s: storage is short", _client_ip(session))
             return codes.INSUFFICIENT_STORAGE
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -235,7 +236,7 @@ class Acceptance:
             return codes.INSUFFICIENT_STORAGE
         log.error("could not queue a message from %s: %s: %s", self.ip,
                   type(exc).__name__, exc)
-        if isinstance(exc, (OSError, sqlite3.Error)):
+        if isinstance(exc, (OSError, *storage_errors())):
             return codes.STORE_FAILED
         return codes.INTERNAL_ERROR
 
@@ -253,7 +254,10 @@ class Acceptance:
 def _is_disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    if isinstance(exc, sqlite3.OperationalError):
-        return (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                or "database or disk is full" in str(exc))
-    return False
+    return is_storage_full(exc)
+
+
+def _client_ip(session: Session) -> str:
+    """aiosmtpd types Session.peer loosely; for TCP it is the (address, port, ...) tuple."""
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

@@ -163,7 +163,7 @@ class GatewaySMTP(SMTP):
         if not hostname:
             await self.push("501 Syntax: EHLO hostname")
             return
-        self._set_rset_state()
+        self._set_rset_state()  # type: ignore[no-untyped-call]
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
@@ -227,7 +227,7 @@ class GatewaySMTP(SMTP):
         except BaseException:
             acceptance.abort()  # the client went away (or we stop): nothing was answered
             raise
-        self._set_post_data_state()
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)
 
     def _working(self, step: Callable[[Any], Any]) -> Callable[[Any], Any]:

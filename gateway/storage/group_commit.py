@@ -189,8 +189,8 @@ class GroupCommitter:
             _fail(written, exc)
             return
         self.batches += 1
-        for unit, (ok, value) in zip(written, results):
-            if ok:
+        for unit, (succeeded, value) in zip(written, results, strict=True):
+            if succeeded:
                 unit.future.set_result(value)
             else:
                 _fail([unit], value)

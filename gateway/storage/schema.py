@@ -34,11 +34,11 @@ def migration(func: Migration) -> Migration:
 
 @migration
 def create_queue(db: Database) -> None:
-    db["messages"].create(
+    db.table("messages").create(
         {"id": str, "sender": str, "received": float, "size": int, "spool": str, "client": str},
         pk="id",
     )
-    db["recipients"].create(
+    db.table("recipients").create(
         {
             "message_id": str, "rcpt": str, "domain": str, "confidential": int, "mode": str,
             "reason": str, "state": str, "attempts": int, "next_attempt": float,
@@ -47,12 +47,12 @@ def create_queue(db: Database) -> None:
         pk=("message_id", "rcpt"),
         foreign_keys=[("message_id", "messages", "id")],
     )
-    db["recipients"].create_index(["state", "next_attempt"])
+    db.table("recipients").create_index(["state", "next_attempt"])
 
 
 @migration
 def create_pickups(db: Database) -> None:
-    db["pickups"].create(
+    db.table("pickups").create(
         {
             "id": str, "message_id": str, "sender": str, "recipient": str, "created": float,
             "expires": float, "key_id": str, "wrapped_key": bytes, "blob": str,
@@ -60,41 +60,41 @@ def create_pickups(db: Database) -> None:
         },
         pk="id",
     )
-    db["pickups"].create_index(["recipient"])
-    db["pickups"].create_index(["expires"])
+    db.table("pickups").create_index(["recipient"])
+    db.table("pickups").create_index(["expires"])
 
 
 @migration
 def create_accounts(db: Database) -> None:
-    db["users"].create(
+    db.table("users").create(
         {
             "address": str, "first_name": str, "last_name": str, "password_hash": str,
             "created": float, "password_changed": float,
         },
         pk="address",
     )
-    db["verifications"].create(
+    db.table("verifications").create(
         {"id": int, "address": str, "code_hash": str, "created": float, "expires": float,
          "attempts": int, "used": int},
         pk="id",
     )
-    db["verifications"].create_index(["address"])
-    db["sessions"].create(
+    db.table("verifications").create_index(["address"])
+    db.table("sessions").create(
         {"token_hash": str, "address": str, "created": float, "last_seen": float},
         pk="token_hash",
     )
-    db["sessions"].create_index(["address"])
-    db["audit"].create(
+    db.table("sessions").create_index(["address"])
+    db.table("audit").create(
         {"id": int, "pickup_id": str, "at": float, "event": str, "client": str, "detail": str},
         pk="id",
     )
-    db["audit"].create_index(["pickup_id"])
+    db.table("audit").create_index(["pickup_id"])
 
 
 @migration
 def create_delivery_knowledge(db: Database) -> None:
     """Every attempt with its TLS facts, and what deliveries and probes learned per MX host."""
-    db["attempts"].create(
+    db.table("attempts").create(
         {
             "id": int, "message_id": str, "rcpt": str, "at": float, "host": str, "address": str,
             "reply": str, "tls_version": str, "cipher": str, "cert_subject": str,
@@ -102,12 +102,12 @@ def create_delivery_knowledge(db: Database) -> None:
         },
         pk="id",
     )
-    db["attempts"].create_index(["message_id"])
-    db["tls_cache"].create(
+    db.table("attempts").create_index(["message_id"])
+    db.table("tls_cache").create(
         {"domain": str, "host": str, "starttls": int, "verified": int, "seen": float, "detail": str},
         pk=("domain", "host"),
     )
-    db["mta_sts_cache"].create(
+    db.table("mta_sts_cache").create(
         {"domain": str, "policy_id": str, "mode": str, "mx": str, "max_age": int, "fetched": float},
         pk="domain",
     )
@@ -119,27 +119,27 @@ def portal_threads_accounts_and_throttle(db: Database) -> None:
     time zone, single-use password-reset links, and failed sign-ins for throttling."""
     # kind: 'message' (stored by the gateway) or 'reply' (written in the portal);
     # thread_id: for a reply, the id of the message it belongs under.
-    db["pickups"].add_column("kind", str, not_null_default="message")
-    db["pickups"].add_column("thread_id", str)
-    db["pickups"].add_column("replied_at", float)
-    db["pickups"].create_index(["thread_id"])
-    db["users"].add_column("time_zone", str, not_null_default="UTC")
-    db["password_resets"].create(
+    db.table("pickups").add_column("kind", str, not_null_default="message")
+    db.table("pickups").add_column("thread_id", str)
+    db.table("pickups").add_column("replied_at", float)
+    db.table("pickups").create_index(["thread_id"])
+    db.table("users").add_column("time_zone", str, not_null_default="UTC")
+    db.table("password_resets").create(
         {"token_hash": str, "address": str, "pickup_id": str, "created": float,
          "expires": float, "used": int},
         pk="token_hash",
     )
-    db["password_resets"].create_index(["address"])
-    db["login_failures"].create({"id": int, "key": str, "at": float}, pk="id")
-    db["login_failures"].create_index(["key", "at"])
+    db.table("password_resets").create_index(["address"])
+    db.table("login_failures").create({"id": int, "key": str, "at": float}, pk="id")
+    db.table("login_failures").create_index(["key", "at"])
 
 
 @migration
 def recipient_claim_leases(db: Database) -> None:
     """Who claimed a recipient for delivery, and until when the claim holds: requeueing at
     start-up touches only claims of a dead owner or expired leases, never live work."""
-    db["recipients"].add_column("claimed_by", str)
-    db["recipients"].add_column("lease_until", float)
+    db.table("recipients").add_column("claimed_by", str)
+    db.table("recipients").add_column("lease_until", float)
 
 
 
@@ -147,7 +147,7 @@ def recipient_claim_leases(db: Database) -> None:
 def messages_smtputf8(db: Database) -> None:
     """Whether a message was received with SMTPUTF8 (RFC 6531): it may only go to next hops
     that offer it."""
-    db["messages"].add_column("smtputf8", int, not_null_default=0)
+    db.table("messages").add_column("smtputf8", int, not_null_default=0)
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
