@@ -61,6 +61,7 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         alerts_to=config.alerts.to,
         shutdown_timeout=parse_duration(config.delivery.shutdown_timeout),
     )
+    store.lease = parse_duration(config.delivery.lease)
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
     mta_sts = None
     if config.delivery.mta_sts:
@@ -112,8 +113,8 @@ async def serve(config: Config) -> None:
 
 def _recover(store: Store, previous_owner: str) -> None:
     """What the last run left: its claims are due again, its half-written files go."""
-    if requeued := store.requeue_interrupted(previous_owner):
-        log.info("%d deliveries interrupted by the last stop are due again", requeued)
+    if taken := store.expire_leases(previous_owner):
+        log.info("%d deliveries interrupted by the last stop are due again", taken)
     if removed := store.clean_spool_debris():
         log.info("removed %d unfinished or orphaned spool files", removed)
 
