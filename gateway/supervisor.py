@@ -132,12 +132,13 @@ class Supervisor:
 
     async def first_start(self) -> None:
         """Until every worker serves (or failed once: it is being restarted), or a stop."""
-        started = asyncio.gather(*(w.started.wait() for w in self.workers))
-        stop = asyncio.ensure_future(self.stop_requested.wait())
-        await asyncio.wait([started, stop], return_when=asyncio.FIRST_COMPLETED)
-        for waiting in (started, stop):
-            waiting.cancel()
-        await asyncio.gather(started, stop, return_exceptions=True)
+        waiting = [asyncio.ensure_future(self.stop_requested.wait())]
+        waiting += [asyncio.ensure_future(w.started.wait()) for w in self.workers]
+        while not waiting[0].done() and not all(w.done() for w in waiting[1:]):
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        for future in waiting:
+            future.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
 
     def portal(self) -> _PortalServer:
         proxies = self.config.pickup.proxy_networks()

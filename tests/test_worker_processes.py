@@ -52,8 +52,8 @@ def test_a_worker_that_keeps_dying_is_started_again_each_time(
     for _ in range(2):
         victim = wait_for_workers(supervisor, "smtp", 2)[0]
         os.kill(victim, signal.SIGKILL)
-        wait_until("restarted", lambda: victim not in wait_for_workers(supervisor, "smtp", 2),
-                   own_gateway)
+        wait_until("restarted", lambda gone=victim: gone not in wait_for_workers(
+            supervisor, "smtp", 2), own_gateway)
     assert own_gateway.log_tail(200).count("was killed by SIGKILL; starting it again") == 2
     rcpt = f"{unique}@plain.test"
     own_gateway.send(make_message("doctor@clinic.test", rcpt, "Still here"))

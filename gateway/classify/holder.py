@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.classify.policy import Policy, PolicyError, load_policy
+from gateway.loop_guard import RepeatedErrors, keep_running
 
 log = logging.getLogger("sealgate.policy")
 

@@ -14,15 +14,20 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gateway.delivery.dkim import DKIMSigner
-from gateway.delivery.deliverer import (REQUIREMENT_FOR_MODE, Deliverer, DomainResult,
-                                        HostAttempt, Outcome)
-from gateway.queue.dsn import build_dsn
 from gateway.classify.internal import report_route
+from gateway.delivery.deliverer import (
+    REQUIREMENT_FOR_MODE,
+    Deliverer,
+    DomainResult,
+    HostAttempt,
+    Outcome,
+)
+from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
+from gateway.queue.dsn import build_dsn
 from gateway.queue.model import Mode
-from gateway.vault.stage import PickupStage
 from gateway.storage.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
+from gateway.vault.stage import PickupStage
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]
