@@ -192,6 +192,7 @@ class QueueRunner:
         finally:
             if not parked:
                 self._in_flight.discard(key)
+            self.wake()  # a slot is free: claim more now, not at the next poll
 
     async def _attempt(self, key: GroupKey, items: list[QueuedRecipient]) -> DomainResult:
         """Deliver the group; an unexpected error is a temporary failure (never a lost message)."""
