@@ -34,8 +34,9 @@ def main() -> int:
     # supervisor dying while we read is noticed too.
     die_with_supervisor(int(os.environ.get("SEALGATE_SUPERVISOR_PID", "0")))
     handoff: Handoff = read_handoff(sys.stdin.buffer)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The supervisor's format, with the worker named: its lines share the supervisor's log.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s"
+                        f"[{handoff.kind}-{handoff.index}] %(levelname)s %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     if handoff.kind == "smtp":
         from gateway.workers.smtp import run_listener
