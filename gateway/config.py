@@ -61,7 +61,7 @@ class SMTPConfig:
     max_recipients: int = 1000
     tls_cert: str = ""
     tls_key: str = ""
-    processes: int = 0
+    processes: int = 0                   # SMTP listener processes sharing the port; 0 = one per CPU
     max_connections: int = 200           # open SMTP sessions in total; more get 421 4.7.0
     max_connections_per_client: int = 20  # open SMTP sessions per client address
     idle_timeout: str = "300s"           # silence (not transfer time) before 421 4.4.2 and close
@@ -87,8 +87,9 @@ class DeliveryConfig:
     dane: bool = True                # honour DANE TLSA records (needs a validating resolver)
     mta_sts: bool = True             # honour MTA-STS policies
     mta_sts_port: int = 443          # HTTPS port of mta-sts.<domain> (tests use another)
-    processes: int = 1
+    processes: int = 0               # queue-runner processes; 0 = one per CPU
     shutdown_timeout: str = "30s"    # on SIGTERM, how long deliveries in flight may finish
+    lease: str = "10m"               # a claim's lease: a runner that died is taken over after it
 
 
 @dataclass
@@ -220,7 +221,8 @@ def validate(config: Config) -> Config:
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
-                "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout"):
+                "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout",
+                "lease"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if parse_duration(config.smtp.idle_timeout, "smtp.idle_timeout") <= 0:
@@ -230,6 +232,11 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"smtp.{key} must be at least 1")
     if config.smtp.max_connections_per_client > config.smtp.max_connections:
         raise ConfigError("smtp.max_connections_per_client must not exceed smtp.max_connections")
+    for section in ("smtp", "delivery"):
+        if not 0 <= getattr(config, section).processes <= 256:
+            raise ConfigError(f"{section}.processes must be between 0 (one per CPU) and 256")
+    if parse_duration(config.delivery.lease, "delivery.lease") < 10:
+        raise ConfigError("delivery.lease must be at least 10s (runners renew it as they go)")
     if config.smtp.min_free_space < 0:
         raise ConfigError("smtp.min_free_space must be 0 or more bytes")
     if not 1 <= config.pickup.retention_days <= config.pickup.max_retention_days:

@@ -125,8 +125,10 @@ def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir
         relay=f"{MX_IPS['relay']}:{mx_port}",
         # 127.0.0.1 may relay; tests connect from 127.0.0.9 to play an outsider.
         extra={"smtp": {"allowed_networks": ["127.0.0.1/32", "::1/128"],
-                        "max_message_size": MAX_MESSAGE_SIZE},
-               "delivery": {"mta_sts_port": policy_https.port}},
+                        "max_message_size": MAX_MESSAGE_SIZE, "processes": 2},
+               # Several workers of each kind whatever the machine's CPU count, so every
+               # end-to-end test runs on the supervisor with worker processes.
+               "delivery": {"mta_sts_port": policy_https.port, "processes": 2}},
     )
 
 

@@ -118,7 +118,9 @@ def test_every_acknowledged_message_is_delivered_after_the_disk_was_full(
     for rcpt in acknowledged:
         wait_for_mail(busy_mx, rcpt, timeout=60)
     assert gateway.process is not None and gateway.process.poll() is None  # no restart
-    failures = Counter(line.split(" ERROR ", 1)[1].split(" failed: ")[0]
+    # Keyed by process too ("sealgate.queue[delivery-1]"): each worker logs its own failure.
+    failures = Counter((line.split(" ERROR ", 1)[0].split(" ")[-1],
+                        line.split(" ERROR ", 1)[1].split(" failed: ")[0])
                        for line in gateway.log_path.read_text().splitlines()
                        if "failed: OperationalError: database or disk is full" in line)
     assert failures and set(failures.values()) == {1}, failures  # once each, not per turn

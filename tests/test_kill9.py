@@ -1,61 +1,85 @@
-"""kill -9 in the middle of a load: nothing that got a 250 is lost."""
+"""kill -9 in the middle of a load: nothing that got a 250 is lost, whichever processes of
+the gateway are killed (the supervisor, one worker, or all of them at once). The gateways
+here run two SMTP listeners and two queue runners (conftest's gateway_settings)."""
 
 from __future__ import annotations
 
-import email.policy
-import smtplib
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+import os
+import signal
 
-from tests.conftest import make_message, wait_for_mail
+from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
+from tests.load import Load
+from tests.process_tree import children, wait_for_workers, wait_until_gone
 
 MESSAGES = 60
 CONNECTIONS = 6
 
 
-class Load:
-    """Senders on several connections; records which recipients got a 250."""
+def supervisor_pid(gateway: GatewayProcess) -> int:
+    assert gateway.process is not None
+    return gateway.process.pid
 
-    def __init__(self, gateway: GatewayProcess, rcpts: list[str]) -> None:
-        self.gateway = gateway
-        self.rcpts = rcpts
-        self.acknowledged: list[str] = []
-        self.lock = threading.Lock()
 
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acknowledged)
-
-    def send_share(self, worker: int) -> None:
-        for rcpt in self.rcpts[worker::CONNECTIONS]:
-            message = make_message("doctor@clinic.test", rcpt, "Load", f"Body for {rcpt}")
-            try:
-                with smtplib.SMTP("127.0.0.1", self.gateway.smtp_port, timeout=30) as client:
-                    client.sendmail("doctor@clinic.test", [rcpt],
-                                    message.as_bytes(policy=email.policy.SMTP))
-            except (OSError, smtplib.SMTPException):
-                continue  # refused or cut by the kill: not acknowledged, may be lost
-            with self.lock:
-                self.acknowledged.append(rcpt)
+def assert_all_delivered(load: Load, mx: FakeMX) -> None:
+    for rcpt in load.acknowledged:
+        wait_for_mail(mx, rcpt, timeout=60)
 
 
 def test_every_acknowledged_message_is_delivered_after_kill_9_during_load(
         own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     own_gateway.start()
-    load = Load(own_gateway, [f"{unique}-{n}@plain.test" for n in range(MESSAGES)])
-    with ThreadPoolExecutor(CONNECTIONS) as pool:
-        futures = [pool.submit(load.send_share, worker) for worker in range(CONNECTIONS)]
-        deadline = time.monotonic() + 60
-        while load.count() < MESSAGES // 3:
-            assert time.monotonic() < deadline, own_gateway.log_tail()
-            time.sleep(0.01)
-        own_gateway.kill_hard()
-        for future in futures:
-            future.result()
-    assert load.acknowledged, "nothing was acknowledged before the kill"
+    load = Load(own_gateway, [f"{unique}-{n}@plain.test" for n in range(MESSAGES)], CONNECTIONS)
+    load.run_with(own_gateway.kill_hard, after=MESSAGES // 3)
     own_gateway.start()
-    for rcpt in load.acknowledged:
-        wait_for_mail(mx_hosts["plain"], rcpt, timeout=60)
+    assert_all_delivered(load, mx_hosts["plain"])
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX]) -> None:
+    own_gateway.start()
+    workers = children(supervisor_pid(own_gateway))
+    assert len(workers) == 4
+    own_gateway.kill_hard()
+    wait_until_gone(workers)
+
+
+def test_every_acknowledged_message_is_delivered_after_kill_9_of_every_process(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    own_gateway.start()
+    everyone = [supervisor_pid(own_gateway), *children(supervisor_pid(own_gateway))]
+
+    def kill_all() -> None:
+        for pid in everyone:
+            os.kill(pid, signal.SIGKILL)
+
+    load = Load(own_gateway, [f"{unique}-{n}@plain.test" for n in range(MESSAGES)], CONNECTIONS)
+    load.run_with(kill_all, after=MESSAGES // 3)
+    own_gateway.stop()  # reaps the supervisor
+    wait_until_gone(everyone)
+    own_gateway.start()
+    assert_all_delivered(load, mx_hosts["plain"])
+
+
+def test_a_killed_queue_runner_is_restarted_and_nothing_acknowledged_is_lost(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    own_gateway.start()
+    supervisor = supervisor_pid(own_gateway)
+    victim, _ = wait_for_workers(supervisor, "delivery", 2)
+    load = Load(own_gateway, [f"{unique}-{n}@plain.test" for n in range(MESSAGES)], CONNECTIONS)
+    load.run_with(lambda: os.kill(victim, signal.SIGKILL), after=MESSAGES // 3)
+    assert_all_delivered(load, mx_hosts["plain"])
+    assert victim not in wait_for_workers(supervisor, "delivery", 2)
+    assert "delivery worker 1 (pid" in own_gateway.log_tail(200)
+
+
+def test_a_killed_smtp_listener_is_restarted_and_nothing_acknowledged_is_lost(
+        own_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    own_gateway.start()
+    supervisor = supervisor_pid(own_gateway)
+    victim, _ = wait_for_workers(supervisor, "smtp", 2)
+    load = Load(own_gateway, [f"{unique}-{n}@plain.test" for n in range(MESSAGES)], CONNECTIONS)
+    load.run_with(lambda: os.kill(victim, signal.SIGKILL), after=MESSAGES // 3)
+    assert_all_delivered(load, mx_hosts["plain"])
+    assert victim not in wait_for_workers(supervisor, "smtp", 2)

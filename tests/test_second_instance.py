@@ -1,5 +1,6 @@
 """One `sealgate serve` per store: a second one refuses to start before it binds a port or
-touches a row, and a claim another live process holds is never requeued."""
+touches a row, so the live leases of the first are never taken over. (Leases between the
+runners of one store: test_leases.py.)"""
 
 from __future__ import annotations
 
@@ -9,17 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage.store import DEFAULT_LEASE, Route, Store
 from gateway.storage.lock import StoreInUse, lock_store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.holding_mx import HoldingMX
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.portal_fixtures import FakeClock, clock, store
-
-__all__ = ["clock", "store"]  # shared fixtures, used here by name
-
-MESSAGE = b"From: doctor@clinic.test\r\nSubject: Claims\r\n\r\nBody\r\n"
 
 
 def state_of(storage_dir: Path, rcpt: str) -> tuple[str, str]:
@@ -50,47 +45,6 @@ def test_next_lock_holder_learns_the_previous_owner(tmp_path: Path) -> None:
     second = lock_store(tmp_path, "second-owner")
     second.release()
     assert second.previous_owner == "first-owner"
-
-
-def test_start_up_requeues_the_claims_of_the_previous_owner(store: Store) -> None:
-    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
-    store.claim_due()
-    restarted = Store(store.directory, store.clock)
-    try:
-        assert restarted.requeue_interrupted(previous_owner=store.owner) == 1
-    finally:
-        restarted.close()
-
-
-def test_start_up_leaves_the_live_claim_of_another_owner_alone(store: Store) -> None:
-    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
-    store.claim_due()
-    other = Store(store.directory, store.clock)
-    try:
-        assert other.requeue_interrupted(previous_owner="a-dead-process") == 0
-        assert state_of(store.directory, "a@held.test") == ("delivering", store.owner)
-    finally:
-        other.close()
-
-
-def test_an_expired_lease_is_due_again(store: Store, clock: FakeClock) -> None:
-    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
-    store.claim_due()
-    clock.advance(DEFAULT_LEASE + 1)
-    other = Store(store.directory, store.clock)
-    try:
-        assert other.requeue_interrupted(previous_owner="a-dead-process") == 1
-    finally:
-        other.close()
-
-
-def test_renewed_lease_does_not_expire(store: Store, clock: FakeClock) -> None:
-    store.enqueue("doctor@clinic.test", [Route("a@held.test")], MESSAGE)
-    store.claim_due()
-    clock.advance(DEFAULT_LEASE - 1)
-    assert store.renew_leases() == 1
-    clock.advance(DEFAULT_LEASE - 1)
-    assert store.requeue_interrupted(previous_owner="a-dead-process") == 0
 
 
 def test_second_serve_on_the_same_store_exits_with_one_clear_line(

@@ -250,9 +250,12 @@ def server_tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def smtp_factory(config: Config, handler: RelayHandler) -> Callable[[], GatewaySMTP]:
+def smtp_factory(config: Config, handler: RelayHandler,
+                 limits: ConnectionLimits | None = None) -> Callable[[], GatewaySMTP]:
+    """LIMITS: caps shared with other listener processes; default: this process's own."""
     tls = server_tls_context(config)
-    limits = ConnectionLimits(config.smtp.max_connections, config.smtp.max_connections_per_client)
+    limits = limits or ConnectionLimits(config.smtp.max_connections,
+                                        config.smtp.max_connections_per_client)
     options: dict[str, Any] = {
         "hostname": config.smtp.hostname,
         "data_size_limit": config.smtp.max_message_size,

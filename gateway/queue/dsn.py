@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from email.utils import format_datetime, make_msgid
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
@@ -49,7 +49,7 @@ def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{sender}>",
         f"Subject: {subject}",
-        f"Date: {format_datetime(datetime.now(timezone.utc))}",
+        f"Date: {format_datetime(datetime.now(UTC))}",
         f"Message-ID: {make_msgid(domain=reporting_mta)}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -75,7 +75,7 @@ def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes
 def _status_fields(reporting_mta: str, queue_id: str, failures: dict[str, str],
                    arrival: float, delayed: bool) -> list[str]:
     fields = [f"Reporting-MTA: dns; {reporting_mta}", f"X-Sealgate-Queue-ID: {queue_id}",
-              f"Arrival-Date: {format_datetime(datetime.fromtimestamp(arrival, timezone.utc))}", ""]
+              f"Arrival-Date: {format_datetime(datetime.fromtimestamp(arrival, UTC))}", ""]
     for rcpt, reply in failures.items():
         action, default = ("delayed", "4.0.0") if delayed else ("failed", "5.0.0")
         fields += [f"Final-Recipient: rfc822; {rcpt}", f"Action: {action}",

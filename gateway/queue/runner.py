@@ -14,20 +14,27 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
-from gateway.delivery.dkim import DKIMSigner
-from gateway.delivery.deliverer import (INTERNAL, REQUIREMENT_FOR_MODE, Deliverer, DomainResult, HostAttempt,
-                              Outcome)
-from gateway.queue.dsn import build_dsn
 from gateway.classify.internal import report_route
+from gateway.delivery.deliverer import (
+    REQUIREMENT_FOR_MODE,
+    Deliverer,
+    DomainResult,
+    HostAttempt,
+    Outcome,
+)
+from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
-from gateway.vault.stage import PickupStage
+from gateway.queue.dsn import build_dsn
+from gateway.queue.model import Mode
 from gateway.storage.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
+from gateway.vault.stage import PickupStage
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]
 DSN_REASON = "delivery status notification"
 POSTMASTER_REASON = "postmaster copy of an undeliverable bounce"
 MAX_BUFFERED_ATTEMPTS = 20_000  # attempt history kept in memory while the store refuses writes
+MAX_CLAIM = 500  # groups claimed at once by process_due (tests, `queue flush` in-process)
 
 
 @dataclass(frozen=True)
@@ -62,10 +69,9 @@ class QueueRunner:
         self._in_flight: set[GroupKey] = set()
         self._unsettled: dict[GroupKey, tuple[list[QueuedRecipient], DomainResult]] = {}
         self._slots = asyncio.Semaphore(retry.concurrency)
-        self._domain_slots: dict[str, asyncio.Semaphore] = defaultdict(
-            lambda: asyncio.Semaphore(retry.per_domain_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._attempt_rows: list[tuple[object, ...]] = []
+        self._renewed = 0.0  # monotonic time of the last lease renewal
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -95,14 +101,24 @@ class QueueRunner:
     async def _turn(self) -> None:
         """One loop turn; no exception leaves it."""
         self._guarded("claiming due mail", self.dispatch_due)
-        if self._in_flight:
-            self._guarded("renewing delivery claims", self.store.renew_leases)
+        if self._in_flight and self._renewal_due():
+            self._guarded("renewing delivery claims", self._renew)
         await self._settle_parked()
         self._guarded("writing the attempt history", self.flush_attempts)
         try:
             await self.deliverer.pool.close_idle()
         except Exception as exc:
             self.errors.failed("closing idle connections", exc)
+
+    def _renewal_due(self) -> bool:
+        """Renew well before the lease runs out, but not on every turn: a busy runner turns
+        hundreds of times a second, and each renewal is a commit."""
+        loop = asyncio.get_running_loop()
+        return loop.time() - self._renewed >= self.store.lease / 4
+
+    def _renew(self) -> None:
+        self.store.renew_leases()
+        self._renewed = asyncio.get_running_loop().time()
 
     def _guarded(self, what: str, step: object) -> None:
         try:
@@ -130,10 +146,13 @@ class QueueRunner:
             log.warning("%d deliveries still in flight after %.0f s were stopped; they are due"
                         " again at the next start", len(self._tasks) + len(self._unsettled),
                         self.retry.shutdown_timeout)
+            # Our leases end now: another runner, or the next start, takes the work over.
+            self._guarded("ending the leases of stopped deliveries",
+                          lambda: self.store.expire_leases(self.store.owner))
 
     async def process_due(self) -> None:
         """Deliver everything due now and wait for it (tests, and `queue flush` in-process)."""
-        self.dispatch_due()
+        self.dispatch_due(MAX_CLAIM)
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
         await self._settle_parked()
@@ -142,11 +161,16 @@ class QueueRunner:
     async def close(self) -> None:
         await self.deliverer.close()
 
-    def dispatch_due(self) -> None:
+    def dispatch_due(self, limit: int | None = None) -> None:
+        """Claim due groups and start their deliveries: no more than there are free slots
+        (LIMIT: that many), so that other runners get the rest."""
         if self._stopping:
             return
+        free = limit if limit is not None else self.retry.concurrency - len(self._in_flight)
+        if free <= 0:
+            return
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
-        for item in self.store.claim_due(skip=self._in_flight):
+        for item in self.store.claim_due(free, self.retry.per_domain_concurrency):
             groups[(item.message_id, item.domain)].append(item)
         for key, items in groups.items():
             self._in_flight.add(key)
@@ -157,17 +181,18 @@ class QueueRunner:
     async def _process(self, key: GroupKey, items: list[QueuedRecipient]) -> None:
         parked = False
         try:
-            async with self._slots, self._domain_slots[key[1]]:
+            async with self._slots:  # the per-domain cap is in the claim, across runners
                 if self._stopping:  # claimed before the stop, not started: give it back
                     self.store.release_claims(key[0], [i.rcpt for i in items])
                     return
                 result = await self._attempt(key, items)
                 parked = not await self._try_settle(key, items, result)
-        except Exception as exc:  # only release_claims gets here; the claims expire at restart
+        except Exception as exc:  # only release_claims gets here; the leases expire
             self.errors.failed("giving back claims at stop", exc)
         finally:
             if not parked:
                 self._in_flight.discard(key)
+            self.wake()  # a slot is free: claim more now, not at the next poll
 
     async def _attempt(self, key: GroupKey, items: list[QueuedRecipient]) -> DomainResult:
         """Deliver the group; an unexpected error is a temporary failure (never a lost message)."""
@@ -207,7 +232,7 @@ class QueueRunner:
 
     async def _deliver_group(self, items: list[QueuedRecipient]) -> DomainResult:
         first = items[0]
-        if first.mode == "pickup":
+        if first.mode == Mode.PICKUP:
             return DomainResult(Outcome.TLS_UNAVAILABLE, "policy: always pickup",
                                 attempts=[HostAttempt("", "", "policy: always pickup",
                                                       tls_failure="policy")])
@@ -215,7 +240,7 @@ class QueueRunner:
         if self.signer is not None and (not first.client or self.sign_relayed):
             content = self.signer.sign(content)
         rcpts = [i.rcpt for i in items]
-        if first.mode == INTERNAL:
+        if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
                                               content)
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
@@ -252,7 +277,7 @@ class QueueRunner:
         first = items[0]
         rcpts = {i.rcpt for i in items}
         if result.outcome is Outcome.TLS_UNAVAILABLE and (first.confidential
-                                                          or first.mode == "pickup"):
+                                                          or first.mode == Mode.PICKUP):
             await self._to_pickup(items, result.tls_reason)
             return
         if result.outcome is Outcome.DELIVERED:

@@ -2,18 +2,20 @@
 before anything is bound or any row is touched, and held for the life of the process.
 
 The lock file names its holder (the owner id written on the rows it claims), so the next
-holder knows whose interrupted claims it may requeue: the previous owner is dead, since
-the kernel drops a flock only when its process goes away.
+holder knows whose leases it may end at once: the previous owner and its workers (who share
+the lock) are dead, since the kernel drops a flock only when the last of them goes away.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 LOCK_NAME = "serve.lock"
+ORPHAN_WAIT = 10.0  # seconds to wait for the workers of a dead supervisor to be gone
 
 
 class StoreInUse(BlockingIOError):
@@ -47,7 +49,7 @@ def lock_store(directory: Path, owner: str) -> StoreLock:
         raise StoreUnusable(f"storage.dir: cannot lock the store {directory}:"
                             f" {exc.strerror or exc}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _flock_unless_held_by_a_live_serve(fd)
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)
@@ -60,6 +62,34 @@ def lock_store(directory: Path, owner: str) -> StoreLock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {owner}\n".encode(), 0)
     return StoreLock(path, fd, owner, previous)
+
+
+def _flock_unless_held_by_a_live_serve(fd: int) -> None:
+    """The lock, or BlockingIOError. Worker processes share their supervisor's lock; when
+    the supervisor that wrote the file is dead (kill -9) but the lock is still held, its
+    workers are being killed with it (PR_SET_PDEATHSIG): wait for them, briefly."""
+    deadline = time.monotonic() + ORPHAN_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if _holder_is_alive(fd) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _holder_is_alive(fd: int) -> bool:
+    pid = _read(fd).partition(" ")[0].strip()
+    if not pid.isdigit():
+        return True  # unknown: assume it is
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read(fd: int) -> str:

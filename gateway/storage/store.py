@@ -8,6 +8,7 @@ file is fsync'ed and its rows are committed with synchronous=FULL.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 
 from gateway.vault import crypto
 from gateway.storage.durable import fsync_dir, remove_durably, write_durably
+from gateway.queue.model import Mode, State
 from gateway.storage.group_commit import GroupCommitter, IncomingSpool
 from gateway.storage.schema import migrate
 from gateway.storage.sqlite.audit import SQLiteAudit, SQLiteQueueInspection
@@ -33,8 +35,9 @@ from gateway.storage.sqlite.portal import SQLitePortal
 Clock = Callable[[], float]
 Chunk = bytes | memoryview
 
-QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = "queued", "deferred", "delivered", "pickup", "bounced"
-DELIVERING = "delivering"
+QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = (State.QUEUED, State.DEFERRED, State.DELIVERED,
+                                               State.PICKUP, State.BOUNCED)
+DELIVERING = State.DELIVERING
 PENDING = (QUEUED, DEFERRED, DELIVERING)  # states in which a recipient still needs the spool
 DEFAULT_LEASE = 600.0  # seconds a claim holds unless its owner renews it
 
@@ -60,7 +63,7 @@ class QueuedRecipient:
     rcpt: str
     domain: str
     confidential: bool
-    mode: str
+    mode: Mode
     attempts: int
     received: float
     client: str = ""      # the SMTP client's address; empty for mail Sealgate wrote itself
@@ -239,24 +242,29 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             for r in rows
         ]
 
-    def claim_due(self, limit: int = 500, skip: set[tuple[str, str]] | None = None
+    def claim_due(self, limit: int = 500, per_domain: int | None = None
                   ) -> list[QueuedRecipient]:
-        """Due recipients, claimed for this store's owner under a lease in one commit (not
-        those of SKIP's message/domain, nor any another process claimed meanwhile)."""
-        with self._lock:
-            items = [i for i in self.due_recipients(limit)
-                     if not skip or (i.message_id, i.domain) not in skip]
-            if not items:
+        """Claim due work for this store's owner under a lease, in one atomic statement: up
+        to LIMIT (message, domain) groups of recipients that are queued or deferred and due,
+        or being delivered under a lease that expired (its owner died or stalled). With
+        PER_DOMAIN, a domain gets no more groups than fit beside the live leases of every
+        runner on that domain, so the cap holds across processes."""
+        now = self.clock()
+        params = {"me": self.owner, "now": now, "until": now + self.lease, "groups": limit,
+                  "per_domain": per_domain if per_domain is not None else 2 ** 31,
+                  "queued": State.QUEUED, "deferred": State.DEFERRED,
+                  "delivering": State.DELIVERING}
+        with self.transaction() as db:
+            rows = db.execute(_CLAIM_SQL, params).fetchall()
+            if not rows:
                 return []
-            claimed = []
-            with self.transaction() as db:
-                for item in items:
-                    if db.execute(
-                            "UPDATE recipients SET state=?, claimed_by=?, lease_until=?"
-                            " WHERE message_id=? AND rcpt=? AND state IN (?, ?)",
-                            (DELIVERING, self.owner, self.clock() + self.lease, item.message_id,
-                             item.rcpt, QUEUED, DEFERRED)).rowcount:
-                        claimed.append(item)
+            ids = sorted({r["message_id"] for r in rows})
+            messages = {m["id"]: m for m in db.execute(
+                "SELECT id, sender, received, client, smtputf8 FROM messages"
+                " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+        claimed = [_queued_recipient(r, messages[r["message_id"]]) for r in rows
+                   if r["message_id"] in messages]
+        claimed.sort(key=lambda i: (i.message_id, i.domain, i.rcpt))
         return claimed
 
     def still_claimed(self, message_id: str, rcpts: list[str]) -> list[str]:
@@ -267,7 +275,8 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         return [r for r in rcpts if r in claimed]
 
     def renew_leases(self) -> int:
-        """Extend every claim this owner still holds (the runner calls it each turn)."""
+        """Extend every claim this owner still holds (a live runner calls it while it
+        delivers, so that nobody takes its work over)."""
         with self.transaction() as db:
             return db.execute("UPDATE recipients SET lease_until=? WHERE state=? AND claimed_by=?",
                               (self.clock() + self.lease, DELIVERING, self.owner)).rowcount
@@ -279,16 +288,18 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
                            " WHERE message_id=? AND rcpt=? AND state=? AND claimed_by=?",
                            [(QUEUED, message_id, r, DELIVERING, self.owner) for r in rcpts])
 
-    def requeue_interrupted(self, previous_owner: str | None = None) -> int:
-        """Deliveries cut short by a crash or a stop are due again: claims of PREVIOUS_OWNER
-        (the dead process whose store lock we now hold), claims from before claims had
-        owners, and expired leases. A live process's claim is never touched."""
+    def expire_leases(self, owner: str) -> int:
+        """End at once the leases of OWNER and of its workers (owner ids "OWNER/..."): it is
+        known to be dead (its store lock was free, or its supervisor reaped it), so its
+        work may be taken over now rather than when the leases run out. Nothing else
+        changes: the rows stay `delivering` until a runner claims them."""
+        if not owner:
+            return 0
         with self.transaction() as db:
             return db.execute(
-                "UPDATE recipients SET state=?, claimed_by=NULL, lease_until=NULL WHERE state=?"
-                " AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until < ?"
-                "      OR claimed_by = ?)",
-                (QUEUED, DELIVERING, self.clock(), previous_owner or "")).rowcount
+                "UPDATE recipients SET lease_until=0 WHERE state=? AND (claimed_by=?"
+                " OR substr(claimed_by, 1, ?) = ?)",
+                (DELIVERING, owner, len(owner) + 1, owner + "/")).rowcount
 
     def next_due_time(self) -> float | None:
         row = self.query("SELECT min(next_attempt) FROM recipients WHERE state IN (?, ?)",
@@ -316,10 +327,12 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         report_id = self.spool(report.content) if report is not None else None
         try:
             with self.transaction() as db:
+                # Only while this owner still holds the lease: a runner whose work was taken
+                # over must not overwrite the new owner's result.
                 settled = [r for r in replies if db.execute(
-                    _SETTLE_SQL + " AND state=?",
+                    _SETTLE_SQL + " AND state=? AND claimed_by=?",
                     (state, replies[r][:1000], self.clock(), next_attempt, message_id, r,
-                     DELIVERING)).rowcount]
+                     DELIVERING, self.owner)).rowcount]
                 if settled and report is not None and report_id is not None:
                     self.insert_queue_rows(db, report_id, report.sender, [report.route],
                                            len(report.content))
@@ -486,9 +499,40 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         return message_id, size
 
 
+# One statement claims (see claim_due): due rows, and rows whose lease ran out, capped per
+# domain by the live leases of every runner; groups are (message, domain) pairs, oldest first.
+_CLAIM_SQL = """
+WITH busy AS (
+    SELECT domain, count(DISTINCT message_id) AS groups FROM recipients
+     WHERE state = :delivering AND lease_until >= :now GROUP BY domain),
+due AS (
+    SELECT rowid AS id, message_id, domain FROM recipients
+     WHERE state IN (:queued, :deferred) AND next_attempt <= :now
+        OR state = :delivering AND coalesce(lease_until, 0) < :now
+           AND coalesce(claimed_by, '') != :me),
+ranked AS (
+    SELECT id, message_id, domain,
+           dense_rank() OVER (PARTITION BY domain ORDER BY message_id) AS nth_in_domain
+      FROM due),
+allowed AS (
+    SELECT r.id, dense_rank() OVER (ORDER BY r.message_id, r.domain) AS nth_group
+      FROM ranked r LEFT JOIN busy b ON b.domain = r.domain
+     WHERE r.nth_in_domain + coalesce(b.groups, 0) <= :per_domain)
+UPDATE recipients SET state = :delivering, claimed_by = :me, lease_until = :until
+ WHERE rowid IN (SELECT id FROM allowed WHERE nth_group <= :groups)
+RETURNING message_id, rcpt, domain, confidential, mode, attempts, updated, reason
+"""
+
 _SETTLE_SQL = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
                " next_attempt=coalesce(?, next_attempt), claimed_by=NULL, lease_until=NULL"
                " WHERE message_id=? AND rcpt=?")
+
+
+def _queued_recipient(row: sqlite3.Row, message: sqlite3.Row) -> QueuedRecipient:
+    return QueuedRecipient(row["message_id"], message["sender"], row["rcpt"], row["domain"],
+                           bool(row["confidential"]), Mode(row["mode"]), row["attempts"],
+                           message["received"], message["client"] or "", row["updated"],
+                           row["reason"] or "", bool(message["smtputf8"]))
 
 
 def _pickup(row: sqlite3.Row) -> Pickup:

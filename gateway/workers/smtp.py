@@ -1,0 +1,51 @@
+"""An SMTP listener process: accepts on the socket it shares with the other listeners,
+classifies with its own policy holder (it follows the supervisor's reloads: a shared
+generation number, checked before each classification, and SIGHUP), queues into the store on
+its own connection, and wakes the runners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+
+from gateway.classify.holder import PolicyHolder
+from gateway.inbound.server import RelayHandler, smtp_factory
+from gateway.storage.store import open_store
+from gateway.workers.handoff import Handoff, report_ready, worker_owner
+from gateway.workers.limits import SharedConnectionLimits
+from gateway.workers.shared import SharedGeneration
+from gateway.workers.wake import Waker
+
+log = logging.getLogger("sealgate.smtp")
+
+
+async def run_listener(handoff: Handoff) -> None:
+    config = handoff.config
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    policy = PolicyHolder(config.policy_dir, SharedGeneration(handoff.policy_fd))
+    loop.add_signal_handler(signal.SIGHUP, policy.follow)
+    store = open_store(config.storage_dir, owner=worker_owner(handoff, os.getpid()))
+    try:
+        handler = RelayHandler(config, store, policy, Waker(handoff.wake_tx).wake)
+        limits = SharedConnectionLimits(handoff.limits_fd, handoff.index - 1,
+                                        config.smtp.max_connections,
+                                        config.smtp.max_connections_per_client)
+        listening = socket.socket(fileno=handoff.listen_fd)
+        listening.setblocking(False)
+        server = await loop.create_server(smtp_factory(config, handler, limits), sock=listening,
+                                          backlog=1024)
+        report_ready(handoff)
+        await stop.wait()
+        log.info("smtp listener %d: no new mail is accepted", handoff.index)
+        server.close()
+        with contextlib.suppress(TimeoutError):  # sessions still open are cut at exit
+            await asyncio.wait_for(server.wait_closed(), 5)
+    finally:
+        store.close()
