@@ -11,6 +11,7 @@ one connection to two deliveries at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiosmtplib
+
+_CLOSE_GRACE = 2.0  # seconds a peer gets to finish the TLS shutdown after QUIT
 
 
 @dataclass
@@ -78,10 +81,11 @@ class ConnectionPool:
             await close_quietly(idle.client)
 
     async def close_all(self) -> None:
+        """Close every idle connection and wait until their sockets are really closed: this
+        runs at shutdown, and a TLS socket still closing when the loop ends is leaked."""
         stacks, self._idle = list(self._idle.values()), defaultdict(list)
-        for stack in stacks:
-            for idle in stack:
-                await close_quietly(idle.client)
+        await asyncio.gather(*(close_quietly(idle.client, wait=True)
+                               for stack in stacks for idle in stack))
 
     def _pop(self, key: Hashable) -> IdleConnection | None:
         stack = self._idle.get(key)
@@ -91,10 +95,26 @@ class ConnectionPool:
         return (self.clock() if now is None else now) - idle.since > self.idle_timeout
 
 
-async def close_quietly(client: aiosmtplib.SMTP) -> None:
+async def close_quietly(client: aiosmtplib.SMTP, wait: bool = False) -> None:
+    """QUIT (or just close) CLIENT; with WAIT, until the socket under it is closed too.
+
+    Closing a TLS transport only starts the close_notify exchange; the socket closes when
+    the peer answers, which the protocol learns in connection_lost (it then drops its
+    transport). A peer that never answers gets the connection aborted after a grace time."""
+    protocol = client.protocol
     if not client.is_connected:
         return
     try:
         await client.quit()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         client.close()
+    if not wait or protocol is None:
+        return
+    transport = protocol.transport
+    deadline = time.monotonic() + _CLOSE_GRACE
+    while protocol.transport is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if protocol.transport is not None and isinstance(transport, asyncio.Transport):
+        transport.abort()
+    for _ in range(2):  # let the transport's scheduled connection_lost close the socket
+        await asyncio.sleep(0)

@@ -99,9 +99,9 @@ def spki_der(cert: x509.Certificate) -> bytes:
 
 
 def san_dns_names(cert: x509.Certificate) -> list[str]:
-    """DNS names of the subjectAltName. The subject CN is deliberately not consulted:
-    OpenSSL as configured by Python's ssl module never falls back to it either, and the
-    probe must predict what delivery will decide."""
+    """DNS names of the subjectAltName. The subject CN is deliberately not consulted
+    (RFC 6125 6.4.4, RFC 8461 4.1), although OpenSSL's own host check, as Python sets it up,
+    would fall back to it: delivery and the probe both check names with these."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
