@@ -8,7 +8,7 @@ does (no DNS), which is the same transaction code every delivery uses.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -47,7 +47,9 @@ def host(request: pytest.FixtureRequest, hosts: dict[str, FakeMX]) -> Iterator[F
     server.data_reply = None
 
 
-def relay(mx: FakeMX, rcpts: list[str], times: int = 1) -> list[DomainResult]:
+def relay(mx: FakeMX, rcpts: list[str], times: int = 1,
+          loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+          ) -> list[DomainResult]:
     """Hand the message to MX TIMES over one Deliverer (so its connection can be reused)."""
     async def run() -> list[DomainResult]:
         deliverer = Deliverer(MXResolver(make_resolver(["127.0.0.1:9"], timeout=1.0)),
@@ -59,7 +61,8 @@ def relay(mx: FakeMX, rcpts: list[str], times: int = 1) -> list[DomainResult]:
         finally:
             await deliverer.close()
 
-    return asyncio.run(run())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run())
 
 
 def received_by(mx: FakeMX, rcpt: str) -> ReceivedMessage:
@@ -153,3 +156,12 @@ def test_a_reused_connection_pipelines_the_next_message_too(host: FakeMX, unique
     mine = [m for m in host.messages if rcpt in m.rcpt_tos]
     assert len({m.peer_port for m in mine}) == 1 and all(m.pipelined for m in mine)
     assert all(m.content.endswith(b".a line that starts with a dot\r\n") for m in mine)
+
+
+@pytest.mark.parametrize("host", ["tls", "pipelining"], indirect=True)
+def test_pipelining_works_on_uvloop(host: FakeMX, unique: str) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    rcpts = [f"{unique}-{n}@uvloop.test" for n in range(2)]
+    results = relay(host, rcpts, times=2, loop_factory=uvloop.new_event_loop)
+    assert [r.accepted for r in results] == [rcpts, rcpts]
+    assert all(m.pipelined for m in host.messages if rcpts[0] in m.rcpt_tos)

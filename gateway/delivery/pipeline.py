@@ -13,6 +13,7 @@ nothing left unread.
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.email import quote_address
@@ -53,9 +54,9 @@ async def exchange(client: aiosmtplib.SMTP, data: bytes, replies: int,
     state: the caller must close it."""
     protocol = client.protocol
     lock = getattr(protocol, "_command_lock", None)
-    transport = protocol.transport if protocol is not None else None
-    if protocol is None or lock is None or not isinstance(transport, asyncio.Transport) \
-            or transport.is_closing():
+    # uvloop's transports are not asyncio.Transport subclasses, but have the same methods.
+    transport = cast(asyncio.Transport | None, protocol.transport if protocol else None)
+    if protocol is None or lock is None or transport is None or transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
     async with lock:
         collector = _ReplyCollector(replies, protocol)

@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 
@@ -114,7 +114,7 @@ async def close_quietly(client: aiosmtplib.SMTP, wait: bool = False) -> None:
     deadline = time.monotonic() + _CLOSE_GRACE
     while protocol.transport is not None and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    if protocol.transport is not None and isinstance(transport, asyncio.Transport):
-        transport.abort()
+    if protocol.transport is not None and transport is not None:
+        cast(asyncio.Transport, transport).abort()  # uvloop's are not asyncio.Transport
     for _ in range(2):  # let the transport's scheduled connection_lost close the socket
         await asyncio.sleep(0)
