@@ -14,6 +14,7 @@ import pytest
 
 from gateway.delivery.deliverer import Deliverer, DeliverySettings, DomainResult, Outcome
 from gateway.delivery.mx import MXResolver, make_resolver
+from gateway.delivery.pipeline import data_payload
 from tests.fakes.certs import leaf, make_ca
 from tests.fakes.mx_host import FakeMX, ReceivedMessage
 from tests.fakes.ports import free_port
@@ -165,3 +166,70 @@ def test_pipelining_works_on_uvloop(host: FakeMX, unique: str) -> None:
     results = relay(host, rcpts, times=2, loop_factory=uvloop.new_event_loop)
     assert [r.accepted for r in results] == [rcpts, rcpts]
     assert all(m.pipelined for m in host.messages if rcpts[0] in m.rcpt_tos)
+
+
+@pytest.mark.parametrize(("content", "wire"), [
+    (b"a\r\nb\r\n", b"a\r\nb\r\n.\r\n"),
+    (b"a\nb", b"a\r\nb\r\n.\r\n"),                      # bare LF, no final line ending
+    (b"a\rb\r\n", b"a\r\nb\r\n.\r\n"),                  # bare CR
+    (b".a\r\nb\r\n..c\r\n", b"..a\r\nb\r\n...c\r\n.\r\n"),  # dot-stuffing (RFC 5321 4.5.2)
+    (b"a\n.\nb\n", b"a\r\n..\r\nb\r\n.\r\n"),
+    (b"", b"\r\n.\r\n"),
+])
+def test_message_payload_has_crlf_line_endings_and_stuffed_dots(content: bytes,
+                                                                  wire: bytes) -> None:
+    assert data_payload(content) == wire
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_a_pooled_connection_the_server_dropped_is_replaced_without_losing_the_message(
+        pipelining: bool, unique: str) -> None:
+    ip = "127.0.0.74"
+    port = free_port(ip)
+    first, second = f"{unique}-1@x.test", f"{unique}-2@x.test"
+
+    async def run(mx: FakeMX) -> list[DomainResult]:
+        deliverer = Deliverer(MXResolver(make_resolver(["127.0.0.1:9"], timeout=1.0)),
+                              DeliverySettings(port=port, timeout=10))
+        try:
+            results = [await deliverer.relay(ip, port, "s@clinic.test", [first], CONTENT)]
+            assert deliverer.pool.idle_count() == 1
+            mx.stop()   # drops every connection, the pooled one too
+            mx.start()
+            results.append(await deliverer.relay(ip, port, "s@clinic.test", [second], CONTENT))
+            return results
+        finally:
+            await deliverer.close()
+
+    with FakeMX(ip, port, name="mx.restarting.test", pipelining=pipelining) as mx:
+        results = asyncio.run(run(mx))
+        assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.DELIVERED]
+        messages = mx.messages
+    assert [m.rcpt_tos for m in messages] == [[first], [second]]
+    assert messages[0].peer_port != messages[1].peer_port  # on a new connection
+
+
+@pytest.mark.parametrize("host", ["pipelining"], indirect=True)
+def test_a_pooled_connection_closed_at_the_next_mail_is_replaced_at_once(
+        host: FakeMX, unique: str) -> None:
+    """No NOOP checks a pooled connection to a PIPELINING server; when the server turns out
+    to have closed it, the message goes on a fresh connection in the same attempt."""
+    first, second = f"{unique}-1@x.test", f"{unique}-2@x.test"
+
+    async def run() -> list[DomainResult]:
+        deliverer = Deliverer(MXResolver(make_resolver(["127.0.0.1:9"], timeout=1.0)),
+                              DeliverySettings(port=host.port, timeout=10))
+        try:
+            results = [await deliverer.relay(host.ip, host.port, "s@x.test", [first], CONTENT)]
+            host.drop_next_mail = True
+            results.append(await deliverer.relay(host.ip, host.port, "s@x.test", [second],
+                                                 CONTENT))
+            return results
+        finally:
+            await deliverer.close()
+
+    results = asyncio.run(run())
+    assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.DELIVERED]
+    assert not host.drop_next_mail
+    one, two = received_by(host, first), received_by(host, second)
+    assert one.peer_port != two.peer_port

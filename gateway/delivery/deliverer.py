@@ -265,10 +265,19 @@ class Deliverer:
                            attempt: HostAttempt, port: int, smtputf8: bool = False
                            ) -> DomainResult | None:
         key = (name, address, port, need)
-        client = await self._reuse(key, attempt) or await self._open(name, address, port,
-                                                                     need, attempt)
+        reused = await self._reuse(key, attempt)
+        client = reused or await self._open(name, address, port, need, attempt)
         try:
-            result = await self._send(client, name, address, sender, rcpts, content, smtputf8)
+            try:
+                result = await self._send(client, name, address, sender, rcpts, content,
+                                          smtputf8, reused=reused is not None)
+            except _StaleConnection:
+                # The server closed the idle connection before our envelope reached it: no
+                # message went out, so a fresh connection may carry it.
+                await close_quietly(client, wait=True)
+                client = await self._open(name, address, port, need, attempt)
+                result = await self._send(client, name, address, sender, rcpts, content,
+                                          smtputf8)
         except BaseException:
             await close_quietly(client, wait=True)
             raise
@@ -276,7 +285,16 @@ class Deliverer:
         return result
 
     async def _reuse(self, key: tuple[object, ...], attempt: HostAttempt) -> aiosmtplib.SMTP | None:
-        idle = await self.pool.take(key)
+        """An idle connection for KEY. One to a PIPELINING server is not checked with a NOOP
+        (a round trip per message): a stale one shows in the pipelined envelope instead."""
+        while (idle := await self.pool.take(key, verify=False)) is not None:
+            if idle.client.supports_extension("pipelining"):
+                break
+            try:
+                await idle.client.noop()
+                break
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                await close_quietly(idle.client)
         if idle is None:
             return None
         for field_name, value in idle.tls.items():
@@ -342,7 +360,8 @@ class Deliverer:
         return TLSEvidence(attempt.tls_version, attempt.cipher, tuple(chain), verified)
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
-                    rcpts: list[str], content: bytes, smtputf8: bool = False) -> DomainResult:
+                    rcpts: list[str], content: bytes, smtputf8: bool = False,
+                    reused: bool = False) -> DomainResult:
         if client.is_ehlo_or_helo_needed:  # a plaintext retry has not greeted yet
             await _greet(client)
         if smtputf8 and not client.supports_extension("smtputf8"):
@@ -352,7 +371,7 @@ class Deliverer:
         options, encoding = (["SMTPUTF8"], "utf-8") if smtputf8 else ([], "ascii")
         if client.supports_extension("pipelining"):
             return await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
-                                              content, options, encoding)
+                                              content, options, encoding, reused)
         await client.mail(sender, options=options, encoding=encoding)
         result = DomainResult(Outcome.DELIVERED, "")
         for rcpt in rcpts:
@@ -370,12 +389,21 @@ class Deliverer:
 
     async def _send_pipelined(self, client: aiosmtplib.SMTP, peer: str, sender: str,
                               rcpts: list[str], content: bytes, options: list[str],
-                              encoding: str) -> DomainResult:
+                              encoding: str, reused: bool = False) -> DomainResult:
         """RFC 2920: MAIL, every RCPT and DATA in one write, the replies read in order; then
-        the message. Two round trips instead of 3 + recipients; same results per recipient."""
+        the message. Two round trips instead of 3 + recipients; same results per recipient.
+        REUSED: the connection sat idle in the pool; if the server has dropped it meanwhile
+        (closed, or 421 closing), _StaleConnection says so before anything was sent."""
         timeout = self.settings.timeout
         group = envelope_lines(sender, rcpts, options, encoding)
-        mail, *rcpt_replies, data = await exchange(client, group, len(rcpts) + 2, timeout)
+        try:
+            mail, *rcpt_replies, data = await exchange(client, group, len(rcpts) + 2, timeout)
+        except aiosmtplib.SMTPServerDisconnected:
+            if reused:
+                raise _StaleConnection() from None
+            raise
+        if reused and mail.code == 421:
+            raise _StaleConnection()
         if mail.code != 250:
             raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
         result = DomainResult(Outcome.DELIVERED, "")
@@ -396,6 +424,10 @@ class Deliverer:
             raise aiosmtplib.SMTPDataError(final.code, final.message)
         result.reply = f"{peer} said: {final.code} {final.message}"
         return result
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out closed before its envelope was taken."""
 
 
 async def _greet(client: aiosmtplib.SMTP) -> None:

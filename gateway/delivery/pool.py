@@ -44,13 +44,16 @@ class ConnectionPool:
             return len(self._idle.get(key, []))
         return sum(len(stack) for stack in self._idle.values())
 
-    async def take(self, key: Hashable) -> IdleConnection | None:
-        """The most recently used live connection for KEY, after a NOOP proves it still works.
+    async def take(self, key: Hashable, verify: bool = True) -> IdleConnection | None:
+        """The most recently used live connection for KEY, after a NOOP proves it still works
+        (VERIFY off: the caller finds out itself, e.g. from its pipelined first commands).
         The connection is the caller's from the moment it leaves the stack."""
         while idle := self._pop(key):
             if self._expired(idle) or not idle.client.is_connected:
                 await close_quietly(idle.client)
                 continue
+            if not verify:
+                return idle
             try:
                 await idle.client.noop()
             except (aiosmtplib.SMTPException, OSError, TimeoutError):

@@ -82,6 +82,11 @@ class _Handler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         # What the client sent after MAIL without waiting for its reply is still buffered.
+        if self._mx.drop_next_mail:  # like a server whose idle timer fired just now
+            self._mx.drop_next_mail = False
+            if server.transport is not None:
+                server.transport.close()
+            return "421 4.4.2 closing connection"
         waiting = bytes(getattr(server._reader, "_buffer", b""))
         self._pipelined[envelope] = b"RCPT TO:" in waiting.upper() and b"DATA\r\n" in waiting
         envelope.mail_from = address
@@ -176,7 +181,8 @@ class FakeMX:
     `rcpt_reply` / `data_reply`, when set, are sent verbatim instead of accepting
     (e.g. "451 4.3.0 try later"); `rcpt_replies` does the same per recipient address;
     `offer_starttls` controls whether a host that has a certificate advertises STARTTLS,
-    `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do. These and
+    `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do;
+    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered. These and
     `tls_cert` may be changed while running; TLS settings apply from the next connection on.
     """
 
@@ -203,6 +209,7 @@ class FakeMX:
         self.offer_starttls = offer_starttls
         self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
         self.pipelining = pipelining
+        self.drop_next_mail = False  # one shot: close the connection at the next MAIL FROM
         self.rcpt_replies = dict(rcpt_replies or {})
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None
         self._cond = threading.Condition()
