@@ -233,3 +233,24 @@ def test_a_pooled_connection_closed_at_the_next_mail_is_replaced_at_once(
     assert not host.drop_next_mail
     one, two = received_by(host, first), received_by(host, second)
     assert one.peer_port != two.peer_port
+
+
+@pytest.mark.parametrize("host", ["tls"], indirect=True)
+def test_a_new_connection_resumes_the_tls_session_of_the_last_one(
+        host: FakeMX, unique: str) -> None:
+    first, second = f"{unique}-1@x.test", f"{unique}-2@x.test"
+
+    async def run() -> None:
+        deliverer = Deliverer(MXResolver(make_resolver(["127.0.0.1:9"], timeout=1.0)),
+                              DeliverySettings(port=host.port, timeout=10))
+        try:
+            await deliverer.relay(host.ip, host.port, "s@x.test", [first], CONTENT)
+            await deliverer.pool.close_all()  # the next message needs a new connection
+            await deliverer.relay(host.ip, host.port, "s@x.test", [second], CONTENT)
+        finally:
+            await deliverer.close()
+
+    asyncio.run(run())
+    one, two = received_by(host, first), received_by(host, second)
+    assert one.tls and two.tls and one.peer_port != two.peer_port
+    assert (one.tls_resumed, two.tls_resumed) == (False, True)

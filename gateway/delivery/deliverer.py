@@ -20,6 +20,7 @@ from gateway.tls.dane import lookup_tlsa
 from gateway.tls.inspect import cert_facts, presented_chain
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import STSMode, STSPolicy
+from gateway.tls.sessions import ResumingContext
 from gateway.tls.verdict import (
     Authentication,
     HostRequirement,
@@ -117,8 +118,13 @@ class TLSFailure(Exception):
 
 def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
     """The client context for REQUIREMENT. VERIFIED has OpenSSL verify the chain only: the
-    host name is checked by verdict.judge(), the same function the probe uses."""
-    context = ssl.create_default_context()
+    host name is checked by verdict.judge(), the same function the probe uses. All but
+    DANE's resume TLS sessions (DANE-TA needs the full chain of a full handshake)."""
+    if requirement is TLSRequirement.DANE:
+        context = ssl.create_default_context()
+    else:
+        context = ResumingContext()
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -281,6 +287,9 @@ class Deliverer:
         except BaseException:
             await close_quietly(client, wait=True)
             raise
+        context = self._contexts[need.requirement]
+        if attempt.tls_version and isinstance(context, ResumingContext):
+            context.remember(name, client.get_transport_info("ssl_object"))
         await self.pool.give(key, client, {f: getattr(attempt, f) for f in _TLS_FACTS})
         return result
 

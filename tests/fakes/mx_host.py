@@ -40,6 +40,7 @@ class ReceivedMessage:
     helo: str | None = None
     peer_port: int = 0  # tells connections apart: reused connections share it
     pipelined: bool = False  # RCPT TO and DATA had arrived already when MAIL FROM was read
+    tls_resumed: bool = False  # the TLS handshake resumed an earlier session
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -62,6 +63,12 @@ def _tls_facts(session: Session) -> tuple[bool, str | None, str | None]:
         return True, None, None
     cipher = ssl_object.cipher()
     return True, ssl_object.version(), cipher[0] if cipher else None
+
+
+def _resumed(session: Session) -> bool:
+    info: dict[str, Any] | None = session.ssl
+    ssl_object = info.get("ssl_object") if info else None
+    return isinstance(ssl_object, ssl.SSLObject) and ssl_object.session_reused
 
 
 class _Handler:
@@ -128,6 +135,7 @@ class _Handler:
             cipher=cipher,
             helo=session.host_name,
             pipelined=self._pipelined.get(envelope, False),
+            tls_resumed=_resumed(session),
         )
         count = self._mx._record(message)
         return f"250 2.0.0 OK queued as {self._mx.name}-{count}"
