@@ -8,6 +8,7 @@ import enum
 import ipaddress
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,6 +103,9 @@ class DeliverySettings:
     timeout: float = 30.0
 
 
+_RELEARN_AFTER = 60.0   # seconds before unchanged TLS facts of a host are written again
+_MAX_LEARNED = 10_000   # (domain, host) pairs remembered for that
+
 _TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject", "cert_issuer",
               "authentication")
 
@@ -146,6 +150,8 @@ class Deliverer:
         self.dane = dane
         self.pool = ConnectionPool()
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
+        # (domain, host) -> the TLS facts last written to the cache, and when (monotonic).
+        self._learned: dict[tuple[str, str], tuple[tuple[bool, bool, str], float]] = {}
 
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
                       requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
@@ -194,12 +200,26 @@ class Deliverer:
             domain, [h.name for h in hosts])
 
     def _learn(self, domain: str, attempts: list[HostAttempt]) -> None:
+        """Tell the TLS cache what each reached host offered. The same facts about a host are
+        written again only after a while (a tenth of the cache's TTL, at most a minute): a
+        write per message was a database commit per message, on the event loop."""
         if self.tls_cache is None:
             return
+        now = time.monotonic()
+        refresh = min(_RELEARN_AFTER, self.tls_cache.ttl / 10)
         for attempt in attempts:
-            if attempt.starttls_offered is not None:
-                self.tls_cache.record(domain, attempt.host, attempt.starttls_offered,
-                                      attempt.verified, attempt.tls_failure or attempt.tls_version or "")
+            if attempt.starttls_offered is None:
+                continue
+            facts = (attempt.starttls_offered, attempt.verified,
+                     attempt.tls_failure or attempt.tls_version or "")
+            key = (domain.lower(), attempt.host.lower())
+            known = self._learned.get(key)
+            if known is not None and known[0] == facts and now - known[1] < refresh:
+                continue
+            self.tls_cache.record(domain, attempt.host, *facts)
+            if len(self._learned) >= _MAX_LEARNED:
+                self._learned.clear()
+            self._learned[key] = (facts, now)
 
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
                     content: bytes) -> DomainResult:
