@@ -37,6 +37,12 @@ from gateway.tls.verdict import (
     sts_allows,
 )
 
+__all__ = [
+    "INTERNAL", "REQUIREMENT_FOR_MODE", "Deliverer", "DeliverySettings", "DomainResult",
+    "HostAttempt", "HostTLSPolicy", "Outcome", "STSPolicySource", "TLSFailure",
+    "TLSRequirement", "tls_context",
+]
+
 log = logging.getLogger("sealgate.delivery")
 
 

@@ -9,6 +9,7 @@ unverified context has no verified chain at all.
 from __future__ import annotations
 
 import datetime
+import _ssl
 import hashlib
 import ssl
 from dataclasses import dataclass
@@ -19,10 +20,8 @@ from cryptography.hazmat.primitives import serialization
 
 __all__ = ["CertFacts", "cert_facts", "dns_name_matches", "presented_chain", "spki_der"]
 
-try:  # private before 3.13, but the value is OpenSSL's and stable
-    from _ssl import ENCODING_DER as _ENCODING_DER
-except ImportError:  # pragma: no cover
-    _ENCODING_DER = 2
+# Private before 3.13, but the value is OpenSSL's and stable.
+_ENCODING_DER: int = getattr(_ssl, "ENCODING_DER", 2)
 
 
 def presented_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
