@@ -8,44 +8,54 @@ import enum
 import ipaddress
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiosmtplib
 
-from gateway.delivery.pool import ConnectionPool, close_quietly
-from gateway.tls.dane import DaneVerdict, TLSAStatus, TLSARecord, lookup_tlsa, verify_detail
 from gateway.delivery.mx import LookupStatus, MXHost, MXResolver
-from gateway.tls.mta_sts import MTASTSResolver, STSMode, STSPolicy
+from gateway.delivery.pipeline import data_payload, envelope_lines, exchange
+from gateway.delivery.pool import ConnectionPool, close_quietly
+from gateway.tls.dane import lookup_tlsa
 from gateway.tls.inspect import cert_facts, presented_chain
 from gateway.tls.knowledge import TLSCache
+from gateway.tls.mta_sts import STSMode, STSPolicy
+from gateway.tls.sessions import ResumingContext
+from gateway.tls.verdict import (
+    Authentication,
+    HostRequirement,
+    HostSkipped,
+    TLSEvidence,
+    TLSFailureReason,
+    TLSRequirement,
+    TLSVerdict,
+    host_requirement,
+    judge,
+    judge_handshake_failure,
+    judge_no_starttls,
+    sts_allows,
+)
+
+__all__ = [
+    "INTERNAL", "REQUIREMENT_FOR_MODE", "Deliverer", "DeliverySettings", "DomainResult",
+    "HostAttempt", "HostTLSPolicy", "Outcome", "STSPolicySource", "TLSFailure",
+    "TLSRequirement", "tls_context",
+]
 
 log = logging.getLogger("sealgate.delivery")
 
 
-class TLSRequirement(enum.Enum):
-    OPPORTUNISTIC = "opportunistic"   # STARTTLS when offered, plaintext otherwise
-    ENCRYPTED = "require-tls"         # any certificate, but never plaintext
-    VERIFIED = "require-verified-tls"  # PKIX chain and MX host name
-    DANE = "dane"                     # the presented chain must match the host's TLSA records
-
-    def at_least(self, floor: TLSRequirement) -> TLSRequirement:
-        order = [TLSRequirement.OPPORTUNISTIC, TLSRequirement.ENCRYPTED, TLSRequirement.VERIFIED]
-        if self is TLSRequirement.DANE or floor is TLSRequirement.DANE:
-            return TLSRequirement.DANE
-        return max(self, floor, key=order.index)
-
-
-@dataclass(frozen=True)
-class HostTLSPolicy:
-    """What one MX host must offer: the route's requirement, raised by DANE or MTA-STS."""
-
-    requirement: TLSRequirement
-    tlsa: tuple[TLSARecord, ...] = ()
-    source: str = "policy"  # policy | mta-sts | dane
-
-
+# HostTLSPolicy was this module's name for what verdict.py calls HostRequirement.
+HostTLSPolicy = HostRequirement
 REQUIREMENT_FOR_MODE = {r.value: r for r in TLSRequirement if r is not TLSRequirement.DANE}
 INTERNAL = "internal"  # route mode: hand to internal.relay (portal replies to senders)
+
+
+class STSPolicySource(Protocol):
+    """Where delivery gets a domain's MTA-STS policy (MTASTSResolver, with its cache)."""
+
+    async def policy_for(self, domain: str) -> STSPolicy | None: ...
 
 
 class Outcome(enum.Enum):
@@ -63,10 +73,15 @@ class HostAttempt:
     tls_version: str | None = None
     cipher: str | None = None
     verified: bool = False
-    tls_failure: str | None = None  # no-starttls | tls-handshake-failed | cert-not-verified
+    tls_failure: str | None = None  # a TLSFailureReason value (stored as is), or "policy"
     starttls_offered: bool | None = None  # None: never got as far as EHLO
     cert_subject: str = ""
     cert_issuer: str = ""
+    authentication: Authentication = Authentication.NONE
+
+    def note(self, verdict: TLSVerdict) -> None:
+        self.authentication = verdict.authentication
+        self.verified = verdict.verified
 
 
 @dataclass
@@ -83,7 +98,7 @@ class DomainResult:
     @property
     def tls_reason(self) -> str:
         reasons = [a.tls_failure for a in self.attempts if a.tls_failure]
-        return reasons[-1] if reasons else "no-starttls"
+        return reasons[-1] if reasons else TLSFailureReason.NO_STARTTLS.value
 
 
 @dataclass(frozen=True)
@@ -94,30 +109,45 @@ class DeliverySettings:
     timeout: float = 30.0
 
 
-_TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject", "cert_issuer")
+_RELEARN_AFTER = 60.0   # seconds before unchanged TLS facts of a host are written again
+_MAX_LEARNED = 10_000   # (domain, host) pairs remembered for that
+
+_TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject", "cert_issuer",
+              "authentication")
 
 
 class TLSFailure(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
+    def __init__(self, verdict: TLSVerdict) -> None:
+        super().__init__(verdict.detail)
+        self.verdict = verdict
+
+    @property
+    def reason(self) -> str:
+        return (self.verdict.failure or TLSFailureReason.HANDSHAKE_FAILED).value
 
 
 def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
-    context = ssl.create_default_context()
+    """The client context for REQUIREMENT. VERIFIED has OpenSSL verify the chain only: the
+    host name is checked by verdict.judge(), the same function the probe uses. All but
+    DANE's resume TLS sessions (DANE-TA needs the full chain of a full handshake)."""
+    if requirement is TLSRequirement.DANE:
+        context = ssl.create_default_context()
+    else:
+        context = ResumingContext()
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
     if requirement is not TLSRequirement.VERIFIED:  # DANE checks the chain against TLSA itself
         # Unverified TLS still beats plaintext against passive eavesdroppers (RFC 7435).
-        context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
 
 
 class Deliverer:
     def __init__(self, resolver: MXResolver, settings: DeliverySettings,
-                 tls_cache: TLSCache | None = None, mta_sts: MTASTSResolver | None = None,
+                 tls_cache: TLSCache | None = None, mta_sts: STSPolicySource | None = None,
                  dane: bool = True) -> None:
         self.resolver = resolver
         self.settings = settings
@@ -126,6 +156,8 @@ class Deliverer:
         self.dane = dane
         self.pool = ConnectionPool()
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
+        # (domain, host) -> the TLS facts last written to the cache, and when (monotonic).
+        self._learned: dict[tuple[str, str], tuple[tuple[bool, bool, str], float]] = {}
 
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
                       requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
@@ -137,18 +169,16 @@ class Deliverer:
         if lookup.status is not LookupStatus.OK:
             code = "5.1.10" if lookup.status is LookupStatus.NULL_MX else "5.1.2"
             return DomainResult(Outcome.PERMANENT, f"{code} {lookup.detail}")
-        if requirement is not TLSRequirement.OPPORTUNISTIC and self._known_without_tls(domain, lookup.hosts):
+        if requirement.needs_tls and self._known_without_tls(domain, lookup.hosts):
             return DomainResult(Outcome.TLS_UNAVAILABLE, "every MX host was recently seen without STARTTLS",
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
-                                                      tls_failure="no-starttls") for h in lookup.hosts])
+                                                      tls_failure=TLSFailureReason.NO_STARTTLS.value)
+                                          for h in lookup.hosts])
         sts = await self._sts_policy(domain)
-        hosts = lookup.hosts
-        if sts is not None and sts.enforced:
-            hosts = [h for h in hosts if sts.matches(h.name)]
-            if not hosts:
-                return _sts_mismatch(lookup.hosts, requirement)
-        result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
-                                       sts_enforced=sts is not None and sts.enforced,
+        hosts = [h for h in lookup.hosts if sts_allows(sts, h.name)]
+        if lookup.hosts and not hosts:
+            return _sts_mismatch(lookup.hosts, requirement)
+        result = await self._try_hosts(hosts, sender, rcpts, content, requirement, sts=sts,
                                        smtputf8=smtputf8)
         self._learn(domain, result.attempts)
         return result
@@ -165,31 +195,37 @@ class Deliverer:
             log.info("%s publishes an MTA-STS policy in testing mode (logged only)", domain)
         return policy
 
-    async def host_policy(self, host: MXHost, requirement: TLSRequirement, port: int,
-                          sts_enforced: bool) -> HostTLSPolicy | str:
-        """The host's TLS policy, or why it must be skipped (DANE lookup failed)."""
+    async def host_requirement(self, host: MXHost, requirement: TLSRequirement, port: int,
+                               sts: STSPolicy | None) -> HostRequirement | HostSkipped:
+        """What HOST must offer (verdict.host_requirement), after its TLSA look-up."""
         tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
-        if tlsa is not None and tlsa.status is TLSAStatus.TEMPFAIL:
-            return f"{host.name}: TLSA lookup failed ({tlsa.detail}); not using this host"
-        if tlsa is not None and tlsa.status is TLSAStatus.USABLE:
-            return HostTLSPolicy(TLSRequirement.DANE, tuple(r for r in tlsa.records if r.usable), "dane")
-        if sts_enforced:
-            return HostTLSPolicy(requirement.at_least(TLSRequirement.VERIFIED), (), "mta-sts")
-        if tlsa is not None and tlsa.status is TLSAStatus.UNUSABLE:
-            return HostTLSPolicy(requirement.at_least(TLSRequirement.ENCRYPTED), (), "dane")
-        return HostTLSPolicy(requirement)
+        return host_requirement(requirement, host.name, tlsa, sts)
 
     def _known_without_tls(self, domain: str, hosts: list[MXHost]) -> bool:
         return self.tls_cache is not None and self.tls_cache.none_offer_starttls(
             domain, [h.name for h in hosts])
 
     def _learn(self, domain: str, attempts: list[HostAttempt]) -> None:
+        """Tell the TLS cache what each reached host offered. The same facts about a host are
+        written again only after a while (a tenth of the cache's TTL, at most a minute): a
+        write per message was a database commit per message, on the event loop."""
         if self.tls_cache is None:
             return
+        now = time.monotonic()
+        refresh = min(_RELEARN_AFTER, self.tls_cache.ttl / 10)
         for attempt in attempts:
-            if attempt.starttls_offered is not None:
-                self.tls_cache.record(domain, attempt.host, attempt.starttls_offered,
-                                      attempt.verified, attempt.tls_failure or attempt.tls_version or "")
+            if attempt.starttls_offered is None:
+                continue
+            facts = (attempt.starttls_offered, attempt.verified,
+                     attempt.tls_failure or attempt.tls_version or "")
+            key = (domain.lower(), attempt.host.lower())
+            known = self._learned.get(key)
+            if known is not None and known[0] == facts and now - known[1] < refresh:
+                continue
+            self.tls_cache.record(domain, attempt.host, *facts)
+            if len(self._learned) >= _MAX_LEARNED:
+                self._learned.clear()
+            self._learned[key] = (facts, now)
 
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
                     content: bytes) -> DomainResult:
@@ -206,44 +242,45 @@ class Deliverer:
 
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
-                         sts_enforced: bool = False, standards: bool = True,
+                         sts: STSPolicy | None = None, standards: bool = True,
                          smtputf8: bool = False) -> DomainResult:
         """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
         port = port or self.settings.port
         for host in hosts:
-            policy: HostTLSPolicy | str = HostTLSPolicy(requirement)
+            need: HostRequirement | HostSkipped = HostRequirement(requirement)
             if standards:
-                policy = await self.host_policy(host, requirement, port, sts_enforced)
-            if isinstance(policy, str):
-                attempts.append(HostAttempt(host.name, "", policy))
+                need = await self.host_requirement(host, requirement, port, sts)
+            if isinstance(need, HostSkipped):
+                failure = need.tls_failure.value if need.tls_failure else None
+                attempts.append(HostAttempt(host.name, "", need.detail, tls_failure=failure))
                 continue
             for address in host.addresses:
                 attempt = HostAttempt(host.name, address)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
-                                              policy, attempt, port, smtputf8)
+                                              need, attempt, port, smtputf8)
                 if result is not None:
                     result.attempts = attempts
                     return result
         return _no_host_took_it(attempts, requirement)
 
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
-                        content: bytes, policy: HostTLSPolicy | None,
+                        content: bytes, need: HostRequirement,
                         attempt: HostAttempt, port: int, smtputf8: bool = False
                         ) -> DomainResult | None:
         """A final result from this host, or None to try the next one."""
         try:
-            result = await self._transaction(name, address, sender, rcpts, content, policy,
+            result = await self._transaction(name, address, sender, rcpts, content, need,
                                              attempt, port, smtputf8)
             if result is not None:
                 attempt.reply = result.reply
             return result
         except TLSFailure as exc:
-            if policy is not None and policy.requirement is TLSRequirement.OPPORTUNISTIC:
-                # Like Postfix at security level "may": a broken handshake falls back to plaintext.
-                return await self._try_host(name, address, sender, rcpts, content, None, attempt,
-                                            port, smtputf8)
+            if exc.verdict.fallback_to_plaintext:
+                plaintext = HostRequirement(TLSRequirement.NONE)
+                return await self._try_host(name, address, sender, rcpts, content, plaintext,
+                                            attempt, port, smtputf8)
             attempt.tls_failure, attempt.reply = exc.reason, str(exc)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
@@ -256,92 +293,121 @@ class Deliverer:
         return None
 
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
-                           content: bytes, policy: HostTLSPolicy | None,
+                           content: bytes, need: HostRequirement,
                            attempt: HostAttempt, port: int, smtputf8: bool = False
                            ) -> DomainResult | None:
-        key = (name, address, port, policy)
-        client = await self._reuse(key, attempt) or await self._open(name, address, port,
-                                                                     policy, attempt)
+        key = (name, address, port, need)
+        reused = await self._reuse(key, attempt)
+        client = reused or await self._open(name, address, port, need, attempt)
         try:
-            result = await self._send(client, name, address, sender, rcpts, content, smtputf8)
+            try:
+                result = await self._send(client, name, address, sender, rcpts, content,
+                                          smtputf8, reused=reused is not None)
+            except _StaleConnection:
+                # The server closed the idle connection before our envelope reached it: no
+                # message went out, so a fresh connection may carry it.
+                await close_quietly(client, wait=True)
+                client = await self._open(name, address, port, need, attempt)
+                result = await self._send(client, name, address, sender, rcpts, content,
+                                          smtputf8)
         except BaseException:
-            await close_quietly(client)
+            await close_quietly(client, wait=True)
             raise
+        context = self._contexts[need.requirement]
+        if reused is None and attempt.tls_version and isinstance(context, ResumingContext):
+            # Once per connection: reading SSLObject.session is costly (about 0.1 ms).
+            context.remember(name, client.get_transport_info("ssl_object"))
         await self.pool.give(key, client, {f: getattr(attempt, f) for f in _TLS_FACTS})
         return result
 
     async def _reuse(self, key: tuple[object, ...], attempt: HostAttempt) -> aiosmtplib.SMTP | None:
-        idle = await self.pool.take(key)
+        """An idle connection for KEY. One to a PIPELINING server is not checked with a NOOP
+        (a round trip per message): a stale one shows in the pipelined envelope instead."""
+        while (idle := await self.pool.take(key, verify=False)) is not None:
+            if idle.client.supports_extension("pipelining"):
+                break
+            try:
+                await idle.client.noop()
+                break
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                await close_quietly(idle.client)
         if idle is None:
             return None
         for field_name, value in idle.tls.items():
             setattr(attempt, field_name, value)
         return idle.client
 
-    async def _open(self, name: str, address: str, port: int, policy: HostTLSPolicy | None,
+    async def _open(self, name: str, address: str, port: int, need: HostRequirement,
                     attempt: HostAttempt) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
                                  local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
         await client.connect()
         try:
-            if policy is not None:  # None: plaintext retry after a failed opportunistic handshake
-                await self._secure(client, name, policy, attempt)
+            if need.requirement is not TLSRequirement.NONE:
+                await self._secure(client, name, need, attempt)
         except BaseException:
-            await close_quietly(client)
+            await close_quietly(client, wait=True)
             raise
         return client
 
     async def close(self) -> None:
         await self.pool.close_all()
 
-    async def _secure(self, client: aiosmtplib.SMTP, name: str, policy: HostTLSPolicy,
+    async def _secure(self, client: aiosmtplib.SMTP, name: str, need: HostRequirement,
                       attempt: HostAttempt) -> None:
-        requirement = policy.requirement
+        """STARTTLS as NEED asks; raises TLSFailure with the verdict when NEED is not met."""
         await client.ehlo()
         attempt.starttls_offered = client.supports_extension("starttls")
         if not attempt.starttls_offered:
-            if requirement is TLSRequirement.OPPORTUNISTIC:
-                return
-            raise TLSFailure("no-starttls", f"{name} does not offer STARTTLS")
+            verdict = judge_no_starttls(need, name)
+            if not verdict.met:
+                raise TLSFailure(verdict)
+            return
         try:
-            await client.starttls(server_hostname=name, tls_context=self._contexts[requirement])
+            await client.starttls(server_hostname=name,
+                                  tls_context=self._contexts[need.requirement])
         except aiosmtplib.SMTPResponseException as exc:
-            raise TLSFailure("tls-handshake-failed",
-                             f"{name} refused STARTTLS: {exc.code} {exc.message}") from None
+            raise TLSFailure(judge_handshake_failure(
+                need, name, f"{name} refused STARTTLS: {exc.code} {exc.message}",
+                chain_rejected=False)) from None
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
-            verify = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
-            reason = "tls-handshake-failed"
-            if verify:
-                reason = "mta-sts-mismatch" if policy.source == "mta-sts" else "cert-not-verified"
-            raise TLSFailure(reason, f"{name}: TLS failed: {exc}") from None
-        self._note_tls(client, name, policy, attempt)
+            rejected = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
+            raise TLSFailure(judge_handshake_failure(need, name, f"{name}: TLS failed: {exc}",
+                                                     chain_rejected=rejected)) from None
+        verdict = judge(need, name, self._evidence(client, need, attempt))
+        if not verdict.met:
+            raise TLSFailure(verdict)
+        attempt.note(verdict)
 
-    def _note_tls(self, client: aiosmtplib.SMTP, name: str, policy: HostTLSPolicy,
-                  attempt: HostAttempt) -> None:
-        """Record the session's TLS facts; for DANE, the chain must match a TLSA record."""
+    @staticmethod
+    def _evidence(client: aiosmtplib.SMTP, need: HostRequirement,
+                  attempt: HostAttempt) -> TLSEvidence:
+        """The session's TLS facts, recorded on ATTEMPT too."""
         ssl_object = client.get_transport_info("ssl_object")
         chain = presented_chain(ssl_object) if ssl_object else []
+        cipher = ssl_object.cipher() if ssl_object else None
         attempt.tls_version = ssl_object.version() if ssl_object else None
-        attempt.cipher = ssl_object.cipher()[0] if ssl_object else None
+        attempt.cipher = cipher[0] if cipher else None
         if chain:
             facts = cert_facts(chain[0])
             attempt.cert_subject, attempt.cert_issuer = facts.subject, facts.issuer
-        if policy.requirement is TLSRequirement.DANE:
-            check = verify_detail(policy.tlsa, chain, name)
-            if check.verdict is not DaneVerdict.MATCH:
-                raise TLSFailure("dane-mismatch", f"{name}: DANE: {check.detail}")
-        attempt.verified = policy.requirement in (TLSRequirement.VERIFIED, TLSRequirement.DANE)
+        # The VERIFIED context let the handshake finish only with a chain OpenSSL verified.
+        verified = True if need.requirement is TLSRequirement.VERIFIED else None
+        return TLSEvidence(attempt.tls_version, attempt.cipher, tuple(chain), verified)
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
-                    rcpts: list[str], content: bytes, smtputf8: bool = False) -> DomainResult:
-        if smtputf8:
-            if client.is_ehlo_or_helo_needed:
-                await client.ehlo()
-            if not client.supports_extension("smtputf8"):
-                reply = (f"5.6.7 {name}[{address}] does not offer SMTPUTF8, which this message"
-                         " needs (RFC 6531)")
-                return DomainResult(Outcome.PERMANENT, reply, refused={r: reply for r in rcpts})
+                    rcpts: list[str], content: bytes, smtputf8: bool = False,
+                    reused: bool = False) -> DomainResult:
+        if client.is_ehlo_or_helo_needed:  # a plaintext retry has not greeted yet
+            await _greet(client)
+        if smtputf8 and not client.supports_extension("smtputf8"):
+            reply = (f"5.6.7 {name}[{address}] does not offer SMTPUTF8, which this message"
+                     " needs (RFC 6531)")
+            return DomainResult(Outcome.PERMANENT, reply, refused={r: reply for r in rcpts})
         options, encoding = (["SMTPUTF8"], "utf-8") if smtputf8 else ([], "ascii")
+        if client.supports_extension("pipelining"):
+            return await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
+                                              content, options, encoding, reused)
         await client.mail(sender, options=options, encoding=encoding)
         result = DomainResult(Outcome.DELIVERED, "")
         for rcpt in rcpts:
@@ -349,25 +415,83 @@ class Deliverer:
                 await client.rcpt(rcpt, encoding=encoding)
                 result.accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                bucket = result.refused if exc.code >= 500 else result.deferred
-                bucket[rcpt] = f"{exc.code} {exc.message}"
+                _refused(result, rcpt, exc.code, exc.message)
         if not result.accepted:
             await client.rset()
-            result.outcome = Outcome.PERMANENT if not result.deferred else Outcome.TEMPORARY
-            replies = "; ".join(sorted(set(result.refused.values()) | set(result.deferred.values())))
-            result.reply = f"{name}[{address}] refused every recipient: {replies}"
-            return result
+            return _every_recipient_refused(result, f"{name}[{address}]")
         response = await client.data(content)
         result.reply = f"{name}[{address}] said: {response.code} {response.message}"
         return result
+
+    async def _send_pipelined(self, client: aiosmtplib.SMTP, peer: str, sender: str,
+                              rcpts: list[str], content: bytes, options: list[str],
+                              encoding: str, reused: bool = False) -> DomainResult:
+        """RFC 2920: MAIL, every RCPT and DATA in one write, the replies read in order; then
+        the message. Two round trips instead of 3 + recipients; same results per recipient.
+        REUSED: the connection sat idle in the pool; if the server has dropped it meanwhile
+        (closed, or 421 closing), _StaleConnection says so before anything was sent."""
+        timeout = self.settings.timeout
+        group = envelope_lines(sender, rcpts, options, encoding)
+        try:
+            mail, *rcpt_replies, data = await exchange(client, group, len(rcpts) + 2, timeout)
+        except aiosmtplib.SMTPServerDisconnected:
+            if reused:
+                raise _StaleConnection() from None
+            raise
+        if reused and mail.code == 421:
+            raise _StaleConnection()
+        if mail.code != 250:
+            raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
+        result = DomainResult(Outcome.DELIVERED, "")
+        for rcpt, reply in zip(rcpts, rcpt_replies):
+            if reply.code in (250, 251):
+                result.accepted.append(rcpt)
+            else:
+                _refused(result, rcpt, reply.code, reply.message)
+        if not result.accepted:
+            if data.code == 354:  # a server that takes DATA without recipients: end it empty
+                await exchange(client, b".\r\n", 1, timeout)
+            await client.rset()
+            return _every_recipient_refused(result, peer)
+        if data.code != 354:
+            raise aiosmtplib.SMTPDataError(data.code, data.message)
+        (final,) = await exchange(client, data_payload(content), 1, timeout)
+        if final.code != 250:
+            raise aiosmtplib.SMTPDataError(final.code, final.message)
+        result.reply = f"{peer} said: {final.code} {final.message}"
+        return result
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out closed before its envelope was taken."""
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO, or HELO for a server that does not know EHLO (as aiosmtplib would)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        await client.helo()
+
+
+def _refused(result: DomainResult, rcpt: str, code: int, message: str) -> None:
+    bucket = result.refused if code >= 500 else result.deferred
+    bucket[rcpt] = f"{code} {message}"
+
+
+def _every_recipient_refused(result: DomainResult, peer: str) -> DomainResult:
+    result.outcome = Outcome.PERMANENT if not result.deferred else Outcome.TEMPORARY
+    replies = "; ".join(sorted(set(result.refused.values()) | set(result.deferred.values())))
+    result.reply = f"{peer} refused every recipient: {replies}"
+    return result
 
 
 def _sts_mismatch(hosts: list[MXHost], requirement: TLSRequirement) -> DomainResult:
     """MTA-STS enforce and no MX host matches the policy: never deliver to them (RFC 8461 5)."""
     attempts = [HostAttempt(h.name, "", f"{h.name} is not in the domain's MTA-STS policy",
-                            tls_failure="mta-sts-mismatch") for h in hosts]
+                            tls_failure=TLSFailureReason.MTA_STS_MISMATCH.value) for h in hosts]
     reply = "4.7.5 no MX host matches the domain's MTA-STS policy"
-    outcome = Outcome.TEMPORARY if requirement is TLSRequirement.OPPORTUNISTIC else Outcome.TLS_UNAVAILABLE
+    outcome = Outcome.TLS_UNAVAILABLE if requirement.needs_tls else Outcome.TEMPORARY
     return DomainResult(outcome, reply, attempts=attempts)
 
 
@@ -377,6 +501,6 @@ def _no_host_took_it(attempts: list[HostAttempt], requirement: TLSRequirement) -
     tls_failed = [a for a in attempts if a.tls_failure]
     secure_but_busy = [a for a in attempts if a.tls_version and not a.tls_failure]
     summary = "; ".join(a.reply for a in attempts)[:900] or "no MX host reachable"
-    if tls_failed and not secure_but_busy and requirement is not TLSRequirement.OPPORTUNISTIC:
+    if tls_failed and not secure_but_busy and requirement.needs_tls:
         return DomainResult(Outcome.TLS_UNAVAILABLE, summary, attempts=attempts)
     return DomainResult(Outcome.TEMPORARY, f"4.4.1 {summary}", attempts=attempts)

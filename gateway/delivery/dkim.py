@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import dkim
+from pathlib import Path
+
+import dkim  # type: ignore[import-untyped]  # dkimpy ships no type information
 
 from gateway.config import Config, ConfigError
 
@@ -23,7 +25,7 @@ class DKIMSigner:
         signature = dkim.sign(message, self.selector, self.domain, self.private_key,
                               canonicalize=(b"relaxed", b"relaxed"),
                               include_headers=[h for h in SIGNED_HEADERS if h in present])
-        return signature + message
+        return bytes(signature) + message
 
 
 def load_signer(config: Config) -> DKIMSigner | None:
@@ -34,7 +36,7 @@ def load_signer(config: Config) -> DKIMSigner | None:
     if not settings.selector or not settings.key_file:
         raise ConfigError("dkim.domain is set, so dkim.selector and dkim.key_file are needed too")
     try:
-        key = open(settings.key_file, "rb").read()
+        key = Path(settings.key_file).read_bytes()
     except OSError as exc:
         raise ConfigError(f"dkim.key_file: cannot read {settings.key_file}: {exc.strerror}") from None
     signer = DKIMSigner(settings.domain, settings.selector, key)

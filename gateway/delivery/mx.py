@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import dns.asyncresolver
 import dns.exception
 import dns.nameserver
-import dns.resolver
 import dns.rdatatype
+import dns.resolver
 
 from gateway.config import parse_hostport
 

@@ -11,13 +11,16 @@ one connection to two deliveries at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
+
+_CLOSE_GRACE = 2.0  # seconds a peer gets to finish the TLS shutdown after QUIT
 
 
 @dataclass
@@ -41,13 +44,16 @@ class ConnectionPool:
             return len(self._idle.get(key, []))
         return sum(len(stack) for stack in self._idle.values())
 
-    async def take(self, key: Hashable) -> IdleConnection | None:
-        """The most recently used live connection for KEY, after a NOOP proves it still works.
+    async def take(self, key: Hashable, verify: bool = True) -> IdleConnection | None:
+        """The most recently used live connection for KEY, after a NOOP proves it still works
+        (VERIFY off: the caller finds out itself, e.g. from its pipelined first commands).
         The connection is the caller's from the moment it leaves the stack."""
         while idle := self._pop(key):
             if self._expired(idle) or not idle.client.is_connected:
                 await close_quietly(idle.client)
                 continue
+            if not verify:
+                return idle
             try:
                 await idle.client.noop()
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
@@ -78,10 +84,11 @@ class ConnectionPool:
             await close_quietly(idle.client)
 
     async def close_all(self) -> None:
+        """Close every idle connection and wait until their sockets are really closed: this
+        runs at shutdown, and a TLS socket still closing when the loop ends is leaked."""
         stacks, self._idle = list(self._idle.values()), defaultdict(list)
-        for stack in stacks:
-            for idle in stack:
-                await close_quietly(idle.client)
+        await asyncio.gather(*(close_quietly(idle.client, wait=True)
+                               for stack in stacks for idle in stack))
 
     def _pop(self, key: Hashable) -> IdleConnection | None:
         stack = self._idle.get(key)
@@ -91,10 +98,26 @@ class ConnectionPool:
         return (self.clock() if now is None else now) - idle.since > self.idle_timeout
 
 
-async def close_quietly(client: aiosmtplib.SMTP) -> None:
+async def close_quietly(client: aiosmtplib.SMTP, wait: bool = False) -> None:
+    """QUIT (or just close) CLIENT; with WAIT, until the socket under it is closed too.
+
+    Closing a TLS transport only starts the close_notify exchange; the socket closes when
+    the peer answers, which the protocol learns in connection_lost (it then drops its
+    transport). A peer that never answers gets the connection aborted after a grace time."""
+    protocol = client.protocol
     if not client.is_connected:
         return
     try:
         await client.quit()
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
         client.close()
+    if not wait or protocol is None:
+        return
+    transport = protocol.transport
+    deadline = time.monotonic() + _CLOSE_GRACE
+    while protocol.transport is not None and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    if protocol.transport is not None and transport is not None:
+        cast(asyncio.Transport, transport).abort()  # uvloop's are not asyncio.Transport
+    for _ in range(2):  # let the transport's scheduled connection_lost close the socket
+        await asyncio.sleep(0)

@@ -3,9 +3,9 @@ publishes (MTA-STS, DANE), and what Sealgate would therefore do with mail to it 
 each routing mode.
 
 The probe is a diagnosis for admins, not an input to routing: delivery enforces TLS
-during the real attempt. It therefore predicts with the same rules delivery uses
-(PKIX chain + MX name as Python's ssl checks them, DANE before MTA-STS, pickup when
-a reached host cannot meet the requirement) and says which rule decided.
+during the real attempt. It predicts by calling the functions delivery calls
+(gateway.tls.verdict: host_requirement, then judge on what the session showed), so the
+two cannot disagree, and says which rule decided.
 
 Per host it makes up to two connections: one with an unverified context to see what
 the host presents even when verification would fail, and, when that worked, one with
@@ -20,21 +20,41 @@ import enum
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 import dns.asyncresolver
 import dns.exception
 import dns.name
 
-from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
 from gateway.delivery.mx import LookupStatus, MXHost, MXLookup, MXResolver
+from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
+from gateway.tls.inspect import CertFacts, cert_facts, presented_chain
 from gateway.tls.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
-from gateway.tls.inspect import CertFacts, cert_facts, dns_name_matches, presented_chain
+from gateway.tls.verdict import (
+    HostRequirement,
+    HostSkipped,
+    RequirementSource,
+    TLSEvidence,
+    TLSRequirement,
+    TLSVerdict,
+    certificate_names_host,
+    host_requirement,
+    judge,
+    judge_handshake_failure,
+    judge_no_starttls,
+)
 
 __all__ = [
-    "HostProbe", "MODES", "PKIXStatus", "ProbeReport", "RouteAction", "RoutePrediction",
-    "format_report", "predict_route", "probe",
+    "MODES",
+    "HostProbe",
+    "PKIXStatus",
+    "ProbeReport",
+    "RouteAction",
+    "RoutePrediction",
+    "format_report",
+    "predict_route",
+    "probe",
 ]
 
 MODES = ("require-tls", "require-verified-tls", "pickup", "not-confidential")
@@ -185,7 +205,7 @@ async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int,
     if "." not in domain:
         raise ValueError(f"{domain!r} is not a valid domain name:"
                          " use the full name, e.g. example.org")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     sts_task = asyncio.ensure_future(
         fetch_policy(domain, resolver, https_port=https_port, ca_file=ca_file, timeout=timeout))
     try:
@@ -223,8 +243,7 @@ async def _probe_host(host: HostProbe, port: int, unverified: ssl.SSLContext,
                       verifying: ssl.SSLContext, timeout: float, helo_name: str) -> None:
     if not await _session(host, port, unverified, timeout, helo_name, record=True):
         return
-    names = host.chain[0].dns_names if host.chain else []
-    host.name_match = any(dns_name_matches(name, host.name) for name in names)
+    host.name_match = bool(host.chain_der) and certificate_names_host(host.chain_der[0], host.name)
     check = HostProbe(host.name, host.preference, host.address)
     if await _session(check, port, verifying, timeout, helo_name, record=False):
         host.pkix, host.pkix_detail = PKIXStatus.VALID, "chain verified"
@@ -283,7 +302,7 @@ def _facts(der: bytes) -> CertFacts:
         return cert_facts(der)
     except ValueError as exc:
         return CertFacts(f"(unparsable certificate: {exc})", "",
-                         datetime.datetime.min.replace(tzinfo=datetime.timezone.utc), [])
+                         datetime.datetime.min.replace(tzinfo=datetime.UTC), [])
 
 
 def _tls_failure(exc: BaseException) -> str:
@@ -330,7 +349,7 @@ async def _close(client: aiosmtplib.SMTP, raw: asyncio.BaseTransport | None) -> 
             break
         await asyncio.sleep(0.01)
     else:
-        raw.abort()  # the peer never finished the TLS shutdown
+        cast(asyncio.Transport, raw).abort()  # the peer never finished the TLS shutdown
     for _ in range(2):  # let the transport's scheduled connection_lost close the socket
         await asyncio.sleep(0)
 
@@ -357,62 +376,41 @@ class _HostFit:
     standard: str = ""     # "DANE" / "MTA-STS" when a published policy applied
 
 
-def _standard_requirement(host: HostProbe, report: ProbeReport) -> _HostFit | None:
-    """What the domain's own publications demand of HOST, for all mail; None if nothing.
-    DANE wins over MTA-STS for a host with usable TLSA records (RFC 8461 2)."""
-    dane = host.dane
-    if dane is not None and dane.status is TLSAStatus.TEMPFAIL:
-        return _HostFit(False, f"{host.name}: DANE TLSA lookup failed, host not used")
-    if dane is not None and dane.status is TLSAStatus.USABLE:
-        if host.dane_verdict is DaneVerdict.MATCH:
-            return _HostFit(True, "DANE-verified", standard="DANE")
-        return _HostFit(False, f"{host.name}: DANE: {host.dane_detail or host.tls_error}",
-                        tls_failure=True, standard="DANE")
-    if dane is not None and dane.status is TLSAStatus.UNUSABLE:
-        if host.tls:   # RFC 7672 2.2: mandatory TLS, though nothing can be authenticated
-            return _HostFit(True, "TLS required by unusable DANE records", standard="DANE")
-        return _HostFit(False, f"{host.name}: DANE records demand TLS: "
-                        f"{host.tls_error or 'no STARTTLS'}", tls_failure=True, standard="DANE")
-    policy = report.sts.policy if report.sts and report.sts.status is STSStatus.FOUND else None
-    if policy is not None and policy.mode is STSMode.ENFORCE:
-        if not host.sts_match:
-            return _HostFit(False, f"MTA-STS enforce: {host.name} not in policy mx",
-                            tls_failure=True, standard="MTA-STS")
-        if not host.pkix_verified:
-            return _HostFit(False, f"MTA-STS enforce: {host.name}: {_pkix_problem(host)}",
-                            tls_failure=True, standard="MTA-STS")
-        return _HostFit(True, "MTA-STS-verified", standard="MTA-STS")
-    return None
-
-
-def _pkix_problem(host: HostProbe) -> str:
-    if not host.tls:
-        return host.tls_error or "no STARTTLS"
-    if host.pkix is not PKIXStatus.VALID:
-        return f"certificate not verified: {host.pkix_detail or host.pkix.value}"
-    return "certificate name does not match"
+_ROUTE_REQUIREMENT = {"require-tls": TLSRequirement.ENCRYPTED,
+                      "require-verified-tls": TLSRequirement.VERIFIED,
+                      "not-confidential": TLSRequirement.OPPORTUNISTIC}
+_STANDARD = {RequirementSource.DANE: "DANE", RequirementSource.MTA_STS: "MTA-STS",
+             RequirementSource.POLICY: ""}
 
 
 def _fit(host: HostProbe, mode: str, report: ProbeReport) -> _HostFit:
+    """Delivery's verdict for HOST in MODE, from what the probe saw: the same functions of
+    gateway.tls.verdict that delivery calls during the real attempt."""
     if not host.connected or host.error:
         return _HostFit(False, f"{host.label}: {host.error}")
-    standard = _standard_requirement(host, report)
-    if standard is not None and not standard.ok:
-        return standard
-    if mode == "not-confidential":
-        if host.tls:
-            return standard or _HostFit(True, f"STARTTLS, {host.tls_version}")
-        return standard or _HostFit(True, "plaintext after failed STARTTLS" if host.tls_error
-                                    else "plaintext, no STARTTLS")
-    if not host.tls:
-        return _HostFit(False, f"{host.name}: {host.tls_error or 'no STARTTLS'}", tls_failure=True)
-    if mode == "require-verified-tls":
-        if host.dane_verdict is DaneVerdict.MATCH:
-            return _HostFit(True, "DANE-verified", standard="DANE")
-        if not host.pkix_verified:
-            return _HostFit(False, f"{host.name}: {_pkix_problem(host)}", tls_failure=True)
-        return standard or _HostFit(True, "certificate verified")
-    return standard or _HostFit(True, "certificate not checked")
+    policy = report.sts.policy if report.sts and report.sts.status is STSStatus.FOUND else None
+    need = host_requirement(_ROUTE_REQUIREMENT[mode], host.name, host.dane, policy)
+    if isinstance(need, HostSkipped):
+        failed = need.tls_failure is not None
+        return _HostFit(False, need.detail, tls_failure=failed, standard="MTA-STS" if failed else "")
+    verdict = _verdict(host, need)
+    if verdict.fallback_to_plaintext:
+        return _HostFit(True, "plaintext after failed STARTTLS")
+    return _HostFit(verdict.met, verdict.detail, tls_failure=not verdict.met,
+                    standard=_STANDARD[need.source])
+
+
+def _verdict(host: HostProbe, need: HostRequirement) -> TLSVerdict:
+    if host.tls:
+        chain_verified = {PKIXStatus.VALID: True, PKIXStatus.INVALID: False}.get(host.pkix)
+        evidence = TLSEvidence(host.tls_version, host.cipher, tuple(host.chain_der),
+                               chain_verified, host.pkix_detail or host.pkix.value)
+        return judge(need, host.name, evidence)
+    if host.tls_error:
+        # The probe's first session does not verify: its handshake never rejects a chain.
+        return judge_handshake_failure(need, host.name, f"{host.name}: {host.tls_error}",
+                                       chain_rejected=False)
+    return judge_no_starttls(need, host.name)
 
 
 def predict_route(report: ProbeReport, mode: str) -> RoutePrediction:

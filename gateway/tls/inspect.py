@@ -9,6 +9,7 @@ unverified context has no verified chain at all.
 from __future__ import annotations
 
 import datetime
+import _ssl
 import hashlib
 import ssl
 from dataclasses import dataclass
@@ -19,10 +20,8 @@ from cryptography.hazmat.primitives import serialization
 
 __all__ = ["CertFacts", "cert_facts", "dns_name_matches", "presented_chain", "spki_der"]
 
-try:  # private before 3.13, but the value is OpenSSL's and stable
-    from _ssl import ENCODING_DER as _ENCODING_DER
-except ImportError:  # pragma: no cover
-    _ENCODING_DER = 2
+# Private before 3.13, but the value is OpenSSL's and stable.
+_ENCODING_DER: int = getattr(_ssl, "ENCODING_DER", 2)
 
 
 def presented_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> list[bytes]:
@@ -99,9 +98,9 @@ def spki_der(cert: x509.Certificate) -> bytes:
 
 
 def san_dns_names(cert: x509.Certificate) -> list[str]:
-    """DNS names of the subjectAltName. The subject CN is deliberately not consulted:
-    OpenSSL as configured by Python's ssl module never falls back to it either, and the
-    probe must predict what delivery will decide."""
+    """DNS names of the subjectAltName. The subject CN is deliberately not consulted
+    (RFC 6125 6.4.4, RFC 8461 4.1), although OpenSSL's own host check, as Python sets it up,
+    would fall back to it: delivery and the probe both check names with these."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:

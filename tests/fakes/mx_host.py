@@ -39,6 +39,8 @@ class ReceivedMessage:
     cipher: str | None
     helo: str | None = None
     peer_port: int = 0  # tells connections apart: reused connections share it
+    pipelined: bool = False  # RCPT TO and DATA had arrived already when MAIL FROM was read
+    tls_resumed: bool = False  # the TLS handshake resumed an earlier session
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -63,12 +65,40 @@ def _tls_facts(session: Session) -> tuple[bool, str | None, str | None]:
     return True, ssl_object.version(), cipher[0] if cipher else None
 
 
+def _resumed(session: Session) -> bool:
+    info: dict[str, Any] | None = session.ssl
+    ssl_object = info.get("ssl_object") if info else None
+    return isinstance(ssl_object, ssl.SSLObject) and ssl_object.session_reused
+
+
 class _Handler:
     """aiosmtpd hook object; reads the FakeMX's reply overrides at command time so a
     test can flip them between delivery attempts."""
 
     def __init__(self, mx: FakeMX) -> None:
         self._mx = mx
+        self._pipelined: weakref.WeakKeyDictionary[Envelope, bool] = weakref.WeakKeyDictionary()
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname  # defining the hook makes this ours too
+        if self._mx.pipelining:  # RFC 2920; aiosmtpd itself reads commands one by one anyway
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        # What the client sent after MAIL without waiting for its reply is still buffered.
+        if self._mx.drop_next_mail:  # like a server whose idle timer fired just now
+            self._mx.drop_next_mail = False
+            if server.transport is not None:
+                server.transport.close()
+            return "421 4.4.2 closing connection"
+        waiting = bytes(getattr(server._reader, "_buffer", b""))
+        self._pipelined[envelope] = b"RCPT TO:" in waiting.upper() and b"DATA\r\n" in waiting
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -78,7 +108,7 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
-        reply = self._mx.rcpt_reply
+        reply = self._mx.rcpt_replies.get(address) or self._mx.rcpt_reply
         if reply:
             return reply
         # Defining handle_RCPT makes us responsible for recording the recipient.
@@ -104,6 +134,8 @@ class _Handler:
             tls_version=version,
             cipher=cipher,
             helo=session.host_name,
+            pipelined=self._pipelined.get(envelope, False),
+            tls_resumed=_resumed(session),
         )
         count = self._mx._record(message)
         return f"250 2.0.0 OK queued as {self._mx.name}-{count}"
@@ -155,9 +187,11 @@ class FakeMX:
     """A receiving SMTP server bound to `ip:port`, named `name` in its banner/EHLO.
 
     `rcpt_reply` / `data_reply`, when set, are sent verbatim instead of accepting
-    (e.g. "451 4.3.0 try later"); `offer_starttls` controls whether a host that has
-    a certificate advertises STARTTLS. These and `tls_cert` may be changed while
-    running; TLS settings apply from the next connection on.
+    (e.g. "451 4.3.0 try later"); `rcpt_replies` does the same per recipient address;
+    `offer_starttls` controls whether a host that has a certificate advertises STARTTLS,
+    `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do;
+    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered. These and
+    `tls_cert` may be changed while running; TLS settings apply from the next connection on.
     """
 
     def __init__(
@@ -171,6 +205,8 @@ class FakeMX:
         data_reply: str | None = None,
         offer_starttls: bool = True,
         smtputf8: bool = True,
+        pipelining: bool = True,
+        rcpt_replies: dict[str, str] | None = None,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -180,6 +216,9 @@ class FakeMX:
         self.data_reply = data_reply
         self.offer_starttls = offer_starttls
         self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
+        self.pipelining = pipelining
+        self.drop_next_mail = False  # one shot: close the connection at the next MAIL FROM
+        self.rcpt_replies = dict(rcpt_replies or {})
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None
         self._cond = threading.Condition()
         self._messages: list[ReceivedMessage] = []
