@@ -86,6 +86,7 @@ async def serve(config: Config) -> None:
     owner = new_owner_id()
     lock = lock_store(config.storage_dir, owner)  # before anything is bound or any row touched
     try:
+        check_before_start(config)
         store = open_store(config.storage_dir, owner=owner)
         try:
             # Both ports are bound before any worker starts.
@@ -98,6 +99,18 @@ async def serve(config: Config) -> None:
             store.close()
     finally:
         lock.release()
+
+
+def check_before_start(config: Config) -> None:
+    """What the workers load at their start, loaded once here: a broken policy, DKIM key or
+    SMTP certificate stops `serve` with one clear line, instead of workers failing and being
+    restarted over and over."""
+    from gateway.classify.holder import PolicyHolder
+    from gateway.inbound.server import server_tls_context
+
+    PolicyHolder(config.policy_dir)
+    load_signer(config)
+    server_tls_context(config)
 
 
 def _recover(store: Store, previous_owner: str) -> None:
