@@ -50,9 +50,10 @@ def opened_store(config: Config) -> Iterator[Storage]:
 
 
 def cmd_serve(config: Config, args: argparse.Namespace) -> int:
+    from gateway import event_loop
     from gateway.serve import serve
 
-    asyncio.run(serve(config))
+    event_loop.run(serve(config))
     return 0
 
 

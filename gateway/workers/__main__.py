@@ -6,13 +6,13 @@ line is what `ps` shows, so it names the kind and number of the worker.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
 import signal
 import sys
 
+from gateway import event_loop
 from gateway.workers.handoff import Handoff, read_handoff
 
 PR_SET_PDEATHSIG = 1
@@ -40,10 +40,10 @@ def main() -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     if handoff.kind == "smtp":
         from gateway.workers.smtp import run_listener
-        asyncio.run(run_listener(handoff))
+        event_loop.run(run_listener(handoff))
     elif handoff.kind == "delivery":
         from gateway.workers.delivery import run_runner
-        asyncio.run(run_runner(handoff))
+        event_loop.run(run_runner(handoff))
     else:
         raise SystemExit(f"unknown worker kind {handoff.kind!r}")
     return 0
