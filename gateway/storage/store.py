@@ -109,7 +109,12 @@ def new_queue_id() -> str:
 
 
 def new_pickup_id() -> str:
-    return secrets.token_urlsafe(24)  # 192 bits
+    """192 random bits, URL-safe, never starting with "-": admins paste these ids into
+    `sealgate pickup revoke ID`, where a leading "-" reads as an option."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not token.startswith("-"):
+            return token
 
 
 def new_owner_id() -> str:
