@@ -101,3 +101,66 @@ def test_spool_and_database_survive_reopening(tmp_path: Path) -> None:
         assert reopened.read_spool(message_id) == MESSAGE
     finally:
         reopened.close()
+
+
+# -- streaming reads (two passes: verify, then decrypt and verify again) ----------------------
+
+def test_streamed_plaintext_equals_decrypt_file(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    big = bytes(range(256)) * (3 * crypto.CHUNK_SIZE // 256 + 7)
+    sealed, blob = seal(ring, tmp_path, big)
+    with crypto.open_blob(ring, sealed, blob, "rec1", "p@x.test") as reader:
+        assert reader.size == len(big)
+        streamed = list(reader.chunks())
+    assert b"".join(streamed) == crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test")
+    assert max(len(chunk) for chunk in streamed) <= crypto.CHUNK_SIZE  # never the whole
+
+
+def test_stream_can_be_read_again_from_the_start(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    with crypto.open_blob(ring, sealed, blob, "rec1", "p@x.test") as reader:
+        assert b"".join(reader.chunks()) == b"".join(reader.chunks()) == MESSAGE
+
+
+def test_tampered_blob_fails_before_any_plaintext_is_released(ring: crypto.KeyRing,
+                                                              tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path, b"x" * (2 * crypto.CHUNK_SIZE))
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    with pytest.raises(crypto.DecryptionError):
+        crypto.open_blob(ring, sealed, blob, "rec1", "p@x.test")
+
+
+def test_truncated_blob_fails_to_open_as_a_stream(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    blob.write_bytes(blob.read_bytes()[:-1])
+    with pytest.raises(crypto.DecryptionError):
+        crypto.open_blob(ring, sealed, blob, "rec1", "p@x.test")
+
+
+def test_blob_changed_after_opening_fails_the_second_pass(ring: crypto.KeyRing,
+                                                          tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path, b"y" * (3 * crypto.CHUNK_SIZE))
+    with crypto.open_blob(ring, sealed, blob, "rec1", "p@x.test") as reader:
+        with blob.open("r+b") as handle:  # in place: the open file sees the change
+            handle.seek(blob.stat().st_size // 2)
+            byte = handle.read(1)
+            handle.seek(-1, 1)
+            handle.write(bytes([byte[0] ^ 0x01]))
+        with pytest.raises(crypto.DecryptionError):
+            for _ in reader.chunks():
+                pass
+
+
+def test_stored_pickup_streams_its_message(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    try:
+        message_id = store.enqueue("d@clinic.test", [Route("p@x.test", True, "pickup")], MESSAGE)
+        pickup_id = store.store_pickup(message_id, "d@clinic.test", "p@x.test", store.clock() + 60)
+        with store.open_pickup_stream(pickup_id) as stream:
+            assert b"".join(stream.chunks()) == store.open_pickup(pickup_id)
+        assert store.destroy_pickup(pickup_id)
+        with pytest.raises(KeyError):
+            store.open_pickup_stream(pickup_id)
+    finally:
+        store.close()

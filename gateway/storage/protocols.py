@@ -13,7 +13,7 @@ the caller, which owns the rules, while the back-end checks and writes them atom
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -25,6 +25,7 @@ Clock = Callable[[], float]
 __all__ = [
     "Attempt", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck", "CodeLimits",
     "CodeRedemption", "CodeSend", "Credentials", "HostTLS", "KnowledgeStore", "MessageStatus",
+    "MessageStream",
     "NewUser", "PickupStore", "PortalCounts", "PortalStore", "QueueInspection", "QueueStore",
     "RecipientStatus", "ResetLimits", "ResetLink", "Session", "Storage", "User",
     "WaitingRecipient",
@@ -168,6 +169,19 @@ class PortalStore(Protocol):
 # -- pickups and threads --------------------------------------------------------------------
 
 
+class MessageStream(Protocol):
+    """A stored message read in chunks. Each chunks() call reads it again from the start and
+    raises crypto.DecryptionError at its end if the stored copy changed since it was opened:
+    what it yielded is good only once it ended without an error."""
+
+    size: int
+
+    def chunks(self) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> MessageStream: ...
+    def __exit__(self, *_exc: object) -> None: ...
+
+
 class PickupStore(Protocol):
     """Messages stored encrypted for pickup, and the portal replies kept in their thread."""
 
@@ -188,6 +202,9 @@ class PickupStore(Protocol):
         """Current replies in ROOT_ID's thread written by OWNER, oldest first."""
     def open_pickup(self, pickup_id: str) -> bytes:
         """The decrypted message; KeyError when gone, crypto.DecryptionError when tampered."""
+    def open_pickup_stream(self, pickup_id: str) -> MessageStream:
+        """The decrypted message as a stream, whatever its size; its tag has verified when
+        this returns (KeyError when gone, crypto.DecryptionError when tampered)."""
     def mark_pickup_read(self, pickup_id: str) -> None: ...
     def destroy_conversation(self, pickup_id: str) -> int: ...
     def destroy_pickup(self, pickup_id: str) -> bool: ...

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Store inherits this part, so store.py is still loading when this module is: its names are
 # looked up at call time only.
 from gateway.storage import store as _store
 from gateway.storage.sqlite.base import SQLitePart
+from gateway.vault import crypto
 
 if TYPE_CHECKING:
     from gateway.storage.store import Pickup, Route
@@ -19,6 +21,9 @@ MESSAGE, REPLY = "message", "reply"
 
 
 class SQLitePickups(SQLitePart):
+    keys: crypto.KeyRing
+    blob_dir: Path
+
     # Provided by Store; declared here so that this part type-checks on its own.
     def get_pickup(self, pickup_id: str) -> Pickup | None:
         raise NotImplementedError
@@ -32,6 +37,18 @@ class SQLitePickups(SQLitePart):
                           routes: list[Route], size: int, client: str = "",
                           smtputf8: bool = False) -> None:
         raise NotImplementedError
+
+    def open_pickup_stream(self, pickup_id: str) -> crypto.BlobReader:
+        """The decrypted message as a stream, its tag verified; KeyError when gone,
+        crypto.DecryptionError when tampered. The caller closes it."""
+        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?",
+                          (pickup_id, self.clock()))
+        if not rows:
+            raise KeyError(pickup_id)
+        row = rows[0]
+        sealed = crypto.SealedKey(row["key_id"], row["wrapped_key"])
+        return crypto.open_blob(self.keys, sealed, self.blob_dir / row["blob"], row["id"],
+                                row["recipient"])
 
     def inbox(self, recipient: str) -> list[Pickup]:
         return [_store._pickup(r) for r in self.query(
