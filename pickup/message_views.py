@@ -3,12 +3,14 @@ print view, and attachment downloads. Every one needs a signed-in owner."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from gateway.storage.protocols import MessageStream, PickupStore
 from gateway.vault.crypto import DecryptionError
 from pickup import render
 from pickup.accounts import User
@@ -22,6 +24,17 @@ from pickup.views import (anonymous_message, client_ip, current_user, login_page
 # What keeps a stored message from being shown: its blob is unreadable or fails to
 # decrypt (tampered, or written by another key), or what it decrypts to cannot be parsed.
 DAMAGED = (OSError, DecryptionError, render.UnreadableMessage)
+
+
+def read(store: PickupStore, pickup_id: str) -> render.ReadMessage:
+    """The pickup read as a stream: a large message never sits whole in memory."""
+    with store.open_pickup_stream(pickup_id) as stream:
+        return render.read_message(stream)
+
+
+def read_headers(store: PickupStore, pickup_id: str) -> bytes:
+    with store.open_pickup_stream(pickup_id) as stream:
+        return render.header_section(stream)
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,7 @@ def inbox(request: Request, user: User) -> Response:
     items = []
     for item in portal(request).threads.inbox(user.address):
         try:
-            summary: render.Summary | None = render.summary(store.open_pickup(item.id))
+            summary: render.Summary | None = render.summary(read_headers(store, item.id))
         except KeyError:
             continue  # expired a moment ago
         except DAMAGED:
@@ -80,7 +93,7 @@ def thread_entries(request: Request, root: Item) -> list[Entry] | None:
     entries = []
     for item in [root, *app.threads.replies(root)]:
         try:
-            view = render.message_view(app.store.open_pickup(item.id))
+            view = render.message_view(read(app.store, item.id))
         except KeyError:
             if item is root:
                 raise not_found() from None
@@ -132,7 +145,7 @@ def print_view(request: Request) -> Response:
     for entry in entries:
         if entry.view.has_html:
             try:
-                raw = portal(request).store.open_pickup(entry.item.id)
+                raw = read(portal(request).store, entry.item.id)
             except (KeyError, *DAMAGED):
                 continue  # gone or damaged since thread_entries opened it: no text shown
             bodies[entry.item.id] = render.body_html(raw, _inline_url(request, entry.item), False)
@@ -148,8 +161,8 @@ def body(request: Request) -> Response:
         raise not_found()
     item = owned_item(request, user)
     try:
-        html = render.body_html(portal(request).store.open_pickup(item.id),
-                                _inline_url(request, item), True)
+        html = render.body_html(read(portal(request).store, item.id), _inline_url(request, item),
+                                True)
     except (KeyError, *DAMAGED):
         raise not_found() from None
     if html is None:
@@ -168,28 +181,57 @@ def _inline_url(request: Request, item: Item) -> Any:
 
 # -- files -----------------------------------------------------------------------------------
 
-def open_attachment(request: Request) -> tuple[Item, render.Download] | Response:
+def open_attachment(request: Request) -> tuple[Item, render.Download, MessageStream] | Response:
+    """The attachment asked for, with the message's stream open for sending it (the
+    response closes it)."""
     user = current_user(request)
     if user is None:  # signed out meanwhile: the message page asks to sign in
         return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
     item = owned_item(request, user)
     try:
-        download = render.attachment(portal(request).store.open_pickup(item.id),
-                                     request.path_params["number"])
+        stream = portal(request).store.open_pickup_stream(item.id)
     except (KeyError, *DAMAGED):
         raise not_found() from None
+    try:
+        download = render.attachment(render.read_message(stream), request.path_params["number"])
+    except DAMAGED:
+        stream.close()
+        raise not_found() from None
+    except BaseException:
+        stream.close()
+        raise
     if download is None:
+        stream.close()
         raise not_found()
-    return item, download
+    return item, download, stream
+
+
+def file_response(download: render.Download, stream: MessageStream,
+                  headers: dict[str, str]) -> Response:
+    """DOWNLOAD as a response: whole when it is small, else streamed from the message with
+    its Content-Length, so that a copy changed while it is sent ends as a truncated
+    download (the browser reports it failed), never as a complete file."""
+    if download.extent is None:
+        stream.close()
+        return Response(download.data, headers=headers)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from render.attachment_chunks(stream, download)
+        finally:
+            stream.close()
+
+    return StreamingResponse(chunks(), headers={**headers,
+                                                "Content-Length": str(download.size)})
 
 
 def attachment(request: Request) -> Response:
     found = open_attachment(request)
     if isinstance(found, Response):
         return found
-    item, download = found
+    item, download, stream = found
     portal(request).store.audit(item.root_id, "download", client_ip(request), download.filename)
-    return Response(download.data, headers={
+    return file_response(download, stream, {
         "Content-Type": download.content_type_header,
         "Content-Disposition": render.content_disposition(download.filename),
         "X-Content-Type-Options": "nosniff",
@@ -201,10 +243,11 @@ def inline(request: Request) -> Response:
     found = open_attachment(request)
     if isinstance(found, Response):
         return found
-    _, download = found
+    _, download, stream = found
     if download.content_type not in render.INLINE_IMAGE_TYPES:
+        stream.close()
         raise not_found()
-    return Response(download.data, headers={
+    return file_response(download, stream, {
         "Content-Type": download.content_type,
         "Content-Disposition": render.content_disposition(download.filename, "inline"),
         "X-Content-Type-Options": "nosniff",

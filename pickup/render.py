@@ -10,6 +10,12 @@ Content-Security-Policy, so even what nh3 might let through can neither script n
 What the portal shows as plain text (names, addresses, subjects, file names) goes through
 visible(): raw 8-bit header bytes become text, and bidirectional controls are shown as
 <U+202E> instead of silently reordering what follows them ("invoice<U+202E>fdp.exe").
+
+A stored message is read as a stream (read_message). Up to IN_MEMORY_LIMIT it is parsed whole
+by the email package; a larger one is scanned in one pass (mime_scan), which keeps its
+structure and at most mime_scan.BODY_CAP of a text body ("shown in part" beyond that), and
+its attachments are then streamed from their byte range, decoded on the fly
+(attachment_chunks). Either way the same code below decides what the page shows.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import mimetypes
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.feedparser import BytesFeedParser
 from email.message import EmailMessage, Message
@@ -28,6 +34,11 @@ from email.utils import parsedate_to_datetime
 
 import nh3
 from markupsafe import Markup, escape
+
+from gateway.storage.protocols import MessageStream
+from gateway.vault.crypto import DecryptionError
+from pickup import mime_scan
+from pickup.mime_scan import PartExtent
 
 # Images shown inline (cid:) only in formats browsers cannot run script from (no SVG).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -79,6 +90,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # The parser recurses once per level of multipart or message/* nesting: below this depth
 # a part is kept whole, as a file, so a message nested 1,000 levels deep still opens.
 MAX_MIME_DEPTH = 50
+# Messages up to this size are parsed whole, in memory; larger ones are scanned as a stream.
+IN_MEMORY_LIMIT = 4 << 20
+HEADER_CAP = mime_scan.HEADER_CAP
 
 
 class UnreadableMessage(Exception):
@@ -105,6 +119,7 @@ class MessageView:
     has_html: bool  # the sanitized HTML comes from body_html(), for the frame or print view
     attachments: list[Attachment]
     too_deep: bool = False  # parts nested deeper than MAX_MIME_DEPTH are offered as a file
+    shown_in_part: bool = False  # a large message: its text stops early, or parts are unlisted
 
 
 @dataclass(frozen=True)
@@ -127,11 +142,28 @@ class ThreadHeaders:
 
 
 @dataclass(frozen=True)
+class ReadMessage:
+    """A stored message as read for the portal: the parts (whole, or as mime_scan left them,
+    with EXTENTS saying where each leaf lies in the stored message)."""
+
+    message: EmailMessage
+    too_deep: bool
+    extents: dict[int, PartExtent] | None = None  # None: parsed whole
+    parts_left_out: bool = False
+    size: int = 0
+
+
+@dataclass(frozen=True)
 class Download:
     filename: str
     content_type: str
     charset: str
-    data: bytes
+    data: bytes  # the content; empty when EXTENT says where to stream it from
+    extent: PartExtent | None = field(default=None, compare=False)
+
+    @property
+    def size(self) -> int:
+        return self.extent.size if self.extent is not None else len(self.data)
 
     @property
     def content_type_header(self) -> str:
@@ -171,6 +203,46 @@ def parse(raw: bytes) -> EmailMessage:
     return parse_limited(raw)[0]
 
 
+def read_message(stream: MessageStream) -> ReadMessage:
+    """The message in STREAM, read in one pass; never held whole above IN_MEMORY_LIMIT.
+    DecryptionError when the stored copy changed while it was read."""
+    if stream.size <= IN_MEMORY_LIMIT:
+        message, too_deep = parse_limited(b"".join(stream.chunks()))
+        return ReadMessage(message, too_deep, size=stream.size)
+    try:
+        scanned = mime_scan.scan(stream.chunks(), MAX_MIME_DEPTH)
+    except (DecryptionError, OSError):
+        raise
+    except Exception as exc:  # like the parser: whatever the scan raises makes it unreadable
+        raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
+    return ReadMessage(scanned.message, scanned.too_deep, scanned.extents,
+                       scanned.parts_left_out, stream.size)
+
+
+def header_section(stream: MessageStream) -> bytes:
+    """The header section of the message in STREAM (at most HEADER_CAP bytes of it). The
+    whole stream is read, so that a copy changed since it was opened still fails."""
+    kept = bytearray()
+    complete = False
+    for chunk in stream.chunks():
+        if complete:
+            continue
+        kept += chunk
+        end = min((i + len(blank) for blank in (b"\r\n\r\n", b"\n\n")
+                   if (i := kept.find(blank)) >= 0), default=-1)
+        if end >= 0 or len(kept) > HEADER_CAP:
+            del kept[end if end >= 0 else HEADER_CAP:]
+            complete = True
+    return bytes(kept)
+
+
+def _as_read(source: bytes | ReadMessage) -> ReadMessage:
+    if isinstance(source, ReadMessage):
+        return source
+    message, too_deep = parse_limited(source)
+    return ReadMessage(message, too_deep, size=len(source))
+
+
 def parse_headers(raw: bytes) -> Message:
     """The header section of RAW only (no recursion, however the body is nested)."""
     try:
@@ -185,10 +257,11 @@ def summary(raw: bytes) -> Summary:
                    message_date(headers))
 
 
-def message_view(raw: bytes) -> MessageView:
-    """The view of RAW: headers, the text body, and the attachments."""
-    message, too_deep = parse_limited(raw)
-    body, listed = _structure(message)
+def message_view(source: bytes | ReadMessage) -> MessageView:
+    """The view of SOURCE: headers, the text body, and the attachments."""
+    read = _as_read(source)
+    message = read.message
+    body, listed = _structure(message, read.extents)
     has_html = body is not None and body.get_content_subtype() == "html"
     text = _text(body) if body is not None and not has_html else None
     # Images the HTML body shows in place are part of the text, not files to download.
@@ -199,7 +272,10 @@ def message_view(raw: bytes) -> MessageView:
         date=message_date(message), subject=visible(header(message, "subject")), text=text,
         has_html=has_html,
         attachments=[info for info, _ in listed if not _shown_inline(info, shown)],
-        too_deep=too_deep,
+        too_deep=read.too_deep,
+        shown_in_part=read.parts_left_out or (
+            body is not None and read.extents is not None and id(body) in read.extents
+            and read.extents[id(body)].shown_in_part),
     )
 
 
@@ -214,12 +290,13 @@ def _shown_inline(info: Attachment, shown: set[str]) -> bool:
             and info.content_type in INLINE_IMAGE_TYPES)
 
 
-def body_html(raw: bytes, inline_url: Callable[[int], str], framed: bool) -> str | None:
-    """The sanitized HTML body of RAW, or None when it has none. INLINE_URL(number) is where
-    an inline (cid:) image can be fetched. FRAMED keeps the sender's styling, for the
+def body_html(source: bytes | ReadMessage, inline_url: Callable[[int], str],
+              framed: bool) -> str | None:
+    """The sanitized HTML body of SOURCE, or None when it has none. INLINE_URL(number) is
+    where an inline (cid:) image can be fetched. FRAMED keeps the sender's styling, for the
     sandboxed frame; otherwise the HTML is fit to sit inside a portal page."""
-    message = parse(raw)
-    body, listed = _structure(message)
+    read = _as_read(source)
+    body, listed = _structure(read.message, read.extents)
     if body is None or body.get_content_subtype() != "html":
         return None
     cids = {info.content_id: info.number for info, _ in listed
@@ -255,13 +332,28 @@ def _msgid(value: str) -> str:
     return value if ok else ""
 
 
-def attachment(raw: bytes, number: int) -> Download | None:
-    """Attachment NUMBER of RAW (as listed by message_view), or None."""
-    _, listed = _structure(parse(raw))
+def attachment(source: bytes | ReadMessage, number: int) -> Download | None:
+    """Attachment NUMBER of SOURCE (as listed by message_view), or None. Of a large message
+    the download says where its content lies (extent): see attachment_chunks."""
+    read = _as_read(source)
+    _, listed = _structure(read.message, read.extents)
     for info, part in listed:
         if info.number == number:
+            if read.extents is not None:
+                extent = read.extents.get(id(part))
+                return None if extent is None else Download(
+                    info.filename, info.content_type, _charset(part), b"", extent)
             return Download(info.filename, info.content_type, _charset(part), _payload(part))
     return None
+
+
+def attachment_chunks(stream: MessageStream, download: Download) -> Iterator[bytes]:
+    """The content of DOWNLOAD, decoded piece by piece from a new pass over STREAM; the last
+    piece comes only once the pass has verified the stored copy (mime_scan.decoded_range)."""
+    if download.extent is None:
+        yield download.data
+        return
+    yield from mime_scan.decoded_range(stream.chunks(), download.extent)
 
 
 def sanitize_html(html: str, cid_url: Callable[[str], str | None], framed: bool = False) -> str:
@@ -395,14 +487,16 @@ def message_date(message: Message) -> datetime | None:
 
 # -- parts -------------------------------------------------------------------------------
 
-def _structure(message: EmailMessage) -> tuple[EmailMessage | None,
-                                               list[tuple[Attachment, EmailMessage]]]:
+def _structure(message: EmailMessage, extents: dict[int, PartExtent] | None = None,
+               ) -> tuple[EmailMessage | None, list[tuple[Attachment, EmailMessage]]]:
     """The body part to show, and every other leaf part as an attachment. The plain-text
-    alternative of an HTML body is not an attachment either."""
+    alternative of an HTML body is not an attachment either. EXTENTS give the sizes of a
+    scanned message's parts, whose contents were not kept."""
     body = _body_part(message, ("html", "plain"))
     plain = _body_part(message, ("plain",))
     shown = {id(part) for part in (body, plain) if part is not None}
-    return body, [(info, part) for info, part in _attachments(message) if id(part) not in shown]
+    return body, [(info, part) for info, part in _attachments(message, extents)
+                  if id(part) not in shown]
 
 
 def _body_part(message: EmailMessage, preference: tuple[str, ...]) -> EmailMessage | None:
@@ -423,7 +517,8 @@ def _leaves(part: EmailMessage) -> Iterator[EmailMessage]:
         yield part
 
 
-def _attachments(message: EmailMessage) -> Iterator[tuple[Attachment, EmailMessage]]:
+def _attachments(message: EmailMessage, extents: dict[int, PartExtent] | None,
+                 ) -> Iterator[tuple[Attachment, EmailMessage]]:
     # Numbering counts every leaf, so a part keeps its number whichever body is shown.
     for number, part in enumerate(_leaves(message), start=1):
         content_type = _content_type(part)
@@ -431,10 +526,17 @@ def _attachments(message: EmailMessage) -> Iterator[tuple[Attachment, EmailMessa
             number=number,
             filename=_filename(part, number, content_type),
             content_type=content_type,
-            size=len(_payload(part)),
+            size=_size(part, extents),
             content_id=header(part, "content-id").strip("<> "),
         )
         yield info, part
+
+
+def _size(part: EmailMessage, extents: dict[int, PartExtent] | None) -> int:
+    if extents is None:
+        return len(_payload(part))
+    extent = extents.get(id(part))
+    return extent.size if extent is not None else 0
 
 
 def _content_type(part: EmailMessage) -> str:
