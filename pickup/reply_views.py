@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from pickup import compose, render
 from pickup.accounts import User
-from pickup.message_views import DAMAGED, damaged_page, show_thread
+from pickup.message_views import DAMAGED, damaged_page, read_headers, show_thread
 from pickup.pages import filesize
 from pickup.security import CSRF_FIELD
 from pickup.threads import MESSAGE, Item
@@ -186,6 +186,6 @@ def store_reply(request: Request, user: User, root: Item, text: str,
 def _headers(request: Request, item: Item, fallback_sender: str) -> render.ThreadHeaders | None:
     """What a reply needs from ITEM; None when it is damaged. KeyError when it is gone."""
     try:
-        return render.thread_headers(portal(request).store.open_pickup(item.id), fallback_sender)
+        return render.thread_headers(read_headers(portal(request).store, item.id), fallback_sender)
     except DAMAGED:
         return None
