@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.tls.mta_sts import STSCache, STSMode, STSPolicy  # noqa: E402
 from gateway.classify.policy import decide, load_policy  # noqa: E402
 from gateway.storage.store import Store  # noqa: E402
 from gateway.tls.knowledge import TLSCache  # noqa: E402
+from gateway.tls.mta_sts import STSCache, STSMode, STSPolicy  # noqa: E402
 
 
 def main() -> None:

@@ -13,23 +13,22 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
 from email.message import Message
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
-from gateway.config import Config, ConfigError, load_config, parse_duration
-from gateway.vault.crypto import KeyRing
-from gateway.delivery.mx import make_resolver
-from gateway.vault.expiry import purge_expired
 from gateway.classify.policy import PolicyError, check_policy, decide, load_policy
+from gateway.config import Config, ConfigError, load_config, parse_duration
+from gateway.delivery.mx import make_resolver
 from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
-
+from gateway.vault.crypto import KeyRing
+from gateway.vault.expiry import purge_expired
 
 CONFIG_HELP = "config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)"
 

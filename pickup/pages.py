@@ -16,8 +16,8 @@ from starlette.templating import Jinja2Templates
 
 from gateway.resources import TEMPLATES_DIR
 from pickup.brand import Brand
-from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.mail import template_loader
+from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.security import Csrf
 from pickup.timezones import DEFAULT_ZONE, format_day, format_time
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.vault import crypto
 from gateway.storage.store import Route, Store
+from gateway.vault import crypto
 
 MESSAGE = b"Subject: Lab results\r\nFrom: d@clinic.test\r\n\r\nHbA1c 5.4%\r\n"
 

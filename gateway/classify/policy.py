@@ -9,8 +9,8 @@ from __future__ import annotations
 import email.headerregistry
 import email.policy
 import re
-from collections.abc import Callable
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path

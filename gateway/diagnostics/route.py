@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.config import Config, parse_duration
-from gateway.tls.dane import lookup_tlsa
 from gateway.delivery.mx import LookupStatus, MXResolver, make_resolver
-from gateway.tls.mta_sts import STSCache
 from gateway.storage.protocols import KnowledgeStore
+from gateway.tls.dane import lookup_tlsa
 from gateway.tls.knowledge import TLSCache
+from gateway.tls.mta_sts import STSCache
 
 
 def _when(timestamp: float) -> str:

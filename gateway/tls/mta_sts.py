@@ -32,9 +32,8 @@ import dns.exception
 import dns.resolver
 
 from gateway.delivery.mx import MXResolver
-from gateway.tls.inspect import dns_name_matches
-
 from gateway.storage.protocols import CachedSTSPolicy, KnowledgeStore
+from gateway.tls.inspect import dns_name_matches
 
 __all__ = [
     "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "FetchError", "MTASTSResolver", "PolicyError", "STSCache",
