@@ -31,7 +31,7 @@ def filesize(size: int) -> str:
     if size < 1024:
         return "1 byte" if size == 1 else f"{size} bytes"
     value = float(size)
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("KB", "MB", "GB"):  # noqa: B007 (unit is read after the loop)
         value /= 1024
         if value < 1024:
             break

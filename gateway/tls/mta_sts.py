@@ -3,7 +3,8 @@
 Kept apart as in postfix-mta-sts-resolver:
   lookup_sts_txt / fetch_policy   what the domain publishes right now (DNS + HTTPS)
   parse_policy                    the policy text, strictly
-  STSCache                        what we learned before (storage's KnowledgeStore, injectable clock)
+  STSCache                        what we learned before (storage's KnowledgeStore,
+                                  injectable clock)
   MTASTSResolver                  the RFC 8461 5.1 rules that combine the three
 
 Failures are verdicts (STSStatus), never exceptions, because every failure has a defined

@@ -1,7 +1,8 @@
 """Encryption at rest: a fresh AES-256-GCM data key per stored message, wrapped by a
 key-encryption key (KEK) that carries a key id, so KEKs can rotate while old ones decrypt.
 
-Blob layout (version 1): b"SGB1" | len(key_id) (1 byte) | key_id | nonce (12) | ciphertext | tag (16).
+Blob layout (version 1):
+    b"SGB1" | len(key_id) (1 byte) | key_id | nonce (12) | ciphertext | tag (16).
 The additional authenticated data binds version, key id, record id and recipient, so a
 blob or a wrapped key moved to another record fails to decrypt.
 """
@@ -42,7 +43,8 @@ def _aad(key_id: str, record_id: str, recipient: str) -> bytes:
 
 
 class KeyRing:
-    """Key-encryption keys in DIR, one file per key id, mode 0600; `current` names the active one."""
+    """Key-encryption keys in DIR, one file per key id, mode 0600; `current` names the active
+    one."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -119,7 +121,8 @@ def encrypt_file(
     return sealed
 
 
-def decrypt_file(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str, recipient: str) -> bytes:
+def decrypt_file(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str,
+                 recipient: str) -> bytes:
     """The plaintext of BLOB, released only after its tag verified."""
     data_key = unseal_key(ring, sealed, record_id, recipient)
     with blob.open("rb") as handle:
