@@ -56,7 +56,8 @@ def main() -> None:
     policy_dir.mkdir()
     (policy_dir / "p.toml").write_text('[confidential]\nsubject_tags = ["[secure]"]\n')
     with FakeDNS() as dns, \
-            FakeMX("127.0.0.2", port, name="mx.tls.test", tls_cert=leaf(ca, "mx.tls.test")) as tls_mx, \
+            FakeMX("127.0.0.2", port, name="mx.tls.test",
+                   tls_cert=leaf(ca, "mx.tls.test")) as tls_mx, \
             FakeMX("127.0.0.3", port, name="mx.plain.test") as plain_mx:
         for name, ip in (("tls", "127.0.0.2"), ("plain", "127.0.0.3")):
             dns.add(f"mx.{name}.test", "A", ip)
@@ -70,8 +71,9 @@ def main() -> None:
         per = args.messages // args.connections
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(args.connections) as pool:
-            list(pool.map(lambda c: send_batch(gateway.smtp_port, c * per, per, args.size, args.kind,
-                                               args.domains), range(args.connections)))
+            list(pool.map(lambda c: send_batch(gateway.smtp_port, c * per, per, args.size,
+                                               args.kind, args.domains),
+                          range(args.connections)))
         accepted = time.perf_counter() - started
         sink.wait_for(per * args.connections, timeout=600)
         delivered = time.perf_counter() - started

@@ -13,23 +13,25 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
 from email.message import Message
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import Config, ConfigError, load_config, parse_duration
-from gateway.vault.crypto import KeyRing
-from gateway.delivery.mx import make_resolver
-from gateway.vault.expiry import purge_expired
 from gateway.classify.policy import PolicyError, check_policy, decide, load_policy
+from gateway.config import Config, ConfigError, load_config, parse_duration
+from gateway.delivery.mx import make_resolver
 from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
+from gateway.vault.crypto import KeyRing
+from gateway.vault.expiry import purge_expired
 
+if TYPE_CHECKING:
+    from gateway.diagnostics.probe import ProbeReport  # imported by cmd_probe when it runs
 
 CONFIG_HELP = "config file (default: $SEALGATE_CONFIG, then conf/sealgate.toml)"
 
@@ -111,7 +113,7 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _remember_probe(config: Config, report: Any) -> None:
+def _remember_probe(config: Config, report: ProbeReport) -> None:
     """What the probe saw goes into the TLS cache, as a delivery's findings would."""
     with opened_store(config) as store:
         cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
@@ -173,7 +175,8 @@ def _queue(store: Storage, args: argparse.Namespace) -> int:
         if not store.delete_message(args.id):
             print(f"no such message: {args.id}", file=sys.stderr)
             return 1
-        store.audit(args.id, "queue-deleted", admin_identity(), "deleted with sealgate queue delete")
+        store.audit(args.id, "queue-deleted", admin_identity(),
+                    "deleted with sealgate queue delete")
         print(f"deleted {args.id}")
     return 0
 
@@ -210,10 +213,12 @@ def _message_dicts(status: MessageStatus) -> tuple[dict[str, Any], list[dict[str
     return message, recipients
 
 
-def describe_queued_message(message: dict[str, Any], recipients: list[dict[str, Any]]) -> list[str]:
+def describe_queued_message(message: dict[str, Any],
+                            recipients: list[dict[str, Any]]) -> list[str]:
+    client = message["client"] or "Sealgate itself"
     lines = [f"message {message['id']}",
              f"  from      {message['sender'] or '<> (null sender)'}",
-             f"  received  {_when(message['received'])} from {message['client'] or 'Sealgate itself'}",
+             f"  received  {_when(message['received'])} from {client}",
              f"  size      {message['size']} bytes"]
     for rcpt in recipients:
         confidential = "confidential" if rcpt["confidential"] else "not confidential"
@@ -242,7 +247,8 @@ def describe_attempt(attempt: dict[str, Any]) -> list[str]:
     lines = [f"    - {_when(attempt['at'])}  {where}",
              f"        tls       {tls}"]
     if attempt["cert_subject"]:
-        lines.append(f"        cert      {attempt['cert_subject']} (issuer {attempt['cert_issuer']})")
+        lines.append(f"        cert      {attempt['cert_subject']}"
+                     f" (issuer {attempt['cert_issuer']})")
     if attempt["reason"]:
         lines.append(f"        verdict   {attempt['reason']}")
     lines.append(f"        reply     {attempt['reply'] or '-'}")
@@ -261,7 +267,8 @@ def cmd_keys(config: Config, args: argparse.Namespace) -> int:
         ids = ring.key_ids()
         print("\n".join(ids) if ids else "no key-encryption keys yet (made on first start)")
         return 0
-    print(f"new key-encryption key {ring.rotate()}; older keys still decrypt: {', '.join(ring.key_ids())}")
+    print(f"new key-encryption key {ring.rotate()};"
+          f" older keys still decrypt: {', '.join(ring.key_ids())}")
     return 0
 
 
@@ -312,7 +319,8 @@ def _pickup_list(store: PickupStore, recipient: str | None, as_json: bool) -> in
         return 0
     for e in entries:
         label = f"reply to {e['thread_id']}" if e["kind"] == "reply" else e["state"]
-        print(f"{e['id']}  {e['sender']} -> {e['recipient']}  {label}  expires {_when(e['expires'])}")
+        print(f"{e['id']}  {e['sender']} -> {e['recipient']}  {label}"
+              f"  expires {_when(e['expires'])}")
     if not entries:
         print(f"no stored messages{' for ' + recipient if recipient else ''}")
     return 0
@@ -337,10 +345,12 @@ def _why_unwritable(directory: Path) -> str:
 def parser() -> argparse.ArgumentParser:
     common = _common_options()
 
-    def add(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return subparsers.add_parser(name, parents=[common], **kwargs)  # type: ignore[no-any-return]
+    def add(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+            **kwargs: Any) -> argparse.ArgumentParser:
+        return subparsers.add_parser(name, parents=[common], **kwargs)
 
-    top = argparse.ArgumentParser(prog="sealgate", description="SMTP gateway with TLS-aware routing")
+    top = argparse.ArgumentParser(prog="sealgate",
+                                  description="SMTP gateway with TLS-aware routing")
     top.add_argument("--config", help=CONFIG_HELP)
     sub = top.add_subparsers(dest="command", required=True)
     add(sub, "serve", help="run SMTP, delivery, portal and expiry").set_defaults(func=cmd_serve)

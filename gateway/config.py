@@ -199,7 +199,8 @@ def _section(name: str, cls: type, values: Any) -> Any:
         if spec is None:
             raise ConfigError(f"[{name}] unknown key {key!r} (known: {', '.join(sorted(known))})")
         default = getattr(cls(), spec.name)
-        if not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+        if (not isinstance(value, type(default))
+                or isinstance(value, bool) != isinstance(default, bool)):
             raise ConfigError(f"{name}.{key}: expected {type(default).__name__}, got {value!r}")
         kwargs[spec.name] = value
     return cls(**kwargs)

@@ -10,10 +10,11 @@ It restarts a worker that exits (backoff doubling from RESTART_MIN to RESTART_MA
 once a worker ran for STABLE seconds), ending at once the leases of a runner it reaped and
 forgetting the sessions of a listener it reaped. A policy reload (SIGHUP, or a changed
 file) is checked here first; if it loads, the shared policy generation moves on and SIGHUP
-is passed to every worker, so each listener reloads before its next classification. SIGTERM/SIGINT: the portal and the listeners stop accepting,
-the runners let deliveries in flight finish up to delivery.shutdown_timeout, then whatever
-is left is killed. Workers die with the supervisor (PR_SET_PDEATHSIG), and they share its
-store lock, so no next `serve` can start while one of them still runs.
+is passed to every worker, so each listener reloads before its next classification.
+SIGTERM/SIGINT: the portal and the listeners stop accepting, the runners let deliveries in
+flight finish up to delivery.shutdown_timeout, then whatever is left is killed. Workers die
+with the supervisor (PR_SET_PDEATHSIG), and they share its store lock, so no next `serve`
+can start while one of them still runs.
 """
 
 from __future__ import annotations

@@ -13,10 +13,21 @@ from pickup.passwords import PASSWORD_MAX, PASSWORD_MIN
 from pickup.resets import RESET_LIFETIME
 from pickup.threads import MESSAGE
 from pickup.timezones import valid_zone, zone_names
-from pickup.views import (SESSION_COOKIE, account_notice, anonymous_message, client_ip,
-                          current_user, page, password_errors, portal, queue_mail, read_form,
-                          redirect, start_session, wake_up)
-
+from pickup.views import (
+    SESSION_COOKIE,
+    account_notice,
+    anonymous_message,
+    client_ip,
+    current_user,
+    page,
+    password_errors,
+    portal,
+    queue_mail,
+    read_form,
+    redirect,
+    start_session,
+    wake_up,
+)
 
 # -- profile, password, sessions -------------------------------------------------------------
 

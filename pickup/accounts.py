@@ -17,8 +17,7 @@ from functools import cached_property
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from gateway.storage.protocols import (CodeCheck, CodeLimits, CodeSend, NewUser, PortalStore,
-                                       User)
+from gateway.storage.protocols import CodeCheck, CodeLimits, CodeSend, NewUser, PortalStore, User
 from pickup.security import derive_key
 from pickup.throttle import LoginThrottle, Paused
 

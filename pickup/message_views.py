@@ -17,9 +17,17 @@ from pickup.accounts import User
 from pickup.pages import path_for
 from pickup.security import BODY_CONTENT_SECURITY_POLICY
 from pickup.threads import MESSAGE, Item
-from pickup.views import (anonymous_message, client_ip, current_user, login_page, not_found,
-                          owned_item, page, portal, redirect)
-
+from pickup.views import (
+    anonymous_message,
+    client_ip,
+    current_user,
+    login_page,
+    not_found,
+    owned_item,
+    page,
+    portal,
+    redirect,
+)
 
 # What keeps a stored message from being shown: its blob is unreadable or fails to
 # decrypt (tampered, or written by another key), or what it decrypts to cannot be parsed.

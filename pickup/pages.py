@@ -16,8 +16,8 @@ from starlette.templating import Jinja2Templates
 
 from gateway.resources import TEMPLATES_DIR
 from pickup.brand import Brand
-from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.mail import template_loader
+from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.security import Csrf
 from pickup.timezones import DEFAULT_ZONE, format_day, format_time
 
@@ -31,7 +31,7 @@ def filesize(size: int) -> str:
     if size < 1024:
         return "1 byte" if size == 1 else f"{size} bytes"
     value = float(size)
-    for unit in ("KB", "MB", "GB"):
+    for unit in ("KB", "MB", "GB"):  # noqa: B007 (unit is read after the loop)
         value /= 1024
         if value < 1024:
             break

@@ -22,8 +22,7 @@ from pickup.message_views import DAMAGED, damaged_page, read_headers, show_threa
 from pickup.pages import filesize
 from pickup.security import CSRF_FIELD
 from pickup.threads import MESSAGE, Item
-from pickup.views import (client_ip, current_user, not_found, owned_item, portal, redirect,
-                          wake_up)
+from pickup.views import client_ip, current_user, not_found, owned_item, portal, redirect, wake_up
 
 MAX_TEXT_BYTES = 1024 * 1024  # the typed reply; attachments are counted separately
 MAX_FILES = 20

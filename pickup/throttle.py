@@ -30,8 +30,8 @@ def client_key(client: str) -> str:
 
 
 class LoginThrottle:
-    def __init__(self, store: PortalStore, window: float = WINDOW, account_limit: int = ACCOUNT_LIMIT,
-                 client_limit: int = CLIENT_LIMIT) -> None:
+    def __init__(self, store: PortalStore, window: float = WINDOW,
+                 account_limit: int = ACCOUNT_LIMIT, client_limit: int = CLIENT_LIMIT) -> None:
         self.store = store
         self.window = window
         self.limits = {"account": account_limit, "client": client_limit}

@@ -28,8 +28,18 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from gateway.config import Config
 from gateway.storage.protocols import Storage
 from gateway.storage.store import Route
-from pickup.accounts import (CODE_DIGITS, CODE_LIFETIME, NAME_MAX, Accounts, CodeCheck, CodeSend,
-                             TooManyFailures, User, normalize_address, normalize_code)
+from pickup.accounts import (
+    CODE_DIGITS,
+    CODE_LIFETIME,
+    NAME_MAX,
+    Accounts,
+    CodeCheck,
+    CodeSend,
+    TooManyFailures,
+    User,
+    normalize_address,
+    normalize_code,
+)
 from pickup.brand import Brand
 from pickup.mail import Mailer
 from pickup.pages import Pages, path_for

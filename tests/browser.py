@@ -21,8 +21,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import (BrowserContext, ConsoleMessage, Dialog, Page, ViewportSize,
-                                 sync_playwright)
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Dialog,
+    Page,
+    ViewportSize,
+    sync_playwright,
+)
 
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX

@@ -39,7 +39,8 @@ def _toml_value(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_config(directory: Path, settings: GatewaySettings, smtp_port: int, portal_port: int) -> Path:
+def write_config(directory: Path, settings: GatewaySettings, smtp_port: int,
+                 portal_port: int) -> Path:
     sections: dict[str, dict[str, object]] = {
         "smtp": {"listen": f"127.0.0.1:{smtp_port}", "hostname": "gateway.sealgate.test"},
         "delivery": {"port": settings.mx_port, "ca_file": str(settings.ca_file),
@@ -86,7 +87,8 @@ class GatewayProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
         deadline = time.monotonic() + timeout

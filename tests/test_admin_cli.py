@@ -48,7 +48,8 @@ def test_probe_reports_starttls_and_routes_per_mode(
     assert "mx.tls.test" in text and "TLSv1." in text
     known = json.loads(gateway.cli("route", "--from", "a@clinic.test", "--to", "b@tls.test",
                                    "--json", "--no-dns").stdout)["domain"]["tls_cache"]
-    assert [(h["host"], h["starttls"], h["verified"]) for h in known] == [("mx.tls.test", True, True)]
+    assert ([(h["host"], h["starttls"], h["verified"]) for h in known]
+            == [("mx.tls.test", True, True)])
 
 
 def test_probe_rejects_a_malformed_domain_clearly(gateway: GatewayProcess) -> None:
@@ -57,7 +58,8 @@ def test_probe_rejects_a_malformed_domain_clearly(gateway: GatewayProcess) -> No
     assert "Traceback" not in result.stderr
 
 
-def test_policy_check_reports_file_and_line_and_exits_1(gateway: GatewayProcess, tmp_path: Path) -> None:
+def test_policy_check_reports_file_and_line_and_exits_1(gateway: GatewayProcess,
+                                                        tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text('[default]\nmode = "sometimes"\n')
     result = gateway.cli("policy", "check", str(tmp_path))
     assert result.returncode == 1 and f"{tmp_path}/bad.toml:2: mode 'sometimes'" in result.stderr

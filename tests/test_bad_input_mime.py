@@ -33,7 +33,8 @@ def broken_boundaries() -> bytes:
 
 
 def many_headers(count: int = 10_000) -> bytes:
-    return head(extra=b"".join(b"X-Filler-%d: value\r\n" % n for n in range(count))) + b"\r\nbody\r\n"
+    filler = b"".join(b"X-Filler-%d: value\r\n" % n for n in range(count))
+    return head(extra=filler) + b"\r\nbody\r\n"
 
 
 def huge_header() -> bytes:

@@ -69,7 +69,8 @@ def test_nonexistent_domain_bounces_with_5_1_2(
 
 
 def test_dns_servfail_defers_instead_of_bouncing(
-        gateway: GatewayProcess, fake_dns: FakeDNS, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+        gateway: GatewayProcess, fake_dns: FakeDNS, mx_hosts: dict[str, FakeMX],
+        unique: str) -> None:
     fake_dns.set_rcode("broken-dns.test", "SERVFAIL")
     rcpt = f"{unique}@broken-dns.test"
     reply = gateway.send(make_message(f"{unique}@relay.test", rcpt, "Hello"))

@@ -15,8 +15,18 @@ from pathlib import Path
 
 from playwright.sync_api import FilePayload
 
-from tests.browser import (Watch, chromium, error_next_to, frame_height, frame_text, mail_text,
-                           notified_link, register, secure_html_message, shoot)
+from tests.browser import (
+    Watch,
+    chromium,
+    error_next_to,
+    frame_height,
+    frame_text,
+    mail_text,
+    notified_link,
+    register,
+    secure_html_message,
+    shoot,
+)
 from tests.conftest import wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess

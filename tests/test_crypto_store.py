@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.vault import crypto
 from gateway.storage.store import Route, Store
+from gateway.vault import crypto
 
 MESSAGE = b"Subject: Lab results\r\nFrom: d@clinic.test\r\n\r\nHbA1c 5.4%\r\n"
 
@@ -18,7 +18,8 @@ def ring(tmp_path: Path) -> crypto.KeyRing:
     return crypto.KeyRing(tmp_path / "keys")
 
 
-def seal(ring: crypto.KeyRing, tmp_path: Path, plaintext: bytes = MESSAGE) -> tuple[crypto.SealedKey, Path]:
+def seal(ring: crypto.KeyRing, tmp_path: Path,
+         plaintext: bytes = MESSAGE) -> tuple[crypto.SealedKey, Path]:
     blob = tmp_path / "m.sgb"
     return crypto.encrypt_file(ring, io.BytesIO(plaintext), blob, "rec1", "p@x.test"), blob
 
@@ -69,7 +70,8 @@ def test_old_keys_still_decrypt_after_rotation(ring: crypto.KeyRing, tmp_path: P
     sealed, blob = seal(ring, tmp_path)
     new_id = ring.rotate()
     assert new_id != sealed.key_id and ring.ensure() == new_id
-    assert crypto.decrypt_file(crypto.KeyRing(ring.directory), sealed, blob, "rec1", "p@x.test") == MESSAGE
+    reopened = crypto.KeyRing(ring.directory)
+    assert crypto.decrypt_file(reopened, sealed, blob, "rec1", "p@x.test") == MESSAGE
 
 
 def test_key_files_are_private(ring: crypto.KeyRing) -> None:

@@ -22,10 +22,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.tls.dane import (
-    DaneVerdict, TLSARecord, TLSAStatus, lookup_tlsa, tlsa_name, verify, verify_detail,
-)
 from gateway.delivery.mx import make_resolver
+from gateway.tls.dane import (
+    DaneVerdict,
+    TLSARecord,
+    TLSAStatus,
+    lookup_tlsa,
+    tlsa_name,
+    verify,
+    verify_detail,
+)
 from gateway.tls.inspect import cert_facts, dns_name_matches, presented_chain, spki_der
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX

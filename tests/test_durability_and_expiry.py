@@ -48,7 +48,8 @@ def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
     assert result.returncode == 0, result.stderr
     assert not blob.exists()
     with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        assert db.execute("SELECT count(*) FROM pickups WHERE id = ?", (row["id"],)).fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM pickups WHERE id = ?",
+                          (row["id"],)).fetchone()[0] == 0
     assert httpx.get(link).status_code == 404
 
 

@@ -276,7 +276,8 @@ def test_mx_cert_name_mismatch_is_rejected_by_client(ca: trustme.CA, mx_port: in
 
 def test_mx_cert_without_offering_starttls(ca: trustme.CA, mx_port: int) -> None:
     cert = leaf(ca, "mx.tls.test")
-    with FakeMX("127.0.0.2", mx_port, name="mx.tls.test", tls_cert=cert, offer_starttls=False) as mx:
+    with FakeMX("127.0.0.2", mx_port, name="mx.tls.test", tls_cert=cert,
+                offer_starttls=False) as mx:
         with smtplib.SMTP("127.0.0.2", mx_port, timeout=5) as client:
             client.ehlo()
             assert not client.has_extn("starttls")

@@ -17,7 +17,8 @@ from tests.gateway_process import GatewayProcess, GatewaySettings
 
 
 @pytest.fixture
-def tls_gateway(gateway_settings: GatewaySettings, ca: trustme.CA, tmp_path: Path) -> Iterator[GatewayProcess]:
+def tls_gateway(gateway_settings: GatewaySettings, ca: trustme.CA,
+                tmp_path: Path) -> Iterator[GatewayProcess]:
     cert = ca.issue_cert("localhost", "127.0.0.1")
     cert_file, key_file = tmp_path / "gw.pem", tmp_path / "gw.key"
     cert.cert_chain_pems[0].write_to_path(str(cert_file))

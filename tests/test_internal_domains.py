@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, ConfigError, load_config
-from gateway.delivery.deliverer import INTERNAL
 from gateway.classify.internal import is_internal, route_for
 from gateway.classify.policy import Decision
+from gateway.config import Config, ConfigError, load_config
+from gateway.delivery.deliverer import INTERNAL
 from gateway.queue.runner import DSN_REASON, POSTMASTER_REASON
 from gateway.serve import build_runner
 from gateway.storage.store import Route, Store
-from tests.fakes.mx_host import FakeMX
 from tests.conftest import assert_no_mail, make_message, wait_for_mail
+from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
 from tests.portal_fixtures import clock, store
 

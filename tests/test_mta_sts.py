@@ -19,11 +19,22 @@ import pytest
 import trustme
 
 from gateway.delivery.mx import make_resolver
-from gateway.tls.mta_sts import (
-    MAX_AGE_LIMIT, FetchError, MTASTSResolver, PolicyError, STSCache, STSLookup, STSMode, STSPolicy,
-    STSStatus, _read_body, fetch_policy, parse_policy, parse_sts_txt,
-)
 from gateway.storage.store import Store
+from gateway.tls.mta_sts import (
+    MAX_AGE_LIMIT,
+    FetchError,
+    MTASTSResolver,
+    PolicyError,
+    STSCache,
+    STSLookup,
+    STSMode,
+    STSPolicy,
+    STSStatus,
+    _read_body,
+    fetch_policy,
+    parse_policy,
+    parse_sts_txt,
+)
 from tests.fakes.certs import make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS

@@ -81,8 +81,9 @@ from = "secure-mail@clinic.test"
 """)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SEALGATE_CONFIG")}
     log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen([installed / "sealgate", "serve", "--config", "../site/sealgate.toml"],
-                               cwd=empty, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [installed / "sealgate", "serve", "--config", "../site/sealgate.toml"],
+        cwd=empty, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 40
     while not (listening(smtp_port) and listening(portal_port)):
         assert process.poll() is None and time.monotonic() < deadline, (

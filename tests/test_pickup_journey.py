@@ -37,8 +37,8 @@ def stored_secure_message(gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
 
 
 def test_recipient_registers_reads_and_downloads(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str],
-        unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
+        stored_secure_message: tuple[str, str], unique: str) -> None:
     rcpt, link = stored_secure_message
     with httpx.Client(base_url=gateway.portal_url) as client:
         message_page = register(client, link, mx_hosts["plain"], rcpt)
@@ -52,8 +52,8 @@ def test_recipient_registers_reads_and_downloads(
 
 
 def test_recipient_signs_in_again_with_the_password(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str],
-        unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
+        stored_secure_message: tuple[str, str], unique: str) -> None:
     rcpt, link = stored_secure_message
     with httpx.Client(base_url=gateway.portal_url) as client:
         page = register(client, link, mx_hosts["plain"], rcpt)
@@ -66,11 +66,12 @@ def test_recipient_signs_in_again_with_the_password(
 
 
 def test_another_registered_user_cannot_read_the_message(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str],
-        unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
+        stored_secure_message: tuple[str, str], unique: str) -> None:
     rcpt, link = stored_secure_message
     with httpx.Client(base_url=gateway.portal_url) as owner:
-        attachment_number = attachment_links(register(owner, link, mx_hosts["plain"], rcpt))[0].rsplit("/", 1)[1]
+        page = register(owner, link, mx_hosts["plain"], rcpt)
+        attachment_number = attachment_links(page)[0].rsplit("/", 1)[1]
     other = f"other-{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", other, "[secure] Someone else's", "x"))
     other_link = f"{gateway.portal_url}/m/{pickup_rows(gateway, other)[0]['id']}"
@@ -83,7 +84,8 @@ def test_another_registered_user_cannot_read_the_message(
 
 
 def test_opening_the_link_sends_nothing_and_signs_nobody_in(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str]) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
+        stored_secure_message: tuple[str, str]) -> None:
     """Link scanners fetch every link in a notification before the recipient does."""
     rcpt, link = stored_secure_message
     before = len(mx_hosts["plain"].messages)
@@ -96,14 +98,17 @@ def test_opening_the_link_sends_nothing_and_signs_nobody_in(
 
 
 def test_admin_sees_state_and_audit_and_can_revoke(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], stored_secure_message: tuple[str, str]) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
+        stored_secure_message: tuple[str, str]) -> None:
     rcpt, link = stored_secure_message
     pickup_id = link.rsplit("/", 1)[1]
-    assert f"{pickup_id}  doctor@clinic.test -> {rcpt}  unread" in gateway.cli("pickup", "list").stdout
+    listing = gateway.cli("pickup", "list").stdout
+    assert f"{pickup_id}  doctor@clinic.test -> {rcpt}  unread" in listing
     with httpx.Client(base_url=gateway.portal_url) as client:
         page = register(client, link, mx_hosts["plain"], rcpt)
         assert "read" in gateway.cli("pickup", "list", "--recipient", rcpt).stdout
-        sent = client.post(f"{link}/reply", data={"csrf_token": csrf_token(page), "text": "Thanks!"},
+        sent = client.post(f"{link}/reply",
+                           data={"csrf_token": csrf_token(page), "text": "Thanks!"},
                            files={"attachments": ("", b"", "application/octet-stream")},
                            follow_redirects=True)
         assert sent.status_code == 200
@@ -115,4 +120,5 @@ def test_admin_sees_state_and_audit_and_can_revoke(
         revoked = gateway.cli("pickup", "revoke", pickup_id)
         assert revoked.returncode == 0 and "2 stored messages" in revoked.stdout
         assert client.get(link).status_code == 404
-    assert gateway.cli("pickup", "list", "--recipient", rcpt).stdout == f"no stored messages for {rcpt}\n"
+    assert (gateway.cli("pickup", "list", "--recipient", rcpt).stdout
+            == f"no stored messages for {rcpt}\n")

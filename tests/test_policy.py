@@ -14,7 +14,8 @@ POLICY = """\
 [confidential]
 subject_tags = ["[secure]", "[confidential]"]
 strip_tags = true
-headers = { "Sensitivity" = ["Company-Confidential", "Private"], "X-Sealgate-Confidential" = ["yes"] }
+headers = { "Sensitivity" = ["Company-Confidential", "Private"], \
+"X-Sealgate-Confidential" = ["yes"] }
 
 [default]
 mode = "require-tls"
@@ -40,46 +41,54 @@ def headers(text: str) -> email.message.Message:
 
 
 def test_subject_tag_anywhere_any_case_makes_mail_confidential(policy_dir: Path) -> None:
-    decision = decide(load_policy(policy_dir), headers("Subject: Re: Fw: [SeCuRe] results"), "a@x.example")
+    decision = decide(load_policy(policy_dir), headers("Subject: Re: Fw: [SeCuRe] results"),
+                      "a@x.example")
     assert decision.confidential
     assert "[secure]" in decision.why and "10-main.toml:2" in decision.why
 
 
 def test_sensitivity_header_makes_mail_confidential(policy_dir: Path) -> None:
-    decision = decide(load_policy(policy_dir), headers("Subject: hi\nSensitivity: private"), "a@x.example")
+    decision = decide(load_policy(policy_dir), headers("Subject: hi\nSensitivity: private"),
+                      "a@x.example")
     assert decision.confidential and "Sensitivity" in decision.why
 
 
 def test_unrelated_header_value_is_not_confidential(policy_dir: Path) -> None:
-    decision = decide(load_policy(policy_dir), headers("Subject: hi\nSensitivity: Personal"), "a@x.example")
+    decision = decide(load_policy(policy_dir), headers("Subject: hi\nSensitivity: Personal"),
+                      "a@x.example")
     assert not decision.confidential and decision.mode == "opportunistic"
 
 
 def test_first_matching_domain_rule_gives_the_mode_and_its_line(policy_dir: Path) -> None:
-    decision = decide(load_policy(policy_dir), headers("Subject: [secure] x"), "a@partner-bank.example")
+    decision = decide(load_policy(policy_dir), headers("Subject: [secure] x"),
+                      "a@partner-bank.example")
     assert decision.mode == "require-verified-tls"
     assert decision.rule.endswith("10-main.toml:9")
 
 
 def test_wildcard_rule_matches_subdomains_only(policy_dir: Path) -> None:
     policy = load_policy(policy_dir)
-    assert decide(policy, headers("Subject: [secure] x"), "p@north.patients.example").mode == "pickup"
-    assert decide(policy, headers("Subject: [secure] x"), "p@patients.example").mode == "require-tls"
+    secure = headers("Subject: [secure] x")
+    assert decide(policy, secure, "p@north.patients.example").mode == "pickup"
+    assert decide(policy, secure, "p@patients.example").mode == "require-tls"
 
 
 def test_default_mode_applies_when_no_rule_matches(policy_dir: Path) -> None:
-    decision = decide(load_policy(policy_dir), headers("Subject: [secure] x"), "a@elsewhere.example")
+    decision = decide(load_policy(policy_dir), headers("Subject: [secure] x"),
+                      "a@elsewhere.example")
     assert decision.mode == "require-tls" and "[default]" in decision.rule
 
 
 def test_files_are_merged_in_name_order(policy_dir: Path) -> None:
-    (policy_dir / "20-extra.toml").write_text('[[domain]]\nmatch = "law.example"\nmode = "pickup"\n')
+    (policy_dir / "20-extra.toml").write_text(
+        '[[domain]]\nmatch = "law.example"\nmode = "pickup"\n')
     decision = decide(load_policy(policy_dir), headers("Subject: [secure] x"), "a@law.example")
     assert decision.mode == "pickup" and "20-extra.toml:1" in decision.rule
 
 
 def test_tags_are_stripped_case_insensitively(policy_dir: Path) -> None:
-    assert strip_subject_tags(load_policy(policy_dir), "Re: [SECURE]  Lab results") == "Re: Lab results"
+    assert (strip_subject_tags(load_policy(policy_dir), "Re: [SECURE]  Lab results")
+            == "Re: Lab results")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -63,7 +63,8 @@ def test_broken_edit_keeps_the_old_policy_and_logs_file_and_line(
     line = broken.splitlines().index('mode = "sometimes"') + 1
     assert f"{policy_file}:{line}: mode 'sometimes'" in reloading_gateway.log_path.read_text()
     rcpt = f"{unique}@tls.test"
-    reloading_gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Still direct", "Body"))
+    reloading_gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Still direct",
+                                        "Body"))
     assert wait_for_mail(mx_hosts["tls"], rcpt).tls
 
 

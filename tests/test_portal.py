@@ -18,13 +18,38 @@ from pickup import render
 from pickup.accounts import token_hash
 from pickup.app import create_app
 from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY
-from tests.portal_fixtures import (BODY_TOKEN, NOTIFY_FROM, OTHER, PASSWORD, PATIENT, PDF, PNG,
-                                   SENDER, FakeClock,
-                                   TestClient, app, ask_code, assert_security_headers,
-                                   body_frame, client, clock, code_mails, config, count, csrf,
-                                   latest_code, other_client, pid, read_mail,
-                                   register, seed, sign_in, store,
-                                   submit_verification, wakes)
+from tests.portal_fixtures import (
+    BODY_TOKEN,
+    NOTIFY_FROM,
+    OTHER,
+    PASSWORD,
+    PATIENT,
+    PDF,
+    PNG,
+    SENDER,
+    FakeClock,
+    TestClient,
+    app,
+    ask_code,
+    assert_security_headers,
+    body_frame,
+    client,
+    clock,
+    code_mails,
+    config,
+    count,
+    csrf,
+    latest_code,
+    other_client,
+    pid,
+    read_mail,
+    register,
+    seed,
+    sign_in,
+    store,
+    submit_verification,
+    wakes,
+)
 
 __all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
 SHOWN = "Lab results"  # the subject: on the message page, never before sign-in

@@ -11,10 +11,31 @@ from starlette.applications import Starlette
 
 from gateway.storage.store import Store
 from pickup.passwords import common_passwords, password_problem
-from tests.portal_fixtures import (OTHER, PASSWORD, PATIENT, FakeClock, Page, TestClient, app,
-                                   client, clock, config, count, csrf, login, mail_text, mails,
-                                   other_client, pid, register, seed, sign_in, store,
-                                   submit_verification, wakes)
+from tests.portal_fixtures import (
+    OTHER,
+    PASSWORD,
+    PATIENT,
+    FakeClock,
+    Page,
+    TestClient,
+    app,
+    client,
+    clock,
+    config,
+    count,
+    csrf,
+    login,
+    mail_text,
+    mails,
+    other_client,
+    pid,
+    register,
+    seed,
+    sign_in,
+    store,
+    submit_verification,
+    wakes,
+)
 
 __all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
 

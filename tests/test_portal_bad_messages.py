@@ -13,8 +13,23 @@ import pytest
 
 from gateway.storage.store import Store
 from pickup import render
-from tests.portal_fixtures import (PATIENT, SENDER, Page, TestClient, app, client, clock, config,
-                                   csrf, pid, register, secure_message, seed, store, wakes)
+from tests.portal_fixtures import (
+    PATIENT,
+    SENDER,
+    Page,
+    TestClient,
+    app,
+    client,
+    clock,
+    config,
+    csrf,
+    pid,
+    register,
+    secure_message,
+    seed,
+    store,
+    wakes,
+)
 
 __all__ = ["app", "client", "clock", "config", "pid", "store", "wakes"]
 
@@ -35,7 +50,7 @@ def raw_utf8_message(to: str = PATIENT) -> bytes:
             "Content-Type: text/plain; charset=utf-8\r\n"
             "Content-Transfer-Encoding: 8bit\r\n"
             "\r\n"
-            "Grüße aus der Klinik.\r\n").encode("utf-8")
+            "Grüße aus der Klinik.\r\n").encode()
 
 
 def deeply_nested_message(depth: int = 1200) -> bytes:

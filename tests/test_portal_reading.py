@@ -15,10 +15,28 @@ from gateway.storage.store import Store
 from pickup import render
 from pickup.app import create_app
 from pickup.security import BODY_CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY
-from tests.portal_fixtures import (BODY_TOKEN, OTHER, PATIENT, FakeClock, TestClient, app,
-                                   assert_security_headers, body_frame, client, clock, config,
-                                   csrf, other_client, pid, plain_message, register,
-                                   secure_message, seed, store, wakes)
+from tests.portal_fixtures import (
+    BODY_TOKEN,
+    OTHER,
+    PATIENT,
+    FakeClock,
+    TestClient,
+    app,
+    assert_security_headers,
+    body_frame,
+    client,
+    clock,
+    config,
+    csrf,
+    other_client,
+    pid,
+    plain_message,
+    register,
+    secure_message,
+    seed,
+    store,
+    wakes,
+)
 
 __all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
 

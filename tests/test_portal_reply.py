@@ -13,10 +13,28 @@ from typing import Any
 from gateway.config import Config
 from gateway.storage.store import Store
 from pickup.app import create_app
-from tests.portal_fixtures import (MESSAGE_ID, OTHER, PATIENT, SENDER, FakeClock, Page,
-                                   TestClient, app, client, clock, config, count, csrf,
-                                   other_client, pid, register, secure_message, seed, store,
-                                   wakes)
+from tests.portal_fixtures import (
+    MESSAGE_ID,
+    OTHER,
+    PATIENT,
+    SENDER,
+    FakeClock,
+    Page,
+    TestClient,
+    app,
+    client,
+    clock,
+    config,
+    count,
+    csrf,
+    other_client,
+    pid,
+    register,
+    secure_message,
+    seed,
+    store,
+    wakes,
+)
 
 __all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
 

@@ -16,11 +16,11 @@ import pytest
 import trustme
 from cryptography import x509
 
-from gateway.tls.dane import DaneVerdict, TLSAStatus
 from gateway.delivery.mx import LookupStatus, make_resolver
-from gateway.tls.mta_sts import STSMode, STSStatus
 from gateway.diagnostics.probe import PKIXStatus, ProbeReport, RouteAction, format_report, probe
+from gateway.tls.dane import DaneVerdict, TLSAStatus
 from gateway.tls.inspect import spki_der
+from gateway.tls.mta_sts import STSMode, STSStatus
 from tests.fakes.certs import make_ca, write_ca_pem
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS

@@ -52,7 +52,8 @@ def test_temporary_failure_is_retried_until_it_succeeds(
 
 
 def test_unreachable_first_mx_host_falls_back_to_the_next(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], busy_host: FakeMX, unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], busy_host: FakeMX,
+        unique: str) -> None:
     rcpt = f"{unique}@fallback.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "Second host"))
     assert b"Second host" in wait_for_mail(mx_hosts["plain"], rcpt).content

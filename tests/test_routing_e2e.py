@@ -30,7 +30,8 @@ def test_ordinary_message_uses_starttls_when_offered(
 def test_secure_message_to_a_tls_domain_arrives_over_tls_with_the_tag_stripped(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@tls.test"
-    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Lab results", "Your HbA1c is 5.4%."))
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Lab results",
+                              "Your HbA1c is 5.4%."))
     received = wait_for_mail(mx_hosts["tls"], rcpt)
     assert received.tls and received.tls_version in ("TLSv1.2", "TLSv1.3")
     delivered = message_from_bytes(received.content, policy=policy.default)

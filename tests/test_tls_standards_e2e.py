@@ -33,7 +33,8 @@ DANE_IP = "127.0.0.13"
 
 
 def sts_policy(*mx: str) -> str:
-    return "version: STSv1\nmode: enforce\n" + "".join(f"mx: {m}\n" for m in mx) + "max_age: 86400\n"
+    return ("version: STSv1\nmode: enforce\n" + "".join(f"mx: {m}\n" for m in mx)
+            + "max_age: 86400\n")
 
 
 def publish_sts(dns: FakeDNS, https: FakeHTTPS, domain: str, mx_host: str, *listed: str) -> None:
@@ -52,9 +53,12 @@ def spki_sha256(cert: trustme.LeafCert) -> str:
 
 @pytest.fixture(scope="module")
 def standards(fake_dns: FakeDNS, policy_https: FakeHTTPS, mx_port: int) -> Iterator[FakeMX]:
-    publish_sts(fake_dns, policy_https, "enforce-match.verified.test", "mx.tls.test", "mx.tls.test")
-    publish_sts(fake_dns, policy_https, "enforce-mismatch.test", "mx.tls.test", "mx.elsewhere.test")
-    publish_sts(fake_dns, policy_https, "enforce-bad-cert.test", "mx.bad-cert.test", "mx.bad-cert.test")
+    publish_sts(fake_dns, policy_https, "enforce-match.verified.test",
+                "mx.tls.test", "mx.tls.test")
+    publish_sts(fake_dns, policy_https, "enforce-mismatch.test",
+                "mx.tls.test", "mx.elsewhere.test")
+    publish_sts(fake_dns, policy_https, "enforce-bad-cert.test",
+                "mx.bad-cert.test", "mx.bad-cert.test")
     # A certificate from a CA nobody trusts: only DANE can vouch for it.
     dane_cert = leaf(make_ca(), "mx.dane.test")
     tlsa_name = f"_{mx_port}._tcp.mx.dane.test"
@@ -66,19 +70,22 @@ def standards(fake_dns: FakeDNS, policy_https: FakeHTTPS, mx_port: int) -> Itera
     fake_dns.set_authenticated(f"_{mx_port}._tcp.mx.dane-bad.test", True)
     fake_dns.add("mx.dane-no-ad.test", "A", DANE_IP)
     fake_dns.add(f"_{mx_port}._tcp.mx.dane-no-ad.test", "TLSA", "3 1 1 " + "ab" * 32)
-    for domain, host in (("dane-ee.verified.test", "mx.dane.test"), ("dane-mismatch.test", "mx.dane-bad.test"),
+    for domain, host in (("dane-ee.verified.test", "mx.dane.test"),
+                         ("dane-mismatch.test", "mx.dane-bad.test"),
                          ("dane-no-ad.test", "mx.dane-no-ad.test")):
         fake_dns.add(domain, "MX", f"10 {host}.")
     with FakeMX(DANE_IP, mx_port, name="mx.dane.test", tls_cert=dane_cert) as dane_host:
         yield dane_host
 
 
-def recipient_row(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30.0) -> sqlite3.Row:
+def recipient_row(gateway: GatewayProcess, rcpt: str, state: str,
+                  timeout: float = 30.0) -> sqlite3.Row:
     deadline = time.monotonic() + timeout
     while True:
         with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
             db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM recipients WHERE rcpt=? AND reason != 'pickup notification'",
+            row = db.execute("SELECT * FROM recipients"
+                             " WHERE rcpt=? AND reason != 'pickup notification'",
                              (rcpt,)).fetchone()
         if row is not None and row["state"] == state:
             return row
@@ -91,21 +98,24 @@ def attempt_reasons(gateway: GatewayProcess, rcpt: str, timeout: float = 30.0) -
     deadline = time.monotonic() + timeout
     while True:
         with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            reasons = {r[0] for r in db.execute("SELECT reason FROM attempts WHERE rcpt=?", (rcpt,))}
+            reasons = {r[0] for r in db.execute("SELECT reason FROM attempts WHERE rcpt=?",
+                                                (rcpt,))}
         if reasons - {""} or time.monotonic() > deadline:
             return reasons
         time.sleep(0.05)
 
 
 def test_mta_sts_enforce_with_a_listed_mx_delivers_over_verified_tls(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX, unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX,
+        unique: str) -> None:
     rcpt = f"{unique}@enforce-match.verified.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] STS", "Secret"))
     assert wait_for_mail(mx_hosts["tls"], rcpt).tls
 
 
 def test_mta_sts_enforce_mismatch_sends_confidential_mail_to_pickup(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX, unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX,
+        unique: str) -> None:
     rcpt = f"{unique}@enforce-mismatch.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] STS mismatch", "Secret"))
     pickup_rows(gateway, rcpt)
@@ -113,7 +123,8 @@ def test_mta_sts_enforce_mismatch_sends_confidential_mail_to_pickup(
 
 
 def test_mta_sts_enforce_mismatch_defers_ordinary_mail_never_delivering_it(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX, unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX,
+        unique: str) -> None:
     rcpt = f"{unique}@enforce-mismatch.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "Ordinary", "Not secret"))
     row = recipient_row(gateway, rcpt, "deferred")
@@ -123,7 +134,8 @@ def test_mta_sts_enforce_mismatch_defers_ordinary_mail_never_delivering_it(
 
 
 def test_mta_sts_enforce_needs_a_verified_certificate_even_for_ordinary_mail(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX, unique: str) -> None:
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], standards: FakeMX,
+        unique: str) -> None:
     rcpt = f"{unique}@enforce-bad-cert.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "Ordinary", "Not secret"))
     recipient_row(gateway, rcpt, "deferred")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.delivery.deliverer import INTERNAL
 from gateway.classify.policy import Decision
+from gateway.delivery.deliverer import INTERNAL
 from gateway.storage.store import Route
 
 

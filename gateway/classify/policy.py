@@ -9,8 +9,8 @@ from __future__ import annotations
 import email.headerregistry
 import email.policy
 import re
-from collections.abc import Callable
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -107,7 +107,8 @@ def _section_line(lines: list[str], name: str) -> int:
     return _line_of(lines, rf"^\s*\[\s*{name}\s*\]")
 
 
-def _check_keys(path: str, lines: list[str], section: str, table: dict[str, Any], start: int) -> None:
+def _check_keys(path: str, lines: list[str], section: str, table: dict[str, Any],
+                start: int) -> None:
     for key in table:
         if key not in _SECTION_KEYS[section]:
             line = _line_of(lines, rf"^\s*\"?{re.escape(key)}\"?\s*=", start)
@@ -190,10 +191,11 @@ def _merge_file(policy: Policy, path: Path, errors: list[str]) -> None:
         if section not in _SECTION_KEYS:
             errors.append(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
                           f" [{section}] (allowed: confidential, default, domain)")
-    steps: list[tuple[str, Callable[[], None]]] = [("confidential", lambda: _merge_confidential(policy, str(path), lines,
-                                                         data["confidential"])),
-             ("default", lambda: _merge_default(policy, str(path), lines, data["default"])),
-             ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors))]
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("confidential",
+         lambda: _merge_confidential(policy, str(path), lines, data["confidential"])),
+        ("default", lambda: _merge_default(policy, str(path), lines, data["default"])),
+        ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors))]
     for section, merge in steps:
         if section in data:
             try:

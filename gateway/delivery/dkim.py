@@ -38,10 +38,12 @@ def load_signer(config: Config) -> DKIMSigner | None:
     try:
         key = Path(settings.key_file).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"dkim.key_file: cannot read {settings.key_file}: {exc.strerror}") from None
+        raise ConfigError(f"dkim.key_file: cannot read {settings.key_file}:"
+                          f" {exc.strerror}") from None
     signer = DKIMSigner(settings.domain, settings.selector, key)
     try:
         signer.sign(b"From: a@" + settings.domain.encode() + b"\r\nSubject: t\r\n\r\nt\r\n")
     except (dkim.DKIMException, ValueError) as exc:
-        raise ConfigError(f"dkim.key_file: {settings.key_file} is not a usable private key: {exc}") from None
+        raise ConfigError(f"dkim.key_file: {settings.key_file} is not a usable private key:"
+                          f" {exc}") from None
     return signer

@@ -229,8 +229,10 @@ async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int,
 async def _probe_hosts(mx_hosts: list[MXHost], resolver: dns.asyncresolver.Resolver, port: int,
                        ca_file: str, timeout: float, helo_name: str) -> list[HostProbe]:
     names = list(dict.fromkeys(h.name for h in mx_hosts))
-    tlsa = dict(zip(names, await asyncio.gather(*(lookup_tlsa(resolver, n, port) for n in names))))
-    probes = [HostProbe(h.name, h.preference, address) for h in mx_hosts for address in h.addresses]
+    answers = await asyncio.gather(*(lookup_tlsa(resolver, n, port) for n in names))
+    tlsa = dict(zip(names, answers, strict=True))
+    probes = [HostProbe(h.name, h.preference, address)
+              for h in mx_hosts for address in h.addresses]
     unverified, verifying = _unverified_context(), _chain_context(ca_file)
     await asyncio.gather(*(_probe_host(p, port, unverified, verifying, timeout, helo_name)
                            for p in probes))
@@ -392,7 +394,8 @@ def _fit(host: HostProbe, mode: str, report: ProbeReport) -> _HostFit:
     need = host_requirement(_ROUTE_REQUIREMENT[mode], host.name, host.dane, policy)
     if isinstance(need, HostSkipped):
         failed = need.tls_failure is not None
-        return _HostFit(False, need.detail, tls_failure=failed, standard="MTA-STS" if failed else "")
+        return _HostFit(False, need.detail, tls_failure=failed,
+                        standard="MTA-STS" if failed else "")
     verdict = _verdict(host, need)
     if verdict.fallback_to_plaintext:
         return _HostFit(True, "plaintext after failed STARTTLS")

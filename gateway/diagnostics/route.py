@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Config, parse_duration
-from gateway.tls.dane import lookup_tlsa
 from gateway.delivery.mx import LookupStatus, MXResolver, make_resolver
-from gateway.tls.mta_sts import STSCache
 from gateway.storage.protocols import KnowledgeStore
+from gateway.tls.dane import lookup_tlsa
 from gateway.tls.knowledge import TLSCache
+from gateway.tls.mta_sts import STSCache
+
+if TYPE_CHECKING:
+    from gateway.classify.policy import Decision
 
 
 def _when(timestamp: float) -> str:
@@ -45,12 +48,13 @@ def describe(knowledge: dict[str, Any]) -> list[str]:
     lines = []
     for host in knowledge["tls_cache"] or []:
         tls = "STARTTLS" if host["starttls"] else "no STARTTLS"
-        lines.append(f"tls cache:    {host['host']}: {tls}{', verified' if host['verified'] else ''}"
-                     f" (seen {host['seen']})")
+        verified = ", verified" if host["verified"] else ""
+        lines.append(f"tls cache:    {host['host']}: {tls}{verified} (seen {host['seen']})")
     if not knowledge["tls_cache"]:
         lines.append("tls cache:    nothing recent (no delivery to this domain within the TTL)")
     policy = knowledge["mta_sts"]
-    lines.append(f"mta-sts:      {policy['mode']} (mx: {', '.join(policy['mx'])}; id {policy['id']})"
+    lines.append(f"mta-sts:      {policy['mode']} (mx: {', '.join(policy['mx'])};"
+                 f" id {policy['id']})"
                  if policy else "mta-sts:      no cached policy")
     for host in knowledge.get("dane", []):
         lines.append(f"dane:         {host['host']}: {host['status']}"
@@ -58,13 +62,14 @@ def describe(knowledge: dict[str, Any]) -> list[str]:
     return lines
 
 
-def predicted_outcome(decision: Any, knowledge: dict[str, Any]) -> str:
+def predicted_outcome(decision: Decision, knowledge: dict[str, Any]) -> str:
     """One line: what will happen to the message, from the decision and what is known."""
     cached = knowledge.get("tls_cache") or []
     sts = knowledge.get("mta_sts") or {}
     dane_hosts = [h for h in knowledge.get("dane", []) if h.get("status") == "usable"]
     if decision.mode == "pickup":
-        return "stored encrypted for pickup; the recipient gets a notification (policy: always pickup)"
+        return ("stored encrypted for pickup; the recipient gets a notification"
+                " (policy: always pickup)")
     if decision.mode == "internal":
         return "handed to internal.relay (the organization's own mail server)"
     standards = []

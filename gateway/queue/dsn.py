@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")

@@ -1,4 +1,5 @@
-"""Writing files so that they survive a crash: write, fsync the file, rename, fsync the directory."""
+"""Writing files so that they survive a crash: write, fsync the file, rename, fsync the
+directory."""
 
 from __future__ import annotations
 

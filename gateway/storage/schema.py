@@ -104,7 +104,8 @@ def create_delivery_knowledge(db: Database) -> None:
     )
     db.table("attempts").create_index(["message_id"])
     db.table("tls_cache").create(
-        {"domain": str, "host": str, "starttls": int, "verified": int, "seen": float, "detail": str},
+        {"domain": str, "host": str, "starttls": int, "verified": int, "seen": float,
+         "detail": str},
         pk=("domain", "host"),
     )
     db.table("mta_sts_cache").create(
@@ -194,7 +195,8 @@ def _adopt_numbered_versions(conn: sqlite3.Connection) -> None:
                      " (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
         if "schema_version" in _tables(conn):
             numbers = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-            conn.executemany("INSERT OR IGNORE INTO schema_migrations (name, applied) VALUES (?, ?)",
+            conn.executemany("INSERT OR IGNORE INTO schema_migrations (name, applied)"
+                             " VALUES (?, ?)",
                              [(NUMBERED[n - 1], time.time()) for n in numbers
                               if 1 <= n <= len(NUMBERED)])
     except BaseException:

@@ -103,8 +103,8 @@ def tlsa_name(mx_host: str, port: int = 25) -> str:
     return f"_{port}._tcp.{mx_host.rstrip('.')}"
 
 
-_SECURE_RESOLVERS: weakref.WeakKeyDictionary[dns.asyncresolver.Resolver,
-                                             dns.asyncresolver.Resolver] = weakref.WeakKeyDictionary()
+_SECURE_RESOLVERS: weakref.WeakKeyDictionary[
+    dns.asyncresolver.Resolver, dns.asyncresolver.Resolver] = weakref.WeakKeyDictionary()
 
 
 def _dnssec_resolver(resolver: dns.asyncresolver.Resolver) -> dns.asyncresolver.Resolver:

@@ -8,8 +8,8 @@ unverified context has no verified chain at all.
 
 from __future__ import annotations
 
-import datetime
 import _ssl
+import datetime
 import hashlib
 import ssl
 from dataclasses import dataclass

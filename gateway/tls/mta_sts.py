@@ -3,7 +3,8 @@
 Kept apart as in postfix-mta-sts-resolver:
   lookup_sts_txt / fetch_policy   what the domain publishes right now (DNS + HTTPS)
   parse_policy                    the policy text, strictly
-  STSCache                        what we learned before (storage's KnowledgeStore, injectable clock)
+  STSCache                        what we learned before (storage's KnowledgeStore,
+                                  injectable clock)
   MTASTSResolver                  the RFC 8461 5.1 rules that combine the three
 
 Failures are verdicts (STSStatus), never exceptions, because every failure has a defined
@@ -32,9 +33,8 @@ import dns.exception
 import dns.resolver
 
 from gateway.delivery.mx import MXResolver
-from gateway.tls.inspect import dns_name_matches
-
 from gateway.storage.protocols import CachedSTSPolicy, KnowledgeStore
+from gateway.tls.inspect import dns_name_matches
 
 __all__ = [
     "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "FetchError", "MTASTSResolver", "PolicyError", "STSCache",

@@ -1,7 +1,8 @@
 """Encryption at rest: a fresh AES-256-GCM data key per stored message, wrapped by a
 key-encryption key (KEK) that carries a key id, so KEKs can rotate while old ones decrypt.
 
-Blob layout (version 1): b"SGB1" | len(key_id) (1 byte) | key_id | nonce (12) | ciphertext | tag (16).
+Blob layout (version 1):
+    b"SGB1" | len(key_id) (1 byte) | key_id | nonce (12) | ciphertext | tag (16).
 The additional authenticated data binds version, key id, record id and recipient, so a
 blob or a wrapped key moved to another record fails to decrypt.
 
@@ -60,7 +61,8 @@ def _aad(key_id: str, record_id: str, recipient: str) -> bytes:
 
 
 class KeyRing:
-    """Key-encryption keys in DIR, one file per key id, mode 0600; `current` names the active one."""
+    """Key-encryption keys in DIR, one file per key id, mode 0600; `current` names the active
+    one."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -162,7 +164,8 @@ class BlobReader:
     """The plaintext of one blob, read in two streaming passes (see the module docstring).
     Opening it runs the first pass; chunks() runs a second one each time it is called."""
 
-    def __init__(self, handle: BinaryIO, data_key: bytes, layout: _BlobLayout, aad: bytes) -> None:
+    def __init__(self, handle: BinaryIO, data_key: bytes, layout: _BlobLayout,
+                 aad: bytes) -> None:
         self._handle = handle
         self._key = data_key
         self._layout = layout
@@ -221,7 +224,8 @@ def open_blob(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str,
         raise
 
 
-def decrypt_file(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str, recipient: str) -> bytes:
+def decrypt_file(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str,
+                 recipient: str) -> bytes:
     """The plaintext of BLOB, released only after its tag verified."""
     data_key = unseal_key(ring, sealed, record_id, recipient)
     with blob.open("rb") as handle:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import email.policy
 import time
+from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import datetime, timezone
 
 import jinja2
 

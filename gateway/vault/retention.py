@@ -35,6 +35,7 @@ def expiry_time(received: float, header: str | None, retention_days: int,
         return default
     asked = requested_expiry(header, received)
     if asked is None or asked <= now:
-        log.warning("ignoring %s: %r (not a duration or a future RFC 5322 date)", EXPIRES_HEADER, header)
+        log.warning("ignoring %s: %r (not a duration or a future RFC 5322 date)",
+                    EXPIRES_HEADER, header)
         return default
     return min(asked, received + max_retention_days * DAY)

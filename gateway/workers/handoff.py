@@ -13,11 +13,11 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from gateway.config import Config
+
 # Signals blocked across the start of a worker, so that none arrives before the worker has
 # its handlers (SIGHUP's default action would kill it); the worker unblocks them then.
 STARTUP_BLOCKED = {signal.SIGHUP, signal.SIGTERM, signal.SIGINT}
-
-from gateway.config import Config
 
 _LENGTH = struct.Struct("!I")
 

@@ -118,7 +118,8 @@ class FakeDNS:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._serve, name=f"FakeDNS:{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=f"FakeDNS:{self.port}",
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
