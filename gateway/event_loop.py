@@ -1,6 +1,7 @@
-"""The event loop every long-running process uses: uvloop, measured faster than asyncio's
-own loop for our delivery path (about 10 % less CPU per message), asyncio's as the fallback
-on platforms uvloop does not support."""
+"""The event loop of the long-running processes: uvloop for the supervisor and the queue
+runners, measured faster than asyncio's own loop for our delivery path (about 10 % less CPU
+per message), asyncio's as the fallback where uvloop is not built, and for the SMTP
+listeners (see gateway/workers/__main__.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run(MAIN) on the fastest loop available."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+def run(main: Coroutine[Any, Any, T], fast: bool = True) -> T:
+    """asyncio.run(MAIN) on the fastest loop available (FAST), or asyncio's own."""
+    with asyncio.Runner(loop_factory=loop_factory() if fast else asyncio.new_event_loop) as runner:
         return runner.run(main)

@@ -40,7 +40,9 @@ def main() -> int:
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
     if handoff.kind == "smtp":
         from gateway.workers.smtp import run_listener
-        event_loop.run(run_listener(handoff))
+        # asyncio's loop for the listeners: under uvloop the shared connection caps lost
+        # count of closed sessions (tests/test_smtp_limits.py); the gain was in delivery.
+        event_loop.run(run_listener(handoff), fast=False)
     elif handoff.kind == "delivery":
         from gateway.workers.delivery import run_runner
         event_loop.run(run_runner(handoff))
