@@ -159,27 +159,47 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             self.db.execute(f"PRAGMA {pragma}")
         with self._lock:
             migrate(self.db)
+        # Reads outside a transaction use a connection of their own: in WAL mode they need
+        # not wait while the writer thread holds the write connection through a commit
+        # and its fsync (an event loop reading the MTA-STS cache would stall for it).
+        self._reader = sqlite3.connect(directory / "sealgate.db", check_same_thread=False,
+                                       isolation_level=None, timeout=30)
+        self._reader.row_factory = sqlite3.Row
+        for pragma in ("foreign_keys=ON", "secure_delete=ON", "busy_timeout=30000"):
+            self._reader.execute(f"PRAGMA {pragma}")
+        self._read_lock = threading.Lock()
+        self._writing = threading.local()  # .active: this thread is inside transaction()
         self.committer = GroupCommitter(self.spool_dir, self.transaction)
 
     def close(self) -> None:
         self.committer.close()
         with self._lock:
             self.db.close()
+        with self._read_lock:
+            self._reader.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            outer = getattr(self._writing, "active", False)
+            self._writing.active = True
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            finally:
+                self._writing.active = outer
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+        if getattr(self._writing, "active", False):  # sees this transaction's own writes
+            with self._lock:
+                return self.db.execute(sql, params).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
     # -- queue -------------------------------------------------------------------------
 
