@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.storage.store import DEFAULT_LEASE, Route, Store
-from tests.portal_fixtures import FakeClock, clock, store
+from gateway.config import Config
+from gateway.storage.store import DEFAULT_LEASE, Report, Route, Settlement, Store
+from gateway.vault.stage import PickupStage
+from tests.portal_fixtures import FakeClock, clock, config, store
 
-__all__ = ["clock", "store"]  # shared fixtures, used here by name
+__all__ = ["clock", "config", "store"]  # shared fixtures, used here by name
 
 MESSAGE = b"From: doctor@clinic.test\r\nSubject: Leases\r\n\r\nBody\r\n"
 
@@ -146,3 +148,66 @@ def test_a_delivering_row_from_before_leases_is_claimed(store: Store) -> None:
     with store.transaction() as db:  # as a version without owners left it
         db.execute("UPDATE recipients SET state='delivering', claimed_by=NULL, lease_until=NULL")
     assert [i.rcpt for i in store.claim_due()] == ["a@one.test"]
+
+
+def test_a_runner_whose_lease_was_taken_over_stores_no_pickup(
+        store: Store, other: Store, clock: FakeClock, config: Config) -> None:
+    message_id = store.enqueue("doctor@clinic.test", [Route("a@one.test", True, "pickup")],
+                               MESSAGE)
+    store.claim_due()
+    clock.advance(DEFAULT_LEASE + 1)
+    other.claim_due()
+    stored = PickupStage(config, store).store_for_pickup(
+        message_id, "doctor@clinic.test", "a@one.test", clock(), "policy")
+    assert stored is None
+    assert store.list_pickups() == []
+    assert owner_of(store, "a@one.test") == ("delivering", other.owner)
+
+
+def test_the_runner_holding_the_lease_stores_the_pickup_and_its_notification(
+        store: Store, config: Config) -> None:
+    message_id = store.enqueue("doctor@clinic.test", [Route("a@one.test", True, "pickup")],
+                               MESSAGE)
+    store.claim_due()
+    stored = PickupStage(config, store).store_for_pickup(
+        message_id, "doctor@clinic.test", "a@one.test", store.clock(), "policy")
+    assert [p.id for p in store.list_pickups()] == [stored]
+    states = {(r["message_id"] == message_id, r["state"]) for r in store.query(
+        "SELECT message_id, state FROM recipients WHERE rcpt='a@one.test'")}
+    assert states == {(True, "pickup"), (False, "queued")}  # the original; its notification
+
+
+def test_settlements_submitted_together_are_recorded_in_one_commit(store: Store) -> None:
+    first = store.enqueue("doctor@clinic.test", [Route("a@one.test")], MESSAGE)
+    second = store.enqueue("doctor@clinic.test", [Route("b@two.test")], MESSAGE)
+    store.claim_due()
+    settled = store.submit_settlements([
+        Settlement(first, {"a@one.test": "250 ok"}, "delivered"),
+        Settlement(second, {"b@two.test": "451 later"}, "deferred", store.clock() + 300),
+    ]).result()
+    assert settled == [["a@one.test"], ["b@two.test"]]
+    assert owner_of(store, "a@one.test") == ("delivered", "")
+    assert owner_of(store, "b@two.test") == ("deferred", "")
+
+
+def test_a_settled_message_has_its_spool_file_removed_by_the_commit(store: Store) -> None:
+    message_id = store.enqueue("doctor@clinic.test", [Route("a@one.test")], MESSAGE)
+    store.claim_due()
+    store.submit_settlements([Settlement(message_id, {"a@one.test": "250 ok"}, "delivered")],
+                             ).result()
+    assert not store.spool_path(message_id).exists()
+
+
+def test_a_settlement_for_a_lost_lease_leaves_no_report_behind(
+        store: Store, other: Store, clock: FakeClock) -> None:
+    message_id = store.enqueue("doctor@clinic.test", [Route("a@one.test")], MESSAGE)
+    store.claim_due()
+    clock.advance(DEFAULT_LEASE + 1)
+    other.claim_due()
+    report = Report("", Route("doctor@clinic.test"), b"Subject: dsn\r\n\r\nx\r\n")
+    [settlement] = store.spool_reports([Settlement(message_id, {"a@one.test": "550 no"},
+                                                   "bounced", report=report)])
+    assert settlement.report_id is not None
+    assert store.submit_settlements([settlement]).result() == [[]]
+    assert not store.spool_path(settlement.report_id).exists()
+    assert owner_of(store, "a@one.test") == ("delivering", other.owner)

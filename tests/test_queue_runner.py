@@ -235,3 +235,23 @@ def test_outcome_the_store_refused_is_recorded_on_a_later_turn_without_a_second_
     asyncio.run(main())
     assert states(store)[rcpt] == "delivered"
     assert len([m for m in mx_hosts["plain"].messages if rcpt in m.rcpt_tos]) == 1
+
+
+def test_a_burst_to_one_host_reuses_every_connection_of_the_burst_before(
+        runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    bursts = [[f"{n}-{burst}-{unique}@plain.test" for n in range(5)] for burst in range(2)]
+
+    async def main() -> None:
+        runner = build_runner(runner_config, store)
+        try:
+            for burst in bursts:
+                for rcpt in burst:
+                    store.enqueue("doctor@relay.test", [Route(rcpt)], MESSAGE)
+                await runner.process_due()
+        finally:
+            await runner.close()
+
+    asyncio.run(main())
+    ports = [{wait_for_mail(mx_hosts["plain"], r).peer_port for r in burst} for burst in bursts]
+    assert len(ports[0]) == 5  # the first burst went out side by side
+    assert ports[1] <= ports[0]

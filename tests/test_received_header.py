@@ -70,3 +70,22 @@ def test_received_records_inbound_tls_version_and_cipher(
     received = top_received(wait_for_mail(mx_hosts["plain"], rcpt).content)
     assert re.search(r"\(using TLSv1\.[23] with cipher [A-Z0-9_-]+ \(\d+/\d+ bits\)\)", received)
     assert "with ESMTPS id" in received
+
+
+def test_the_client_name_is_looked_up_once_per_connection(
+        gateway: GatewayProcess, fake_dns: FakeDNS, mx_hosts: dict[str, FakeMX],
+        unique: str) -> None:
+    fake_dns.add("1.0.0.127.in-addr.arpa", "PTR", "smtp-out.clinic.test.")
+    fake_dns.add("smtp-out.clinic.test", "A", "127.0.0.1")
+    rcpts = [f"{unique}-{n}@plain.test" for n in range(3)]
+    before = fake_dns.queries.count(("1.0.0.127.in-addr.arpa", "PTR"))
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        client.ehlo("mail.clinic.test")
+        for rcpt in rcpts:
+            message = make_message("doctor@clinic.test", rcpt, "Same connection")
+            client.sendmail("doctor@clinic.test", [rcpt],
+                            message.as_bytes(policy=email.policy.SMTP))
+    for rcpt in rcpts:
+        received = top_received(wait_for_mail(mx_hosts["plain"], rcpt).content)
+        assert "(smtp-out.clinic.test [127.0.0.1])" in received
+    assert fake_dns.queries.count(("1.0.0.127.in-addr.arpa", "PTR")) == before + 1

@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import logging
 import shutil
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -56,7 +57,12 @@ class RelayHandler:
         self.on_queued = on_queued
         self.networks = config.smtp.networks()
         self.resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
-        self.resolver.cache = None  # a client's name is looked up afresh for each message
+        self.resolver.cache = None  # a client's name is looked up afresh for each connection
+        # One look-up per SMTP session, not per message (as Postfix's smtpd): the client's
+        # address cannot change within a connection, and the look-up cost about a quarter of
+        # a listener's event-loop time when every message paid for it.
+        self._client_names: weakref.WeakKeyDictionary[Session, asyncio.Future[str | None]] = \
+            weakref.WeakKeyDictionary()
 
     def may_relay(self, session: Session) -> bool:
         try:
@@ -110,6 +116,14 @@ class RelayHandler:
         """The acceptance of the message whose DATA starts now."""
         return Acceptance(self, session, envelope)
 
+    def session_client_name(self, session: Session, ip: str) -> asyncio.Future[str | None]:
+        """The client's name for SESSION, looked up once (when its first message starts)."""
+        found = self._client_names.get(session)
+        if found is None or found.cancelled():
+            found = asyncio.ensure_future(self.client_name(ip))
+            self._client_names[session] = found
+        return found
+
     async def client_name(self, ip: str) -> str | None:
         """The client's forward-confirmed reverse DNS name, or None."""
         try:
@@ -142,7 +156,7 @@ class Acceptance:
         self.failure: BaseException | None = None  # what kept us from storing the message
         self.ip = str(session.peer[0]) if isinstance(session.peer, tuple) else ""
         # Looked up while the message arrives: the Received field needs it.
-        self._client_name = asyncio.ensure_future(handler.client_name(self.ip))
+        self._client_name = handler.session_client_name(session, self.ip)
 
     async def add(self, piece: bytes) -> None:
         if self.refusal is not None or self.failure is not None:
@@ -189,8 +203,10 @@ class Acceptance:
 
     async def _received_field(self) -> bytes:
         config = self.handler.config
+        # Shielded: a message given up while waiting must not cancel the session's look-up.
+        client_name = await asyncio.shield(self._client_name)
         return received_header(
-            helo=self.session.host_name or "", client_name=await self._client_name,
+            helo=self.session.host_name or "", client_name=client_name,
             client_ip=self.ip, hostname=config.smtp.hostname,
             protocol=protocol_name(self.session, self.envelope), queue_id=self.queue_id,
             rcpts=self.envelope.rcpt_tos, tls=tls_comment(self.session),
@@ -241,8 +257,8 @@ class Acceptance:
         return codes.INTERNAL_ERROR
 
     def abort(self) -> None:
-        """Nothing of this message is kept (refused, failed, or the client went away)."""
-        self._client_name.cancel()
+        """Nothing of this message is kept (refused, failed, or the client went away). The
+        client's name is the session's: its look-up goes on for the next message."""
         self._drop_spool()
 
     def _drop_spool(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway.classify.internal import report_route
@@ -26,7 +27,16 @@ from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
 from gateway.queue.dsn import build_dsn
 from gateway.queue.model import Mode
-from gateway.storage.store import BOUNCED, DEFERRED, DELIVERED, QueuedRecipient, Report, Store
+from gateway.storage.store import (
+    BOUNCED,
+    DEFERRED,
+    DELIVERED,
+    AttemptRow,
+    QueuedRecipient,
+    Report,
+    Settlement,
+    Store,
+)
 from gateway.vault.stage import PickupStage
 
 log = logging.getLogger("sealgate.queue")
@@ -35,6 +45,8 @@ DSN_REASON = "delivery status notification"
 POSTMASTER_REASON = "postmaster copy of an undeliverable bounce"
 MAX_BUFFERED_ATTEMPTS = 20_000  # attempt history kept in memory while the store refuses writes
 MAX_CLAIM = 500  # groups claimed at once by process_due (tests, `queue flush` in-process)
+# What to do (log, wake) once a settlement is recorded, given the recipients it settled.
+Settled = Callable[[list[str]], None]
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,12 @@ class QueueRunner:
         self.signer = signer
         self.sign_relayed = sign_relayed
         self.deliverer = deliverer
+        # Keep as many idle connections per host as deliveries may run to it at once: with
+        # fewer, each burst closed the extra connections and the next opened them again
+        # (a TLS handshake each; ~10% of a TLS runner's work with the pool's default of 4).
+        pool = deliverer.pool
+        pool.max_idle_per_key = max(pool.max_idle_per_key,
+                                    min(retry.concurrency, retry.per_domain_concurrency))
         self.pickup = pickup
         self.retry = retry
         self.errors = RepeatedErrors(log)
@@ -70,7 +88,7 @@ class QueueRunner:
         self._unsettled: dict[GroupKey, tuple[list[QueuedRecipient], DomainResult]] = {}
         self._slots = asyncio.Semaphore(retry.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._attempt_rows: list[tuple[object, ...]] = []
+        self._attempt_rows: list[AttemptRow] = []
         self._renewed = 0.0  # monotonic time of the last lease renewal
 
     def wake(self) -> None:
@@ -95,16 +113,17 @@ class QueueRunner:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            self._guarded("writing the attempt history", self.flush_attempts)
+            await self._guarded_async("writing the attempt history", self._flush_attempts)
             await self.deliverer.close()
 
     async def _turn(self) -> None:
-        """One loop turn; no exception leaves it."""
-        self._guarded("claiming due mail", self.dispatch_due)
+        """One loop turn; no exception leaves it. Every write goes through the store's writer
+        thread (group commit): no commit runs on the event loop."""
+        await self._guarded_async("claiming due mail", self.dispatch_due)
         if self._in_flight and self._renewal_due():
-            self._guarded("renewing delivery claims", self._renew)
+            await self._guarded_async("renewing delivery claims", self._renew)
         await self._settle_parked()
-        self._guarded("writing the attempt history", self.flush_attempts)
+        await self._guarded_async("writing the attempt history", self._flush_attempts)
         try:
             await self.deliverer.pool.close_idle()
         except Exception as exc:
@@ -116,9 +135,17 @@ class QueueRunner:
         loop = asyncio.get_running_loop()
         return loop.time() - self._renewed >= self.store.lease / 4
 
-    def _renew(self) -> None:
-        self.store.renew_leases()
+    async def _renew(self) -> None:
+        await asyncio.wrap_future(self.store.submit_renew_leases())
         self._renewed = asyncio.get_running_loop().time()
+
+    async def _guarded_async(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            self.errors.failed(what, exc)
+        else:
+            self.errors.succeeded(what)
 
     def _guarded(self, what: str, step: object) -> None:
         try:
@@ -152,16 +179,16 @@ class QueueRunner:
 
     async def process_due(self) -> None:
         """Deliver everything due now and wait for it (tests, and `queue flush` in-process)."""
-        self.dispatch_due(MAX_CLAIM)
+        await self.dispatch_due(MAX_CLAIM)
         while self._tasks:
             await asyncio.gather(*list(self._tasks))
         await self._settle_parked()
-        self.flush_attempts()
+        await self._flush_attempts()
 
     async def close(self) -> None:
         await self.deliverer.close()
 
-    def dispatch_due(self, limit: int | None = None) -> None:
+    async def dispatch_due(self, limit: int | None = None) -> None:
         """Claim due groups and start their deliveries: no more than there are free slots
         (LIMIT: that many), so that other runners get the rest."""
         if self._stopping:
@@ -170,7 +197,9 @@ class QueueRunner:
         if free <= 0:
             return
         groups: dict[GroupKey, list[QueuedRecipient]] = defaultdict(list)
-        for item in self.store.claim_due(free, self.retry.per_domain_concurrency):
+        claimed = await asyncio.wrap_future(
+            self.store.submit_claim(free, self.retry.per_domain_concurrency))
+        for item in claimed:
             groups[(item.message_id, item.domain)].append(item)
         for key, items in groups.items():
             self._in_flight.add(key)
@@ -186,7 +215,8 @@ class QueueRunner:
                     self.store.release_claims(key[0], [i.rcpt for i in items])
                     return
                 result = await self._attempt(key, items)
-                parked = not await self._try_settle(key, items, result)
+                parked = not await self._try_settle(key, items, result,
+                                                    self._attempts_of(items, result))
         except Exception as exc:  # only release_claims gets here; the leases expire
             self.errors.failed("giving back claims at stop", exc)
         finally:
@@ -201,17 +231,19 @@ class QueueRunner:
         except Exception as exc:  # the deferral logged below names the queue id
             self.errors.failed("delivering mail", exc)
             result = DomainResult(Outcome.TEMPORARY, "4.3.0 internal error")
-        self._record_attempts(items, result)
         return result
 
     async def _try_settle(self, key: GroupKey, items: list[QueuedRecipient],
-                          result: DomainResult) -> bool:
-        """Record the outcome; when the store refuses (full disk), keep it to record later."""
+                          result: DomainResult, attempts: list[AttemptRow] | None = None
+                          ) -> bool:
+        """Record the outcome, with ATTEMPTS (its history) in the same commit; when the store
+        refuses (full disk), keep the outcome to record later and the history to flush."""
         try:
-            await self._settle(items, result)
+            await self._settle(items, result, attempts or [])
         except Exception as exc:
             self.errors.failed("recording delivery outcomes", exc)
             self._unsettled[key] = (items, result)
+            self._keep_attempts(attempts or [])
             return False
         self.errors.succeeded("recording delivery outcomes")
         return True
@@ -247,67 +279,108 @@ class QueueRunner:
                                             REQUIREMENT_FOR_MODE[first.mode],
                                             smtputf8=first.smtputf8)
 
-    def _record_attempts(self, items: list[QueuedRecipient], result: DomainResult) -> None:
-        """Buffer the attempt history; flush_attempts writes it in one commit per loop turn
-        (history, not queue state: the queue rows are committed at once)."""
+    def _attempts_of(self, items: list[QueuedRecipient], result: DomainResult
+                     ) -> list[AttemptRow]:
+        """The attempt history of RESULT, written in the commit that settles it."""
         now = self.store.clock()
-        rows = [(i.message_id, i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version,
-                 a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.tls_failure or "")
-                for a in result.attempts for i in items]
-        self._attempt_rows += rows or [
+        rows: list[AttemptRow] = [
+            (i.message_id, i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version,
+             a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.tls_failure or "")
+            for a in result.attempts for i in items]
+        return rows or [
             (i.message_id, i.rcpt, now, "", "", result.reply[:1000], None, None, "", "", 0, "")
             for i in items]
 
-    def flush_attempts(self) -> None:
-        rows, self._attempt_rows = self._attempt_rows, []
-        if not rows:
-            return
-        try:
-            with self.store.transaction() as db:
-                db.executemany(
-                    "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version,"
-                    " cipher, cert_subject, cert_issuer, verified, reason)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-        except BaseException:
-            # Keep the history for the next turn (the newest, if the store stays full long).
-            self._attempt_rows = (rows + self._attempt_rows)[-MAX_BUFFERED_ATTEMPTS:]
-            raise
+    def _keep_attempts(self, rows: list[AttemptRow]) -> None:
+        """Keep history for a later flush (the newest, if the store stays full long)."""
+        self._attempt_rows = (self._attempt_rows + rows)[-MAX_BUFFERED_ATTEMPTS:]
 
-    async def _settle(self, items: list[QueuedRecipient], result: DomainResult) -> None:
+    def flush_attempts(self) -> None:
+        """Write the buffered attempt history now (blocking: not for the event loop)."""
+        rows, self._attempt_rows = self._attempt_rows, []
+        if rows:
+            try:
+                self.store.submit_attempts(rows).result()
+            except BaseException:
+                self._attempt_rows = (rows + self._attempt_rows)[-MAX_BUFFERED_ATTEMPTS:]
+                raise
+
+    async def _flush_attempts(self) -> None:
+        rows, self._attempt_rows = self._attempt_rows, []
+        if rows:
+            try:
+                await asyncio.wrap_future(self.store.submit_attempts(rows))
+            except BaseException:
+                self._attempt_rows = (rows + self._attempt_rows)[-MAX_BUFFERED_ATTEMPTS:]
+                raise
+
+    async def _settle(self, items: list[QueuedRecipient], result: DomainResult,
+                      attempts: list[AttemptRow]) -> None:
+        """Record the outcome of every recipient of the group, its reports and ATTEMPTS in
+        one unit of the store's group commit (one savepoint: all or none), awaited here."""
         first = items[0]
         rcpts = {i.rcpt for i in items}
         if result.outcome is Outcome.TLS_UNAVAILABLE and (first.confidential
                                                           or first.mode == Mode.PICKUP):
+            self._keep_attempts(attempts)  # flushed at the end of this turn
             await self._to_pickup(items, result.tls_reason)
             return
+        plan: list[tuple[Settlement, Settled]] = []
         if result.outcome is Outcome.DELIVERED:
-            self._bounce(first, {r: v for r, v in result.refused.items() if r in rcpts})
-            self._record(first, [r for r in result.accepted if r in rcpts], DELIVERED,
+            self._bounce(plan, first, {r: v for r, v in result.refused.items() if r in rcpts})
+            self._record(plan, first, [r for r in result.accepted if r in rcpts], DELIVERED,
                          result.reply)
-            self._defer([i for i in items if i.rcpt in result.deferred], result)
+            self._defer(plan, [i for i in items if i.rcpt in result.deferred], result)
         elif result.outcome is Outcome.PERMANENT:
-            self._bounce(first, {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
+            self._bounce(plan, first,
+                         {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
         else:
-            self._defer(items, result)
+            self._defer(plan, items, result)
+        await self._commit_plan(plan, attempts)
 
-    def _record(self, first: QueuedRecipient, rcpts: list[str], state: str, reply: str) -> None:
-        if rcpts:
-            self.store.settle(first.message_id, dict.fromkeys(rcpts, reply), state)
-            log.info("%s to %s: %s (%s)", first.message_id, ",".join(rcpts), state, reply)
+    async def _commit_plan(self, plan: list[tuple[Settlement, Settled]],
+                           attempts: list[AttemptRow]) -> None:
+        settlements = [settlement for settlement, _ in plan]
+        if any(s.report is not None for s in settlements):  # rare: bounces and warnings
+            settlements = await asyncio.to_thread(self.store.spool_reports, settlements)
+        try:
+            settled = await asyncio.wrap_future(
+                self.store.submit_settlements(settlements, attempts))
+        except BaseException:
+            if any(s.report_id is not None for s in settlements):
+                await asyncio.to_thread(self.store.discard_reports, settlements)
+            raise
+        for (_, then), rcpts in zip(plan, settled, strict=True):
+            then(rcpts)
 
-    def _bounce(self, first: QueuedRecipient, failures: dict[str, str]) -> None:
+    def _record(self, plan: list[tuple[Settlement, Settled]], first: QueuedRecipient,
+                rcpts: list[str], state: str, reply: str) -> None:
+        if not rcpts:
+            return
+
+        def then(settled: list[str]) -> None:
+            if settled:
+                log.info("%s to %s: %s (%s)", first.message_id, ",".join(settled), state, reply)
+
+        plan.append((Settlement(first.message_id, dict.fromkeys(rcpts, reply), state), then))
+
+    def _bounce(self, plan: list[tuple[Settlement, Settled]], first: QueuedRecipient,
+                failures: dict[str, str]) -> None:
         """Settle FAILURES as bounced and, in the same transaction, queue the report: a DSN to
         the sender, or for a bounce that bounced, a postmaster copy (never a DSN to <>)."""
         if not failures:
             return
         report = self._bounce_report(first, failures)
-        settled = self.store.settle(first.message_id, failures, BOUNCED, report=report)
-        for rcpt in settled:
-            log.info("%s to %s: bounced (%s)", first.message_id, rcpt, failures[rcpt])
-        if settled and not first.sender:
-            self._log_double_bounce(first, settled, failures, report)
-        if report is not None:
-            self.wake()
+
+        def then(settled: list[str]) -> None:
+            for rcpt in settled:
+                log.info("%s to %s: bounced (%s)", first.message_id, rcpt, failures[rcpt])
+            if settled and not first.sender:
+                self._log_double_bounce(first, settled, failures, report)
+            if report is not None:
+                self.wake()
+
+        plan.append((Settlement(first.message_id, failures, BOUNCED, report=report), then))
 
     def _bounce_report(self, first: QueuedRecipient, failures: dict[str, str]) -> Report | None:
         if first.sender:
@@ -349,21 +422,29 @@ class QueueRunner:
         return bool(threshold) and (item.updated - item.received < threshold
                                     <= self.store.clock() - item.received)
 
-    def _defer(self, items: list[QueuedRecipient], result: DomainResult) -> None:
+    def _defer(self, plan: list[tuple[Settlement, Settled]], items: list[QueuedRecipient],
+               result: DomainResult) -> None:
         for item in items:
             reply = result.deferred.get(item.rcpt, result.reply)
             if self.store.clock() - item.received >= self.retry.lifetime:
-                self._bounce(item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
+                self._bounce(plan, item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
                 continue
             report = None
             if item.sender and self._crossed_delay_warning(item):
                 report = self._report(item, item.sender, DSN_REASON, {item.rcpt: reply},
                                       delayed=True)
-            self.store.settle(item.message_id, {item.rcpt: reply}, DEFERRED,
-                              self._next_attempt(item), report=report)
-            log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
-            if report is not None:
+            plan.append((Settlement(item.message_id, {item.rcpt: reply}, DEFERRED,
+                                    self._next_attempt(item), report=report),
+                         self._deferred_then(item, reply, report is not None)))
+
+    def _deferred_then(self, item: QueuedRecipient, reply: str, reported: bool) -> Settled:
+        def then(settled: list[str]) -> None:
+            if settled:
+                log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
+            if reported:
                 self.wake()
+
+        return then
 
     def _next_attempt(self, item: QueuedRecipient) -> float:
         delay = min(self.retry.initial * 2 ** item.attempts, self.retry.maximum)
@@ -371,7 +452,11 @@ class QueueRunner:
 
     async def _to_pickup(self, items: list[QueuedRecipient], reason: str) -> None:
         for item in items:
-            await asyncio.to_thread(self.pickup.store_for_pickup, item.message_id, item.sender,
-                                    item.rcpt, item.received, reason)
+            stored = await asyncio.to_thread(self.pickup.store_for_pickup, item.message_id,
+                                             item.sender, item.rcpt, item.received, reason)
+            if stored is None:
+                log.warning("%s to %s: not stored for pickup: its claim was taken over",
+                            item.message_id, item.rcpt)
+                continue
             log.info("%s to %s: stored for pickup (%s)", item.message_id, item.rcpt, reason)
         self.wake()  # the notifications just queued

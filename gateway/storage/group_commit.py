@@ -100,6 +100,9 @@ class IncomingSpool:
 class _Unit:
     spool: IncomingSpool | None
     rows: Callable[[sqlite3.Connection], Any]
+    # Runs in the writer once the unit is committed, before its future resolves: file
+    # clean-up that must follow the commit (a spool no recipient needs any more).
+    after: Callable[[Any], None] | None = None
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -118,13 +121,15 @@ class GroupCommitter:
         self.batches = 0  # commits made (for tests and metrics)
 
     def submit(self, spool: IncomingSpool | None,
-               rows: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
+               rows: Callable[[sqlite3.Connection], Any],
+               after: Callable[[Any], None] | None = None) -> Future[Any]:
         """Make SPOOL durable and run ROWS in a committed transaction; the future holds ROWS'
         result, or the exception that kept this unit from being committed (its spool file
-        is removed then)."""
+        is removed then). AFTER(result) runs in the writer after the commit, before the
+        future resolves; its failure is logged, never the unit's."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("the group-commit writer cannot wait for itself")
-        unit = _Unit(spool, rows)
+        unit = _Unit(spool, rows, after)
         self._ensure_started()
         self._waiting.put(unit)
         return unit.future
@@ -191,6 +196,7 @@ class GroupCommitter:
         self.batches += 1
         for unit, (succeeded, value) in zip(written, results, strict=True):
             if succeeded:
+                _run_after(unit, value)
                 unit.future.set_result(value)
             else:
                 _fail([unit], value)
@@ -217,6 +223,15 @@ def _in_savepoint(db: sqlite3.Connection, unit: _Unit) -> tuple[bool, Any]:
         return False, exc
     db.execute("RELEASE unit")
     return True, value
+
+
+def _run_after(unit: _Unit, value: Any) -> None:
+    if unit.after is None:
+        return
+    try:
+        unit.after(value)
+    except Exception as exc:  # noqa: BLE001 - the unit is committed; clean-up is best effort
+        log.warning("after a group commit: %s: %s", type(exc).__name__, exc)
 
 
 def _fail(units: list[_Unit], exc: BaseException) -> None:

@@ -8,6 +8,7 @@ file is fsync'ed and its rows are committed with synchronous=FULL.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -33,6 +34,9 @@ from gateway.storage.sqlite.pickups import SQLitePickups
 from gateway.storage.sqlite.portal import SQLitePortal
 
 Clock = Callable[[], float]
+# One row of delivery history: message_id, rcpt, at, host, address, reply, tls_version,
+# cipher, cert_subject, cert_issuer, verified, reason.
+AttemptRow = tuple[object, ...]
 Chunk = bytes | memoryview
 
 QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = (State.QUEUED, State.DEFERRED, State.DELIVERED,
@@ -80,6 +84,19 @@ class Report:
     sender: str
     route: Route
     content: bytes
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One outcome to record: STATE for the recipients in REPLIES (each with its reply),
+    and REPORT queued with it. REPORT_ID: the report's spool file, written before."""
+
+    message_id: str
+    replies: dict[str, str]
+    state: str
+    next_attempt: float | None = None
+    report: Report | None = None
+    report_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,27 +164,47 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             self.db.execute(f"PRAGMA {pragma}")
         with self._lock:
             migrate(self.db)
+        # Reads outside a transaction use a connection of their own: in WAL mode they need
+        # not wait while the writer thread holds the write connection through a commit
+        # and its fsync (an event loop reading the MTA-STS cache would stall for it).
+        self._reader = sqlite3.connect(directory / "sealgate.db", check_same_thread=False,
+                                       isolation_level=None, timeout=30)
+        self._reader.row_factory = sqlite3.Row
+        for pragma in ("foreign_keys=ON", "secure_delete=ON", "busy_timeout=30000"):
+            self._reader.execute(f"PRAGMA {pragma}")
+        self._read_lock = threading.Lock()
+        self._writing = threading.local()  # .active: this thread is inside transaction()
         self.committer = GroupCommitter(self.spool_dir, self.transaction)
 
     def close(self) -> None:
         self.committer.close()
         with self._lock:
             self.db.close()
+        with self._read_lock:
+            self._reader.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
+            outer = getattr(self._writing, "active", False)
+            self._writing.active = True
             try:
-                yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.db
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+                self.db.execute("COMMIT")
+            finally:
+                self._writing.active = outer
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.execute(sql, params).fetchall()
+        if getattr(self._writing, "active", False):  # sees this transaction's own writes
+            with self._lock:
+                return self.db.execute(sql, params).fetchall()
+        with self._read_lock:
+            return self._reader.execute(sql, params).fetchall()
 
     # -- queue -------------------------------------------------------------------------
 
@@ -254,19 +291,29 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         or being delivered under a lease that expired (its owner died or stalled). With
         PER_DOMAIN, a domain gets no more groups than fit beside the live leases of every
         runner on that domain, so the cap holds across processes."""
+        with self.transaction() as db:
+            return self._claim_rows(db, limit, per_domain)
+
+    def submit_claim(self, limit: int = 500, per_domain: int | None = None
+                     ) -> Future[list[QueuedRecipient]]:
+        """claim_due() in the next group commit (off the caller's thread, sharing the commit
+        with the settlements waiting then)."""
+        return self.committer.submit(None, lambda db: self._claim_rows(db, limit, per_domain))
+
+    def _claim_rows(self, db: sqlite3.Connection, limit: int, per_domain: int | None
+                    ) -> list[QueuedRecipient]:
         now = self.clock()
         params = {"me": self.owner, "now": now, "until": now + self.lease, "groups": limit,
                   "per_domain": per_domain if per_domain is not None else 2 ** 31,
                   "queued": State.QUEUED, "deferred": State.DEFERRED,
                   "delivering": State.DELIVERING}
-        with self.transaction() as db:
-            rows = db.execute(_CLAIM_SQL, params).fetchall()
-            if not rows:
-                return []
-            ids = sorted({r["message_id"] for r in rows})
-            messages = {m["id"]: m for m in db.execute(
-                "SELECT id, sender, received, client, smtputf8 FROM messages"
-                " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
+        rows = db.execute(_CLAIM_SQL, params).fetchall()
+        if not rows:
+            return []
+        ids = sorted({r["message_id"] for r in rows})
+        messages = {m["id"]: m for m in db.execute(
+            "SELECT id, sender, received, client, smtputf8 FROM messages"
+            " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
         claimed = [_queued_recipient(r, messages[r["message_id"]]) for r in rows
                    if r["message_id"] in messages]
         claimed.sort(key=lambda i: (i.message_id, i.domain, i.rcpt))
@@ -283,8 +330,15 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         """Extend every claim this owner still holds (a live runner calls it while it
         delivers, so that nobody takes its work over)."""
         with self.transaction() as db:
-            return db.execute("UPDATE recipients SET lease_until=? WHERE state=? AND claimed_by=?",
-                              (self.clock() + self.lease, DELIVERING, self.owner)).rowcount
+            return self._renew_rows(db)
+
+    def submit_renew_leases(self) -> Future[int]:
+        """renew_leases() in the next group commit."""
+        return self.committer.submit(None, self._renew_rows)
+
+    def _renew_rows(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("UPDATE recipients SET lease_until=? WHERE state=? AND claimed_by=?",
+                              (self.clock() + self.lease, DELIVERING, self.owner)).rowcount)
 
     def release_claims(self, message_id: str, rcpts: list[str]) -> None:
         """Give back claims not worked on (a stop came first): due again, attempts unchanged."""
@@ -330,25 +384,86 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         neither, so a retried settlement never sends a second report. Returns the
         recipients settled now (none: someone settled or deleted them already)."""
         report_id = self.spool(report.content) if report is not None else None
+        settlement = Settlement(message_id, replies, state, next_attempt, report, report_id)
         try:
             with self.transaction() as db:
-                # Only while this owner still holds the lease: a runner whose work was taken
-                # over must not overwrite the new owner's result.
-                settled = [r for r in replies if db.execute(
-                    _SETTLE_SQL + " AND state=? AND claimed_by=?",
-                    (state, replies[r][:1000], self.clock(), next_attempt, message_id, r,
-                     DELIVERING, self.owner)).rowcount]
-                if settled and report is not None and report_id is not None:
-                    self.insert_queue_rows(db, report_id, report.sender, [report.route],
-                                           len(report.content))
+                settled = self._settle_rows(db, settlement)
         except BaseException:
-            if report_id is not None:
-                self._discard_spool(report_id)
+            self.discard_reports([settlement])
             raise
-        if report_id is not None and not settled:
-            self._discard_spool(report_id)
+        if not settled:
+            self.discard_reports([settlement])
         self.release_spool_if_done(message_id)
         return settled
+
+    def spool_reports(self, settlements: list[Settlement]) -> list[Settlement]:
+        """SETTLEMENTS with their reports written durably to the spool (blocking: call from
+        a worker thread), ready for submit_settlements."""
+        return [s if s.report is None or s.report_id is not None
+                else dataclasses.replace(s, report_id=self.spool(s.report.content))
+                for s in settlements]
+
+    def discard_reports(self, settlements: list[Settlement]) -> None:
+        """Remove the report spool files of settlements that were not recorded."""
+        for settlement in settlements:
+            if settlement.report_id is not None:
+                self._discard_spool(settlement.report_id)
+
+    def submit_settlements(self, settlements: list[Settlement],
+                           attempts: Sequence[AttemptRow] = ()) -> Future[list[list[str]]]:
+        """Record SETTLEMENTS and the ATTEMPTS history in the next group commit, in one
+        savepoint: all or none. The future holds, per settlement, the recipients settled
+        (only those this owner still held); by then the spool files no recipient needs any
+        more are gone, and so are the reports of settlements that settled nobody. On an
+        error nothing was recorded: the caller discards the reports (discard_reports)."""
+        finished: list[str] = []
+
+        def rows(db: sqlite3.Connection) -> list[list[str]]:
+            settled = [self._settle_rows(db, s) for s in settlements]
+            if attempts:
+                db.executemany(_ATTEMPT_SQL, attempts)
+            finished[:] = self._finished_messages(db, {s.message_id for s in settlements})
+            return settled
+
+        def after(settled: list[list[str]]) -> None:
+            self.discard_reports([s for s, done in zip(settlements, settled, strict=True)
+                                  if not done])
+            for message_id in finished:
+                self._unlink_spool(message_id)
+
+        return self.committer.submit(None, rows, after)
+
+    def submit_attempts(self, attempts: Sequence[AttemptRow]) -> Future[None]:
+        """Add ATTEMPTS to the delivery history in the next group commit."""
+        def rows(db: sqlite3.Connection) -> None:
+            db.executemany(_ATTEMPT_SQL, attempts)
+
+        return self.committer.submit(None, rows)
+
+    def settle_in(self, db: sqlite3.Connection, settlement: Settlement) -> list[str]:
+        """settle() inside the caller's transaction DB (the pickup stage's): the recipients
+        settled, only those this owner still holds under its lease."""
+        return self._settle_rows(db, settlement)
+
+    def _settle_rows(self, db: sqlite3.Connection, settlement: Settlement) -> list[str]:
+        # Only while this owner still holds the lease: a runner whose work was taken over
+        # must not overwrite the new owner's result.
+        s, now = settlement, self.clock()
+        settled = [r for r in s.replies if db.execute(
+            _SETTLE_SQL + " AND state=? AND claimed_by=?",
+            (s.state, s.replies[r][:1000], now, s.next_attempt, s.message_id, r, DELIVERING,
+             self.owner)).rowcount]
+        if settled and s.report is not None and s.report_id is not None:
+            self.insert_queue_rows(db, s.report_id, s.report.sender, [s.report.route],
+                                   len(s.report.content))
+        return settled
+
+    @staticmethod
+    def _finished_messages(db: sqlite3.Connection, message_ids: Iterable[str]) -> list[str]:
+        """Those of MESSAGE_IDS no recipient still needs the spool file of."""
+        return [m for m in message_ids if not db.execute(
+            "SELECT 1 FROM recipients WHERE message_id=? AND state IN (?, ?, ?) LIMIT 1",
+            (m, *PENDING)).fetchone()]
 
     def _discard_spool(self, message_id: str) -> None:
         """Remove a spool file that never got its queue rows (best effort: debris is also
@@ -363,10 +478,13 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             (message_id, *PENDING),
         )[0][0]
         if pending == 0:
-            # No fsync: the rows say the message is done, and should the removal be lost
-            # in a crash, the start-up sweep (clean_spool_debris) removes the file.
-            with contextlib.suppress(FileNotFoundError):
-                self.spool_path(message_id).unlink()
+            self._unlink_spool(message_id)
+
+    def _unlink_spool(self, message_id: str) -> None:
+        # No fsync: the rows say the message is done, and should the removal be lost in a
+        # crash, the start-up sweep (clean_spool_debris) removes the file.
+        with contextlib.suppress(FileNotFoundError):
+            self.spool_path(message_id).unlink()
 
     def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
         """Remove what a crash or a full disk left in the spool: `.tmp` files of writes that
@@ -527,6 +645,10 @@ UPDATE recipients SET state = :delivering, claimed_by = :me, lease_until = :unti
  WHERE rowid IN (SELECT id FROM allowed WHERE nth_group <= :groups)
 RETURNING message_id, rcpt, domain, confidential, mode, attempts, updated, reason
 """
+
+_ATTEMPT_SQL = ("INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version,"
+                " cipher, cert_subject, cert_issuer, verified, reason)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)")
 
 _SETTLE_SQL = ("UPDATE recipients SET state=?, last_reply=?, updated=?, attempts=attempts+1,"
                " next_attempt=coalesce(?, next_attempt), claimed_by=NULL, lease_until=NULL"

@@ -11,7 +11,12 @@ import sqlite3
 from gateway.config import Config
 from gateway.vault.notify import build_notification
 from gateway.vault.retention import EXPIRES_HEADER, expiry_time
-from gateway.storage.store import PICKUP, Route, Store, new_pickup_id
+from gateway.storage.store import PICKUP, Route, Settlement, Store, new_pickup_id
+
+
+class LeaseLost(Exception):
+    """The recipient is no longer ours to settle: its lease was taken over (another runner
+    delivers it now) or it was settled or deleted meanwhile."""
 
 
 class PickupStage:
@@ -29,8 +34,10 @@ class PickupStage:
         return f"{self.config.pickup.base_url.rstrip('/')}/m/{pickup_id}"
 
     def store_for_pickup(self, message_id: str, sender: str, rcpt: str, received: float,
-                         reason: str) -> str:
-        """Blocking (encrypts and fsyncs): call from a worker thread."""
+                         reason: str) -> str | None:
+        """Blocking (encrypts and fsyncs): call from a worker thread. Returns the pickup id,
+        or None when the recipient's lease was lost: then nothing is stored (the runner now
+        holding it stores its own pickup, one only)."""
         pickup_id = new_pickup_id()
         expires = self.expiry_for(message_id, received)
         notification = build_notification(
@@ -41,18 +48,23 @@ class PickupStage:
         notification_id = self.store.spool(notification)
 
         def settle(db: sqlite3.Connection, _pickup_id: str) -> None:
+            # Like every settlement: only while this runner holds the lease, else the whole
+            # transaction (pickup row, notification) rolls back.
+            stored = Settlement(message_id, {rcpt: f"stored for pickup: {reason}"}, PICKUP)
+            if not self.store.settle_in(db, stored):
+                raise LeaseLost(f"{message_id} to {rcpt}")
             self.store.insert_queue_rows(db, notification_id, self.config.notify.from_,
                                          [Route(rcpt, reason="pickup notification")],
                                          len(notification))
-            self.store.set_recipient_state(message_id, [rcpt], PICKUP,
-                                           f"stored for pickup: {reason}", db=db)
 
         try:
             self.store.store_pickup(message_id, sender, rcpt, expires, then=settle,
                                     pickup_id=pickup_id)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):  # never queued: a retry writes a new one
                 self.store.spool_path(notification_id).unlink()
+            if isinstance(exc, LeaseLost):
+                return None
             raise
         self.store.release_spool_if_done(message_id)
         return pickup_id
