@@ -1,4 +1,5 @@
-"""The queue runner in-process, with an injectable clock: time-dependent behaviour without sleeps."""
+"""The queue runner in-process, with an injectable clock: time-dependent behaviour without
+sleeps."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 from gateway.config import Config
 from gateway.serve import build_runner
 from gateway.storage.store import Route, Store
-from tests.fakes.dns_server import FakeDNS
 from tests.conftest import wait_for_mail
+from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.portal_fixtures import FakeClock, clock, store
 
@@ -86,7 +87,8 @@ def test_delay_warning_is_sent_once_after_delay_warning(
         clock.now += 4 * 3600 + 1
         run(runner_config, store)
     run(runner_config, store)  # delivers what the last round queued
-    warnings = [r for r in reports_to(mx_hosts["relay"], sender) if r["Subject"].startswith("Delayed")]
+    warnings = [r for r in reports_to(mx_hosts["relay"], sender)
+                if r["Subject"].startswith("Delayed")]
     assert len(warnings) == 1
     assert "Action: delayed" in warnings[0].as_string()
     assert states(store)["x@slow.test"] == "deferred"
@@ -131,12 +133,14 @@ def test_tls_knowledge_expires_after_its_ttl(
 
 def test_every_attempt_is_recorded_with_its_tls_parameters(
         runner_config: Config, store: Store, mx_hosts: dict[str, FakeMX]) -> None:
-    store.enqueue("doctor@relay.test", [Route("rec@tls.test", True, "require-verified-tls")], MESSAGE)
+    store.enqueue("doctor@relay.test", [Route("rec@tls.test", True, "require-verified-tls")],
+                  MESSAGE)
     run(runner_config, store)
     [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'rec@tls.test'")
     assert attempt["host"] == "mx.tls.test" and attempt["address"] == "127.0.0.2"
     assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3") and attempt["cipher"]
-    assert attempt["verified"] == 1 and attempt["reply"].startswith("mx.tls.test[127.0.0.2] said: 250")
+    assert attempt["verified"] == 1
+    assert attempt["reply"].startswith("mx.tls.test[127.0.0.2] said: 250")
 
 
 def test_connection_is_reused_for_the_next_message_to_the_same_host(
@@ -156,7 +160,8 @@ def test_connection_secured_for_a_lower_requirement_is_not_reused(
     plain_tls, verified = f"a-{unique}@tls.test", f"b-{unique}@verified.test"
     run(runner_config, store, rounds=[[Route(plain_tls, True, "require-tls")],
                                       [Route(verified, True, "require-verified-tls")]])
-    first, second = wait_for_mail(mx_hosts["tls"], plain_tls), wait_for_mail(mx_hosts["tls"], verified)
+    first = wait_for_mail(mx_hosts["tls"], plain_tls)
+    second = wait_for_mail(mx_hosts["tls"], verified)
     assert first.peer_port != second.peer_port
 
 
@@ -175,7 +180,8 @@ def test_claimed_recipients_are_delivering_until_settled_and_due_again_after_a_c
 
 
 def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(store: Store) -> None:
-    message_id = store.enqueue("doctor@relay.test", [Route("a@one.test"), Route("b@two.test")], MESSAGE)
+    message_id = store.enqueue("doctor@relay.test", [Route("a@one.test"), Route("b@two.test")],
+                               MESSAGE)
     store.claim_due()
     store.set_recipient_state(message_id, ["a@one.test"], "delivered", "250 ok")
     assert store.read_spool(message_id) == MESSAGE

@@ -112,7 +112,8 @@ class DeliverySettings:
 _RELEARN_AFTER = 60.0   # seconds before unchanged TLS facts of a host are written again
 _MAX_LEARNED = 10_000   # (domain, host) pairs remembered for that
 
-_TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject", "cert_issuer",
+_TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject",
+              "cert_issuer",
               "authentication")
 
 
@@ -170,7 +171,8 @@ class Deliverer:
             code = "5.1.10" if lookup.status is LookupStatus.NULL_MX else "5.1.2"
             return DomainResult(Outcome.PERMANENT, f"{code} {lookup.detail}")
         if requirement.needs_tls and self._known_without_tls(domain, lookup.hosts):
-            return DomainResult(Outcome.TLS_UNAVAILABLE, "every MX host was recently seen without STARTTLS",
+            return DomainResult(Outcome.TLS_UNAVAILABLE,
+                                "every MX host was recently seen without STARTTLS",
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
                                                       tls_failure=TLSFailureReason.NO_STARTTLS.value)
                                           for h in lookup.hosts])
@@ -340,7 +342,8 @@ class Deliverer:
     async def _open(self, name: str, address: str, port: int, need: HostRequirement,
                     attempt: HostAttempt) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
-                                 local_hostname=self.settings.helo_name, timeout=self.settings.timeout)
+                                 local_hostname=self.settings.helo_name,
+                                 timeout=self.settings.timeout)
         await client.connect()
         try:
             if need.requirement is not TLSRequirement.NONE:
@@ -371,7 +374,8 @@ class Deliverer:
                 need, name, f"{name} refused STARTTLS: {exc.code} {exc.message}",
                 chain_rejected=False)) from None
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
-            rejected = isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc)
+            rejected = (isinstance(exc, ssl.SSLCertVerificationError)
+                        or "CERTIFICATE_VERIFY" in str(exc))
             raise TLSFailure(judge_handshake_failure(need, name, f"{name}: TLS failed: {exc}",
                                                      chain_rejected=rejected)) from None
         verdict = judge(need, name, self._evidence(client, need, attempt))
@@ -443,7 +447,7 @@ class Deliverer:
         if mail.code != 250:
             raise aiosmtplib.SMTPSenderRefused(mail.code, mail.message, sender)
         result = DomainResult(Outcome.DELIVERED, "")
-        for rcpt, reply in zip(rcpts, rcpt_replies):
+        for rcpt, reply in zip(rcpts, rcpt_replies, strict=True):
             if reply.code in (250, 251):
                 result.accepted.append(rcpt)
             else:

@@ -107,7 +107,8 @@ class MXResolver:
             return await self._lookup(domain, expiries)
         except dns.resolver.NXDOMAIN:
             return MXLookup(LookupStatus.NO_SUCH_DOMAIN, detail=f"{domain}: no such domain")
-        except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout) as exc:
+        except (dns.exception.Timeout, dns.resolver.NoNameservers,
+                dns.resolver.LifetimeTimeout) as exc:
             return MXLookup(LookupStatus.TEMPORARY, detail=f"{domain}: DNS lookup failed: {exc}")
 
     async def _lookup(self, domain: str, expiries: list[float]) -> MXLookup:
@@ -137,7 +138,8 @@ class MXResolver:
     async def _implicit_mx(self, domain: str, expiries: list[float]) -> MXLookup:
         addresses = await self.addresses(domain, expiries)
         if not addresses:
-            return MXLookup(LookupStatus.NO_MAIL_HOSTS, detail=f"{domain} has no MX or address records")
+            return MXLookup(LookupStatus.NO_MAIL_HOSTS,
+                            detail=f"{domain} has no MX or address records")
         return MXLookup(LookupStatus.OK, [MXHost(domain, 0, addresses)])
 
 
@@ -151,7 +153,7 @@ def _negative_expiry(exc: dns.exception.DNSException) -> float:
         ttl = response.resolve_chaining().minimum_ttl
     except dns.exception.DNSException:
         return 0.0
-    return time.time() + ttl
+    return time.time() + float(ttl)
 
 
 def _reshuffled(found: MXLookup) -> MXLookup:

@@ -22,7 +22,6 @@ import dns.exception
 import dns.reversename
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.storage import is_storage_full, storage_errors
 from gateway.classify.internal import route_for
 from gateway.classify.policy import (
     Decision,
@@ -41,6 +40,7 @@ from gateway.inbound.headers import (
     rewrite_subject,
     tls_comment,
 )
+from gateway.storage import is_storage_full, storage_errors
 from gateway.storage.group_commit import IncomingSpool
 from gateway.storage.store import Store, new_queue_id
 

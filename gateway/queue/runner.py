@@ -448,7 +448,7 @@ class QueueRunner:
 
     def _next_attempt(self, item: QueuedRecipient) -> float:
         delay = min(self.retry.initial * 2 ** item.attempts, self.retry.maximum)
-        return self.store.clock() + delay
+        return float(self.store.clock() + delay)
 
     async def _to_pickup(self, items: list[QueuedRecipient], reason: str) -> None:
         for item in items:

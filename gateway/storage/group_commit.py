@@ -177,7 +177,8 @@ class GroupCommitter:
     def _commit(self, batch: list[_Unit]) -> None:
         spooled = [unit for unit in batch if unit.spool is not None]
         if len(spooled) > 1:
-            ok = dict(zip(map(id, spooled), self._fsyncs.map(self._write_spool, spooled)))
+            ok = dict(zip(map(id, spooled), self._fsyncs.map(self._write_spool, spooled),
+                          strict=True))
         else:
             ok = {id(unit): self._write_spool(unit) for unit in spooled}
         written = [unit for unit in batch if ok.get(id(unit), True)]

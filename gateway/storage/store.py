@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.vault import crypto
-from gateway.storage.durable import fsync_dir, remove_durably, write_durably
 from gateway.queue.model import Mode, State
+from gateway.storage.durable import fsync_dir, remove_durably, write_durably
 from gateway.storage.group_commit import GroupCommitter, IncomingSpool
 from gateway.storage.schema import migrate
 from gateway.storage.sqlite.audit import SQLiteAudit, SQLiteQueueInspection
 from gateway.storage.sqlite.knowledge import SQLiteKnowledge
 from gateway.storage.sqlite.pickups import SQLitePickups
 from gateway.storage.sqlite.portal import SQLitePortal
+from gateway.vault import crypto
 
 Clock = Callable[[], float]
 # One row of delivery history: message_id, rcpt, at, host, address, reply, tls_version,
@@ -565,7 +565,8 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         return pickup_id
 
     def get_pickup(self, pickup_id: str) -> Pickup | None:
-        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?", (pickup_id, self.clock()))
+        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?",
+                          (pickup_id, self.clock()))
         return _pickup(rows[0]) if rows else None
 
     def list_pickups(self, recipient: str | None = None) -> list[Pickup]:
@@ -577,8 +578,10 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         return [_pickup(r) for r in rows]
 
     def open_pickup(self, pickup_id: str) -> bytes:
-        """The decrypted original message; raises KeyError when gone, DecryptionError when tampered."""
-        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?", (pickup_id, self.clock()))
+        """The decrypted original message; raises KeyError when gone, DecryptionError when
+        tampered."""
+        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?",
+                          (pickup_id, self.clock()))
         if not rows:
             raise KeyError(pickup_id)
         row = rows[0]
@@ -593,7 +596,8 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
 
     def destroy_conversation(self, pickup_id: str) -> int:
         """Destroy a stored message and the portal replies kept in its thread."""
-        replies = [r["id"] for r in self.query("SELECT id FROM pickups WHERE thread_id=?", (pickup_id,))]
+        replies = [r["id"] for r in self.query("SELECT id FROM pickups WHERE thread_id=?",
+                                               (pickup_id,))]
         return sum(self.destroy_pickup(i) for i in [pickup_id, *replies])
 
     def destroy_pickup(self, pickup_id: str) -> bool:
@@ -607,7 +611,8 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
         return True
 
     def expired_pickups(self) -> list[str]:
-        return [r["id"] for r in self.query("SELECT id FROM pickups WHERE expires <= ?", (self.clock(),))]
+        return [r["id"] for r in self.query("SELECT id FROM pickups WHERE expires <= ?",
+                                            (self.clock(),))]
 
     def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
         """Write CHUNKS (any iterable, consumed once) durably to the spool under a new queue id,

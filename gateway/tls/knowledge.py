@@ -25,4 +25,5 @@ class TLSCache:
     def none_offer_starttls(self, domain: str, hosts: list[str]) -> bool:
         """True when every one of HOSTS was seen without STARTTLS within the TTL."""
         known = self.fresh(domain)
-        return bool(hosts) and all(h.lower() in known and not known[h.lower()].starttls for h in hosts)
+        return bool(hosts) and all(h.lower() in known and not known[h.lower()].starttls
+                                   for h in hosts)

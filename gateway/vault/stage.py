@@ -9,9 +9,9 @@ import email.policy
 import sqlite3
 
 from gateway.config import Config
+from gateway.storage.store import PICKUP, Route, Settlement, Store, new_pickup_id
 from gateway.vault.notify import build_notification
 from gateway.vault.retention import EXPIRES_HEADER, expiry_time
-from gateway.storage.store import PICKUP, Route, Settlement, Store, new_pickup_id
 
 
 class LeaseLost(Exception):
