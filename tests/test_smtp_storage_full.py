@@ -26,7 +26,7 @@ def small_disk_gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, Fa
                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """A gateway whose storage dir is a 4 MB tmpfs (the tests run as root)."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        pytest.fail("mounting a small tmpfs needs root (the tests run as root)")
     smtp = {**gateway_settings.extra["smtp"], "min_free_space": RESERVE,
             "max_message_size": 64 * 1024 * 1024}
     settings = dataclasses.replace(gateway_settings, extra={**gateway_settings.extra, "smtp": smtp})
