@@ -580,14 +580,7 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
     def open_pickup(self, pickup_id: str) -> bytes:
         """The decrypted original message; raises KeyError when gone, DecryptionError when
         tampered."""
-        rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?",
-                          (pickup_id, self.clock()))
-        if not rows:
-            raise KeyError(pickup_id)
-        row = rows[0]
-        sealed = crypto.SealedKey(row["key_id"], row["wrapped_key"])
-        return crypto.decrypt_file(self.keys, sealed, self.blob_dir / row["blob"], row["id"],
-                                   row["recipient"])
+        return crypto.decrypt_file(self.keys, *self.sealed_blob(pickup_id))
 
     def mark_pickup_read(self, pickup_id: str) -> None:
         with self.transaction() as db:

@@ -229,18 +229,13 @@ def decrypt_file(ring: KeyRing, sealed: SealedKey, blob: Path, record_id: str,
     """The plaintext of BLOB, released only after its tag verified."""
     data_key = unseal_key(ring, sealed, record_id, recipient)
     with blob.open("rb") as handle:
-        header = handle.read(len(MAGIC) + 1)
-        if len(header) != len(MAGIC) + 1 or header[: len(MAGIC)] != MAGIC:
-            raise DecryptionError("not a Sealgate blob or unknown version")
-        key_id = handle.read(header[-1]).decode("ascii", "replace")
-        if key_id != sealed.key_id:
-            raise DecryptionError("blob key id does not match its record")
-        nonce = handle.read(NONCE_SIZE)
+        layout = _read_layout(handle, sealed, os.fstat(handle.fileno()).st_size)
         body = handle.read()
     if len(body) < TAG_SIZE:
         raise DecryptionError("blob is truncated")
-    decryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce, body[-TAG_SIZE:])).decryptor()
-    decryptor.authenticate_additional_data(_aad(key_id, record_id, recipient))
+    mode = modes.GCM(layout.nonce, body[-TAG_SIZE:])
+    decryptor = Cipher(algorithms.AES(data_key), mode).decryptor()
+    decryptor.authenticate_additional_data(_aad(sealed.key_id, record_id, recipient))
     try:
         return decryptor.update(body[:-TAG_SIZE]) + decryptor.finalize()
     except InvalidTag:

@@ -41,14 +41,18 @@ class SQLitePickups(SQLitePart):
     def open_pickup_stream(self, pickup_id: str) -> crypto.BlobReader:
         """The decrypted message as a stream, its tag verified; KeyError when gone,
         crypto.DecryptionError when tampered. The caller closes it."""
+        return crypto.open_blob(self.keys, *self.sealed_blob(pickup_id))
+
+    def sealed_blob(self, pickup_id: str) -> tuple[crypto.SealedKey, Path, str, str]:
+        """What decrypting a current pickup needs: its sealed key, blob path, id and
+        recipient; KeyError when it is gone or expired."""
         rows = self.query("SELECT * FROM pickups WHERE id=? AND expires > ?",
                           (pickup_id, self.clock()))
         if not rows:
             raise KeyError(pickup_id)
         row = rows[0]
         sealed = crypto.SealedKey(row["key_id"], row["wrapped_key"])
-        return crypto.open_blob(self.keys, sealed, self.blob_dir / row["blob"], row["id"],
-                                row["recipient"])
+        return sealed, self.blob_dir / row["blob"], row["id"], row["recipient"]
 
     def inbox(self, recipient: str) -> list[Pickup]:
         return [_store._pickup(r) for r in self.query(
