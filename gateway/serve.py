@@ -59,10 +59,11 @@ class ListenError(ConfigError):
 
 
 def bound_socket(listen: str, key: str) -> socket.socket:
-    """A socket bound to LISTEN; whoever serves on it listens (asyncio's create_server
-    does), so the port answers only once a server is behind it. No SO_REUSEPORT: another
-    program (or another store's gateway) on the same port must be an error, not a silent
-    share; our own listener processes share it by inheriting this one socket."""
+    """A socket bound to LISTEN; whoever serves on it listens (the SMTP listeners'
+    acceptor, the portal's create_server), so the port answers only once a server is
+    behind it. No SO_REUSEPORT: another program (or another store's gateway) on the same
+    port must be an error, not a silent share; our own listener processes share it by
+    inheriting this one socket."""
     host, port = parse_hostport(listen, key)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(

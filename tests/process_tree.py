@@ -64,3 +64,24 @@ def wait_until_gone(pids: list[int], timeout: float = 10) -> None:
     while any(alive(p) for p in pids):
         assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
         time.sleep(0.05)
+
+
+def established_connections(pid: int, local_port: int) -> int:
+    """How many established TCP connections to LOCAL_PORT the process PID holds open."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "01" and int(local.rpartition(":")[2], 16) == local_port \
+                    and inode in inodes:
+                count += 1
+    return count

@@ -9,13 +9,14 @@ are committed, so an accepted message survives a crash.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import errno
 import ipaddress
 import logging
+import math
 import shutil
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -36,6 +37,7 @@ from gateway.inbound import codes
 from gateway.inbound.headers import (
     HELO_UNSAFE,
     protocol_name,
+    received_date,
     received_header,
     rewrite_subject,
     tls_comment,
@@ -46,6 +48,41 @@ from gateway.storage.store import Store, new_queue_id
 
 log = logging.getLogger("sealgate.smtp")
 _HEAD_END = b"\r\n\r\n"
+_REMEMBERED_CLIENTS = 4096
+
+
+class FreeSpace:
+    """Free space in a directory, measured off the event loop. With plenty to spare, a
+    measurement stands for a short while (statvfs on every MAIL cost a thread hop each);
+    near the limit, and for every refusal, a fresh one decides, so a disk that fills is
+    noticed at once and mail is taken again as soon as space is freed."""
+
+    STANDS_FOR = 0.25  # seconds
+    # More than a 1 Gbit/s link can bring in STANDS_FOR: then the reading cannot be wrong.
+    SPARE = 64 * 1024 * 1024
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.free = 0
+        self.measured_at = -math.inf
+        self._measuring: asyncio.Future[None] | None = None
+
+    async def at_least(self, needed: int) -> bool:
+        loop = asyncio.get_running_loop()
+        if self.free >= needed + self.SPARE and loop.time() - self.measured_at < self.STANDS_FOR:
+            return True
+        if self._measuring is None:  # concurrent MAILs share one measurement
+            self._measuring = asyncio.ensure_future(self._measure())
+        await asyncio.shield(self._measuring)
+        return self.free >= needed
+
+    async def _measure(self) -> None:
+        try:
+            started = asyncio.get_running_loop().time()
+            self.free = (await asyncio.to_thread(shutil.disk_usage, self.directory)).free
+            self.measured_at = started
+        finally:
+            self._measuring = None
 
 
 class RelayHandler:
@@ -63,22 +100,33 @@ class RelayHandler:
         # a listener's event-loop time when every message paid for it.
         self._client_names: weakref.WeakKeyDictionary[Session, asyncio.Future[str | None]] = \
             weakref.WeakKeyDictionary()
+        self._relay_allowed: dict[str, bool] = {}  # by client address; networks are fixed
+        self.free_space = FreeSpace(store.directory)
 
     def may_relay(self, session: Session) -> bool:
+        """Asked at every MAIL and RCPT: the answer per address is remembered."""
+        ip = _client_ip(session)
+        allowed = self._relay_allowed.get(ip)
+        if allowed is None:
+            if len(self._relay_allowed) >= _REMEMBERED_CLIENTS:
+                self._relay_allowed.clear()
+            allowed = self._relay_allowed[ip] = self._in_allowed_networks(ip)
+        return allowed
+
+    def _in_allowed_networks(self, ip: str) -> bool:
         try:
-            peer = ipaddress.ip_address(_client_ip(session))
-        except (TypeError, ValueError, IndexError):
+            peer = ipaddress.ip_address(ip)
+        except ValueError:
             return False
         if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
             peer = peer.ipv4_mapped
         return any(peer in network for network in self.networks)
 
-    def storage_is_short(self, mail_options: list[str]) -> bool:
+    async def storage_is_short(self, mail_options: list[str]) -> bool:
         """Less free space in the storage dir than the declared SIZE plus the reserve."""
         declared = next((int(o[5:]) for o in mail_options
                          if o.startswith("SIZE=") and o[5:].isdigit()), 0)
-        free = shutil.disk_usage(self.store.directory).free
-        return free < declared + self.config.smtp.min_free_space
+        return not await self.free_space.at_least(declared + self.config.smtp.min_free_space)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
@@ -88,7 +136,7 @@ class RelayHandler:
             address = ""
         if not address.isascii() and not envelope.smtp_utf8:
             return codes.NEEDS_SMTPUTF8
-        if await asyncio.to_thread(self.storage_is_short, mail_options):
+        if await self.storage_is_short(mail_options):
             log.warning("refusing mail from %s: storage is short", _client_ip(session))
             return codes.INSUFFICIENT_STORAGE
         envelope.mail_from = address
@@ -210,7 +258,7 @@ class Acceptance:
             client_ip=self.ip, hostname=config.smtp.hostname,
             protocol=protocol_name(self.session, self.envelope), queue_id=self.queue_id,
             rcpts=self.envelope.rcpt_tos, tls=tls_comment(self.session),
-            date=email.utils.formatdate(localtime=True))
+            date=received_date())
 
     async def finish(self, problem: str | None) -> str:
         """The reply to DATA, once the end of data was read; PROBLEM: the content's fault

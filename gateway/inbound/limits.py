@@ -24,6 +24,11 @@ class ConnectionLimits:
         self.open[ip] += 1
         return None
 
+    def ahead_of_others(self) -> bool:
+        """Does this listener hold more sessions than another listener process? (One
+        process alone never is.)"""
+        return False
+
     def release(self, ip: str) -> None:
         self.open[ip] -= 1
         if self.open[ip] <= 0:

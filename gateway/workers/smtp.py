@@ -6,13 +6,13 @@ its own connection, and wakes the runners."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 
 from gateway.classify.holder import PolicyHolder
+from gateway.inbound.acceptor import TurnTakingAcceptor
 from gateway.inbound.server import RelayHandler, smtp_factory
 from gateway.storage.store import open_store
 from gateway.workers.handoff import Handoff, report_ready, worker_owner
@@ -37,15 +37,13 @@ async def run_listener(handoff: Handoff) -> None:
         limits = SharedConnectionLimits(handoff.limits_fd, handoff.index - 1,
                                         config.smtp.max_connections,
                                         config.smtp.max_connections_per_client)
-        listening = socket.socket(fileno=handoff.listen_fd)
-        listening.setblocking(False)
-        server = await loop.create_server(smtp_factory(config, handler, limits), sock=listening,
-                                          backlog=1024)
+        acceptor = TurnTakingAcceptor(socket.socket(fileno=handoff.listen_fd),
+                                      smtp_factory(config, handler, limits),
+                                      limits.ahead_of_others)
+        acceptor.start()
         report_ready(handoff)
         await stop.wait()
         log.info("smtp listener %d: no new mail is accepted", handoff.index)
-        server.close()
-        with contextlib.suppress(TimeoutError):  # sessions still open are cut at exit
-            await asyncio.wait_for(server.wait_closed(), 5)
+        acceptor.close()  # sessions still open are cut at exit
     finally:
         store.close()
