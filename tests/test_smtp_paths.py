@@ -1,11 +1,14 @@
-"""The listener's shortcut for plain MAIL and RCPT paths reads every path exactly as
-aiosmtpd's header-parser reading does, and leaves every other path to it."""
+"""The shortcuts for plain mailboxes change nothing: the listener reads every MAIL and RCPT
+path exactly as aiosmtpd's header-parser reading does, and the runner writes every address
+exactly as aiosmtplib's quoting does."""
 
 from __future__ import annotations
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from aiosmtplib.email import quote_address
 
+from gateway.delivery.pipeline import envelope_lines
 from gateway.inbound.server import GatewaySMTP
 
 PATHS = [
@@ -32,3 +35,15 @@ def test_a_path_is_read_as_aiosmtpd_reads_it(path: str) -> None:
 def test_a_local_part_over_the_limit_is_refused_as_aiosmtpd_refuses_it() -> None:
     smtp = engine(local_part_limit=4)
     assert smtp._getaddr("<abcdef@b.com>") == (None, None)
+
+
+ADDRESSES = ["a@b.com", "first.last+tag@sub.example.org", "x_y=z@ex-ample.test",
+             '"already quoted"@b.com', "a@b", "a@[192.0.2.1]", "",
+             "Ünïcode@exämple.test"]
+
+
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_an_address_is_written_as_aiosmtplib_quotes_it(address: str) -> None:
+    expected = f"RCPT TO:{quote_address(address)}\r\n".encode()
+    assert envelope_lines("s@b.com", [address], [], "utf-8").split(b"\r\n", 1)[1] \
+        .startswith(expected)

@@ -10,10 +10,13 @@ import enum
 import random
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
+import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
@@ -42,12 +45,69 @@ class MXLookup:
     detail: str = ""
 
 
+MAX_REMEMBERED_ANSWERS = 10_000
+_Remembered = tuple[float, "dns.resolver.Answer | dns.resolver.NXDOMAIN | dns.resolver.NoAnswer"]
+
+
+class RememberingResolver(dns.asyncresolver.Resolver):
+    """dnspython's resolver, with what its cache holds remembered in front of it: a cached
+    answer (or "no such name", "no such record") costs a dict look-up instead of a
+    resolution (about 140 µs each; every delivery asks for _mta-sts TXT and TLSA). An
+    answer is remembered exactly as long as dnspython's cache keeps it, and only when the
+    resolver caches at all (cache = None turns both off)."""
+
+    def __init__(self, configure: bool = True) -> None:
+        super().__init__(configure=configure)
+        self._remembered: dict[tuple[str, int], _Remembered] = {}
+
+    def __copy__(self) -> RememberingResolver:
+        # A copy may be given other flags (DNSSEC): its answers are not this one's.
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._remembered = {}
+        return twin
+
+    async def resolve(self, qname: dns.name.Name | str,
+                      rdtype: dns.rdatatype.RdataType | str = dns.rdatatype.A,
+                      *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        if args or kwargs or self.cache is None:
+            return await super().resolve(qname, rdtype, *args, **kwargs)
+        key = (str(qname).lower().rstrip("."), dns.rdatatype.RdataType.make(rdtype))
+        remembered = self._remembered.get(key)
+        if remembered is not None and remembered[0] > time.time():
+            if isinstance(remembered[1], dns.resolver.Answer):
+                return remembered[1]
+            raise remembered[1].with_traceback(None)
+        try:
+            answer = await super().resolve(qname, rdtype)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
+            cached = self._cached_negative(key, exc)
+            if cached is not None:
+                self._remember(key, cached.expiration, exc)
+            raise
+        self._remember(key, answer.expiration, answer)
+        return answer
+
+    def _cached_negative(self, key: tuple[str, int], exc: dns.exception.DNSException
+                         ) -> dns.resolver.Answer | None:
+        """dnspython's cache entry for this negative answer, if it made one."""
+        assert self.cache is not None
+        rdtype = dns.rdatatype.ANY if isinstance(exc, dns.resolver.NXDOMAIN) else key[1]
+        entry = self.cache.get((dns.name.from_text(key[0]), rdtype, dns.rdataclass.IN))
+        return entry if isinstance(entry, dns.resolver.Answer) else None
+
+    def _remember(self, key: tuple[str, int], until: float, what: Any) -> None:
+        if len(self._remembered) >= MAX_REMEMBERED_ANSWERS:
+            self._remembered.clear()
+        self._remembered[key] = (until, what)
+
+
 def make_resolver(nameservers: list[str], timeout: float = 5.0) -> dns.asyncresolver.Resolver:
     """A resolver using NAMESERVERS ("ip" or "ip:port"), or the system's when empty."""
     if not nameservers:
-        resolver = dns.asyncresolver.Resolver()
+        resolver = RememberingResolver()
     else:
-        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver = RememberingResolver(configure=False)
         resolver.nameservers = [
             dns.nameserver.Do53Nameserver(*parse_hostport(ns, "dns.nameservers", 53))
             for ns in nameservers

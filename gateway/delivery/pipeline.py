@@ -19,6 +19,8 @@ import aiosmtplib
 from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
+from gateway.mailbox import is_plain_mailbox
+
 __all__ = ["data_payload", "envelope_lines", "exchange"]
 
 _MAX_LINE = 8192            # a reply line longer than this is not SMTP (RFC 5321 4.5.3.1.5: 512)
@@ -50,6 +52,8 @@ def data_payload(content: bytes) -> bytes:
 
 
 def _address(address: str, encoding: str) -> bytes:
+    if is_plain_mailbox(address):
+        return b"<" + address.encode("ascii") + b">"
     quoted = quote_address(address).encode(encoding)
     if any(byte < 0x20 or byte == 0x7F for byte in quoted):
         raise ValueError(f"control character in address {address!r}")

@@ -23,6 +23,7 @@ from gateway.inbound.data_stream import ContentCheck, read_data
 from gateway.inbound.handler import RelayHandler
 from gateway.inbound.headers import received_header, rewrite_subject, split_message
 from gateway.inbound.limits import ConnectionLimits
+from gateway.mailbox import PLAIN_MAILBOX
 
 __all__ = ["ConnectionLimits", "GatewaySMTP", "RelayHandler", "path_is_valid",
            "received_header", "rewrite_subject", "smtp_factory", "split_message"]
@@ -43,11 +44,9 @@ _MAILBOX = rf"(?:{_ATOM}(?:\.{_ATOM})*|{_QUOTED})@(?:{_DOMAIN}|{_LITERAL})"
 # the mail goes to the final mailbox, which passes every check on its own.
 _PATH = re.compile(rf"<(?:@{_DOMAIN}(?:,@{_DOMAIN})*:)?({_MAILBOX})>(?: |$)")
 _MAX_MAILBOX = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets with its angle brackets
-# The everyday path: a dot-atom local part at a plain domain, nothing for the header parser
-# to unquote or drop. Its address is the text between the brackets.
-_PLAIN_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(
-    rf"<({_PLAIN_ATOM}(?:\.{_PLAIN_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>(?= |$)")
+# The everyday path, nothing for the header parser to unquote or drop: its address is the
+# text between the brackets.
+_PLAIN_PATH = re.compile(rf"<({PLAIN_MAILBOX})>(?= |$)")
 
 
 def path_is_valid(arg: str, keyword: str, null_allowed: bool) -> bool:
