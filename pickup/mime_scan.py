@@ -122,6 +122,8 @@ class _Part:
     header: bytearray = field(default_factory=bytearray)
     message: EmailMessage | None = None
     delimiter: bytes = b""  # b"--" + boundary, for a multipart taken apart
+    body_start: int = 0  # for a multipart: where its preamble begins
+    has_parts: bool = False  # for a multipart: a delimiter was seen
     extent: PartExtent | None = None  # for a leaf
     decoder: Decoder | None = None
     kept: bytearray | None = None  # the start of a text body
@@ -210,6 +212,7 @@ class _Scanner:
         boundary = _boundary(message) if maintype == "multipart" else None
         if boundary is not None:
             part.delimiter = b"--" + boundary
+            part.body_start = start
             message.set_payload([])
             self.open.append(part)
             self.current = None  # the preamble: nothing of it is kept
@@ -275,7 +278,18 @@ class _Scanner:
                 return level, True
         return None
 
+    def _as_leaf(self, multipart: _Part) -> None:
+        """A multipart in which no part ever began is, as the email package has it, one
+        leaf holding all of its body: offered as a file, not lost."""
+        message = multipart.message
+        assert message is not None
+        message.set_payload("")
+        if multipart.listed:
+            self.extents[id(message)] = PartExtent(multipart.body_start, self.offset, "",
+                                                   self.offset - multipart.body_start)
+
     def _next_part(self, level: int, closing: bool) -> None:
+        self.open[level].has_parts = True
         self._finish(self.current)
         del self.open[level + 1:]  # parts left open inside it end here too
         if closing:
@@ -306,8 +320,13 @@ class _Scanner:
             self.extents[id(part.message)] = part.extent
 
     def close(self) -> Scanned:
-        self._content(b"", final=True, at_end=True)
+        # A part cut off by the end of the message, inside a multipart never closed, loses
+        # its last line end, as the email package has it.
+        self._content(b"", final=True, at_end=not self.open)
         self._finish(self.current)
+        for multipart in self.open:
+            if not multipart.has_parts:
+                self._as_leaf(multipart)
         root = self.root.message
         if root is None:  # nothing but headers, or nothing at all
             self._begin_body(self.root, self.offset)

@@ -92,6 +92,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_MIME_DEPTH = 50
 # Messages up to this size are parsed whole, in memory; larger ones are scanned as a stream.
 IN_MEMORY_LIMIT = 4 << 20
+_AS_RECEIVED = email.policy.SMTP.clone(refold_source="none")
 HEADER_CAP = mime_scan.HEADER_CAP
 
 
@@ -569,7 +570,8 @@ def _filename(part: EmailMessage, number: int, content_type: str) -> str:
 def _payload(part: EmailMessage) -> bytes:
     if part.get_content_maintype() == "message" and part.is_multipart():
         inner = part.get_payload(0)
-        return inner.as_bytes() if isinstance(inner, Message) else b""
+        # As it came (CRLF, the source's own folding): what the sender attached.
+        return inner.as_bytes(policy=_AS_RECEIVED) if isinstance(inner, Message) else b""
     data = part.get_payload(decode=True)
     return data if isinstance(data, bytes) else b""
 

@@ -114,11 +114,41 @@ def test_small_message_has_no_shown_in_part_notice(client: TestClient, store: St
     assert page.status_code == 200 and "shown in part" not in page.text
 
 
+HEAD = (b"From: Dr. Doctor <doctor@hospital.example>\r\nTo: patient@example.org\r\n"
+        b"Subject: Odd structure\r\nMIME-Version: 1.0\r\n")
+NO_DELIMITERS = HEAD + (b'Content-Type: multipart/mixed; boundary="never"\r\n\r\n'
+                        b"Only a preamble, no part starts.\r\n")
+NEVER_CLOSED = HEAD + (b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+                       b"--b1\r\nContent-Type: text/plain\r\n\r\nfirst\r\n"
+                       b"--b1\r\nContent-Type: application/octet-stream\r\n"
+                       b"Content-Disposition: attachment; filename=cut.bin\r\n\r\n"
+                       b"cut off without a closing delimiter\r\n")
+NO_BOUNDARY = HEAD + b"Content-Type: multipart/mixed\r\n\r\nA multipart without a boundary.\r\n"
+PREAMBLE_AND_EPILOGUE = HEAD + (b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+                                b"preamble text\r\n--alt\r\nContent-Type: text/plain\r\n\r\n"
+                                b"plain\r\n--alt\r\nContent-Type: text/html\r\n\r\n"
+                                b"<p>html</p>\r\n--alt--\r\nepilogue text\r\n")
+
+
+def forwarded() -> bytes:
+    """A message/rfc822 attachment that is itself multipart, with a file inside."""
+    inner = message_with("The original.\n", {"inner.bin": b"\x01\x02" * 3000})
+    outer = EmailMessage()
+    outer["From"] = f"Dr. Doctor <{SENDER}>"
+    outer["To"] = PATIENT
+    outer["Subject"] = "Fwd: Your scan"
+    outer.set_content("Forwarding the original.\n")
+    outer.add_attachment(email.message_from_bytes(inner, policy=email.policy.default))
+    return outer.as_bytes(policy=email.policy.SMTP)
+
+
 @pytest.mark.parametrize("raw", [
     secure_message(),
     message_with("Plain text, two files.\n", {"a.bin": b"\x00" * 5000, "b.bin": b"b" * 7}),
     message_with("Quoted-printable.\n", {"q.bin": "café\n".encode() * 900}, "quoted-printable"),
-], ids=["html-with-inline-image", "two-attachments", "quoted-printable"])
+    NO_DELIMITERS, NEVER_CLOSED, NO_BOUNDARY, PREAMBLE_AND_EPILOGUE, forwarded(),
+], ids=["html-with-inline-image", "two-attachments", "quoted-printable", "no-delimiters",
+        "never-closed", "no-boundary", "preamble-and-epilogue", "forwarded-multipart"])
 def test_streamed_reading_agrees_with_the_whole_parse(store: Store, raw: bytes) -> None:
     pickup_id = seed(store, raw=raw)
     with store.open_pickup_stream(pickup_id) as stream:
@@ -144,3 +174,14 @@ def test_inbox_reads_only_the_headers_of_a_large_message(client: TestClient,
     assert len(headers) < 1000
     inbox = client.get("/")
     assert inbox.status_code == 200 and "Your scan" in inbox.text
+
+
+def test_parts_beyond_the_cap_are_left_out_and_the_page_says_so(
+        monkeypatch: pytest.MonkeyPatch, client: TestClient, store: Store) -> None:
+    monkeypatch.setattr(mime_scan, "MAX_PARTS", 5)
+    files = {f"file{n}.bin": bytes([n]) * 100 for n in range(12)}
+    pickup_id = seed(store, raw=message_with("Many files.\n", files))
+    page = register(client, store, pickup_id).text
+    assert len(attachment_paths(page, pickup_id)) < len(files)
+    with store.open_pickup_stream(pickup_id) as stream:
+        assert render.message_view(render.read_message(stream)).shown_in_part
