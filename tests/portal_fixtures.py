@@ -92,6 +92,16 @@ def plain_message(text: str, subject: str = "Plain", to: str = PATIENT) -> bytes
     return message.as_bytes(policy=email.policy.SMTP)
 
 
+@pytest.fixture(params=["parsed-whole", "streamed"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test with the message parsed whole and again with it streamed (the path of
+    every message over render.IN_MEMORY_LIMIT): both must show the same thing."""
+    if request.param == "streamed":
+        from pickup import render
+        monkeypatch.setattr(render, "IN_MEMORY_LIMIT", 0)
+    return str(request.param)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

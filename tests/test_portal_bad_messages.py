@@ -24,6 +24,7 @@ from tests.portal_fixtures import (
     config,
     csrf,
     pid,
+    reading,
     register,
     secure_message,
     seed,
@@ -31,7 +32,8 @@ from tests.portal_fixtures import (
     wakes,
 )
 
-__all__ = ["app", "client", "clock", "config", "pid", "store", "wakes"]
+__all__ = ["app", "client", "clock", "config", "pid", "reading", "store", "wakes"]
+pytestmark = pytest.mark.usefixtures("reading")
 
 RLO = "\u202e"
 BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"

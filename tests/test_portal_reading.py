@@ -31,6 +31,7 @@ from tests.portal_fixtures import (
     other_client,
     pid,
     plain_message,
+    reading,
     register,
     secure_message,
     seed,
@@ -38,7 +39,8 @@ from tests.portal_fixtures import (
     wakes,
 )
 
-__all__ = ["app", "client", "clock", "config", "other_client", "pid", "store", "wakes"]
+__all__ = ["app", "client", "clock", "config", "other_client", "pid", "reading", "store", "wakes"]
+pytestmark = pytest.mark.usefixtures("reading")
 
 # Each one has tricked some sanitizer, browser or mail client at some point.
 XSS_BODIES = [
