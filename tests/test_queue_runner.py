@@ -183,10 +183,10 @@ def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(stor
     message_id = store.enqueue("doctor@relay.test", [Route("a@one.test"), Route("b@two.test")],
                                MESSAGE)
     store.claim_due()
-    store.set_recipient_state(message_id, ["a@one.test"], "delivered", "250 ok")
+    store.settle(message_id, {"a@one.test": "250 ok"}, "delivered")
     assert store.read_spool(message_id) == MESSAGE
-    store.set_recipient_state(message_id, ["b@two.test"], "delivered", "250 ok")
-    assert not store.spool_path(message_id).exists()
+    store.settle(message_id, {"b@two.test": "250 ok"}, "delivered")
+    assert not store.spool_files.exists(message_id)
 
 
 def test_policy_pickup_is_recorded_with_reason_policy(runner_config: Config, store: Store) -> None:
@@ -211,7 +211,7 @@ def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
         try:
             await runner.process_due()
             assert [r["id"] for r in store.query("SELECT id FROM messages")] == [message_id]
-            assert list(store.spool_dir.iterdir()) == [store.spool_path(message_id)]
+            assert list(store.spool_dir.iterdir()) == [store.spool_files.path(message_id)]
             store.db.execute("DROP TRIGGER refuse_bounce")
             await runner.process_due()
         finally:

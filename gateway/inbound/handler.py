@@ -41,15 +41,15 @@ from gateway.inbound.headers import (
     tls_comment,
 )
 from gateway.storage import is_storage_full, storage_errors
-from gateway.storage.group_commit import IncomingSpool
-from gateway.storage.store import Store, new_queue_id
+from gateway.storage.ids import new_queue_id
+from gateway.storage.protocols import IncomingMessage, Storage
 
 log = logging.getLogger("sealgate.smtp")
 _HEAD_END = b"\r\n\r\n"
 
 
 class RelayHandler:
-    def __init__(self, config: Config, store: Store, policy: Callable[[], Policy],
+    def __init__(self, config: Config, store: Storage, policy: Callable[[], Policy],
                  on_queued: Callable[[], None]) -> None:
         self.config = config
         self.store = store
@@ -77,7 +77,7 @@ class RelayHandler:
         """Less free space in the storage dir than the declared SIZE plus the reserve."""
         declared = next((int(o[5:]) for o in mail_options
                          if o.startswith("SIZE=") and o[5:].isdigit()), 0)
-        free = shutil.disk_usage(self.store.directory).free
+        free = shutil.disk_usage(self.config.storage_dir).free
         return free < declared + self.config.smtp.min_free_space
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -150,7 +150,7 @@ class Acceptance:
         self.envelope = envelope
         self.queue_id = new_queue_id()
         self.head = bytearray()
-        self.spool: IncomingSpool | None = None  # set once the header section is complete
+        self.spool: IncomingMessage | None = None  # set once the header section is complete
         self.decisions: list[Decision] = []
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
@@ -228,7 +228,7 @@ class Acceptance:
         assert self.spool is not None
         return await self._queue(self.spool)
 
-    async def _queue(self, spool: IncomingSpool) -> str:
+    async def _queue(self, spool: IncomingMessage) -> str:
         routes = [route_for(d.recipient, d, self.handler.config.internal.domains)
                   for d in self.decisions]
         future = self.handler.store.submit_enqueue(
