@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.queue.model import State
 from gateway.storage.group_commit import GroupCommitter
 from gateway.storage.ids import new_owner_id, new_pickup_id, new_queue_id
 from gateway.storage.protocols import Pickup, QueuedRecipient, Report, Route, Settlement
@@ -36,8 +35,6 @@ __all__ = ["DEFAULT_LEASE", "Pickup", "QueuedRecipient", "Report", "Route", "Set
            "Store", "new_owner_id", "new_pickup_id", "new_queue_id", "open_store"]
 
 Clock = Callable[[], float]
-QUEUED, DEFERRED, DELIVERED, PICKUP, BOUNCED = (State.QUEUED, State.DEFERRED, State.DELIVERED,
-                                               State.PICKUP, State.BOUNCED)
 
 
 class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQueueInspection,
