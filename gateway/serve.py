@@ -14,8 +14,10 @@ from gateway.delivery.deliverer import Deliverer, DeliverySettings
 from gateway.delivery.dkim import load_signer
 from gateway.delivery.mx import MXResolver, make_resolver
 from gateway.queue.runner import QueueRunner, RetrySettings
+from gateway.storage import open_storage
+from gateway.storage.ids import new_owner_id
 from gateway.storage.lock import lock_store
-from gateway.storage.store import Store, new_owner_id, open_store
+from gateway.storage.protocols import QueueStore, Storage
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
 from gateway.vault.stage import PickupStage
@@ -23,7 +25,7 @@ from gateway.vault.stage import PickupStage
 log = logging.getLogger("sealgate")
 
 
-def build_runner(config: Config, store: Store) -> QueueRunner:
+def build_runner(config: Config, store: Storage) -> QueueRunner:
     resolver = MXResolver(make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout)))
     settings = DeliverySettings(port=config.delivery.port, helo_name=config.smtp.hostname,
                                 ca_file=config.delivery.ca_file,
@@ -42,7 +44,6 @@ def build_runner(config: Config, store: Store) -> QueueRunner:
         alerts_to=config.alerts.to,
         shutdown_timeout=parse_duration(config.delivery.shutdown_timeout),
     )
-    store.lease = parse_duration(config.delivery.lease)
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
     mta_sts = None
     if config.delivery.mta_sts:
@@ -88,7 +89,7 @@ async def serve(config: Config) -> None:
     lock = lock_store(config.storage_dir, owner)  # before anything is bound or any row touched
     try:
         check_before_start(config)
-        store = open_store(config.storage_dir, owner=owner)
+        store = open_storage(config, owner=owner)
         try:
             # Both ports are bound before any worker starts.
             smtp_socket = bound_socket(config.smtp.listen, "smtp.listen")
@@ -114,7 +115,7 @@ def check_before_start(config: Config) -> None:
     server_tls_context(config)
 
 
-def _recover(store: Store, previous_owner: str) -> None:
+def _recover(store: QueueStore, previous_owner: str) -> None:
     """What the last run left: its leases end now (it is dead: we hold its lock), its
     half-written files go."""
     if taken := store.expire_leases(previous_owner):

@@ -35,7 +35,7 @@ from gateway.classify.holder import PolicyHolder
 from gateway.config import Config, parse_duration
 from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.storage.lock import StoreLock
-from gateway.storage.store import Store
+from gateway.storage.protocols import Storage
 from gateway.vault.expiry import expire_forever
 from gateway.workers.handoff import STARTUP_BLOCKED, Handoff, encode_handoff, worker_owner
 from gateway.workers.limits import clear_region, shared_counters
@@ -85,7 +85,7 @@ class _PortalServer(uvicorn.Server):
 @dataclass
 class Supervisor:
     config: Config
-    store: Store
+    store: Storage
     lock: StoreLock
     smtp_socket: socket.socket
     portal_socket: socket.socket

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.storage.protocols import PickupStore
-from gateway.storage.store import Pickup
+from gateway.storage.protocols import Pickup, PickupStore
 
 MESSAGE, REPLY = "message", "reply"
 

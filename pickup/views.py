@@ -26,8 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.config import Config
-from gateway.storage.protocols import Storage
-from gateway.storage.store import Route
+from gateway.storage.protocols import Route, Storage
 from pickup.accounts import (
     CODE_DIGITS,
     CODE_LIFETIME,

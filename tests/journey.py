@@ -8,30 +8,67 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
+from gateway.config import Config
+from gateway.storage import open_storage
+from gateway.storage.protocols import Pickup, QueueInspection, RecipientStatus, Storage
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 
 PASSWORD = "correct horse battery staple"
 PDF = b"%PDF-1.4 test report " + bytes(range(256))
+WRITTEN_BY_SEALGATE = ("pickup notification", "delivery status notification",
+                       "postmaster copy of an undeliverable bounce")
 
 
-def pickup_rows(gateway: GatewayProcess, recipient: str, timeout: float = 30.0
-                ) -> list[sqlite3.Row]:
+@contextmanager
+def opened_storage(storage_dir: Path) -> Iterator[Storage]:
+    """The storage under STORAGE_DIR, opened as the admin commands open it: tests see what
+    a gateway stored through the storage Protocols, never through SQL."""
+    config = Config()
+    config.storage.dir = str(storage_dir)
+    storage = open_storage(config)
+    try:
+        yield storage
+    finally:
+        storage.close()
+
+
+def queued_status(storage: QueueInspection, rcpt: str,
+                  written_by_sealgate: bool = False) -> RecipientStatus | None:
+    """RCPT in the first message queued to it; without WRITTEN_BY_SEALGATE, not in the
+    notifications and reports Sealgate wrote itself (which may go to the same address)."""
+    for message in storage.messages_to(rcpt):
+        for recipient in message.recipients:
+            if recipient.rcpt == rcpt and (written_by_sealgate
+                                           or recipient.reason not in WRITTEN_BY_SEALGATE):
+                return recipient
+    return None
+
+
+def recipient_state(storage_dir: Path, rcpt: str) -> tuple[str, str] | None:
+    """RCPT's state and the owner delivering it (empty when none) in the first message
+    queued to it; None while nothing is."""
+    with opened_storage(storage_dir) as storage:
+        found = queued_status(storage, rcpt)
+    return (found.state, found.claimed_by) if found else None
+
+
+def stored_pickups(gateway: GatewayProcess, recipient: str, timeout: float = 30.0
+                   ) -> list[Pickup]:
     """The pickups stored for RECIPIENT, once there is one."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute("SELECT * FROM pickups WHERE recipient=?", (recipient,)).fetchall()
-        if rows:
-            return rows
-        time.sleep(0.05)
+    with opened_storage(gateway.storage_dir) as storage:
+        while time.monotonic() < deadline:
+            if pickups := storage.list_pickups(recipient):
+                return pickups
+            time.sleep(0.05)
     raise AssertionError(f"no pickup stored for {recipient}:\n{gateway.log_tail()}")
 
 

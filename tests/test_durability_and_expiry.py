@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
+import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import pickup_rows
+from tests.journey import opened_storage, stored_pickups
 
 
 def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
@@ -32,24 +33,27 @@ def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
     assert b"Still here" in received.content
 
 
+def blob_file(gateway: GatewayProcess, pickup_id: str) -> Path:
+    """Where the SQLite back-end keeps a pickup's encrypted copy."""
+    return gateway.storage_dir / "blobs" / f"{pickup_id}.sgb"
+
+
 def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
-    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Old news", "Expiring"))
-    row = pickup_rows(gateway, rcpt)[0]
-    blob = gateway.storage_dir / "blobs" / row["blob"]
-    link = f"{gateway.portal_url}/m/{row['id']}"
-    assert blob.exists() and httpx.get(link).status_code == 200
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Old news", "Expiring",
+                              X_Sealgate_Expires="5s"))
+    pickup = stored_pickups(gateway, rcpt)[0]
+    link = f"{gateway.portal_url}/m/{pickup.id}"
+    assert blob_file(gateway, pickup.id).exists() and httpx.get(link).status_code == 200
 
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        db.execute("UPDATE pickups SET expires = expires - 30 * 86400 WHERE id = ?", (row["id"],))
+    time.sleep(max(0.0, pickup.expires - time.time()) + 0.5)
     result = gateway.cli("purge")
 
     assert result.returncode == 0, result.stderr
-    assert not blob.exists()
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        assert db.execute("SELECT count(*) FROM pickups WHERE id = ?",
-                          (row["id"],)).fetchone()[0] == 0
+    assert not blob_file(gateway, pickup.id).exists()
+    with opened_storage(gateway.storage_dir) as storage:
+        assert pickup.id not in [p.id for p in storage.list_pickups()]  # expired ones too
     assert httpx.get(link).status_code == 404
 
 
@@ -57,17 +61,17 @@ def test_purge_keeps_messages_that_have_not_expired(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Fresh", "Keep me"))
-    row = pickup_rows(gateway, rcpt)[0]
+    pickup = stored_pickups(gateway, rcpt)[0]
     assert gateway.cli("purge").returncode == 0
-    assert (gateway.storage_dir / "blobs" / row["blob"]).exists()
+    assert blob_file(gateway, pickup.id).exists()
 
 
 def test_pickup_expires_after_the_configured_retention(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Retention"))
-    row = pickup_rows(gateway, rcpt)[0]
-    assert row["expires"] - row["created"] == pytest.approx(21 * 86400, abs=60)
+    pickup = stored_pickups(gateway, rcpt)[0]
+    assert pickup.expires - pickup.created == pytest.approx(21 * 86400, abs=60)
 
 
 def test_sender_shortens_retention_with_x_sealgate_expires(
@@ -75,5 +79,5 @@ def test_sender_shortens_retention_with_x_sealgate_expires(
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Short-lived",
                               X_Sealgate_Expires="7d"))
-    row = pickup_rows(gateway, rcpt)[0]
-    assert row["expires"] - row["created"] == pytest.approx(7 * 86400, abs=60)
+    pickup = stored_pickups(gateway, rcpt)[0]
+    assert pickup.expires - pickup.created == pytest.approx(7 * 86400, abs=60)

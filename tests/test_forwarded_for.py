@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from gateway.storage.store import Store
 from tests.conftest import make_message
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
+from tests.journey import opened_storage, stored_pickups
 from tests.portal_fixtures import TestClient, app, clock, config, csrf, store, wakes
 
 __all__ = ["app", "clock", "config", "store", "wakes"]
@@ -44,14 +43,7 @@ def proxied_gateway(gateway_settings: GatewaySettings, mx_hosts: dict[str, FakeM
 def stored_pickup(gateway: GatewayProcess, recipient: str) -> str:
     """Send a message that policy keeps for pickup (patients.test); its pickup id."""
     gateway.send(make_message("doctor@clinic.test", recipient, "[secure] Results"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            row = db.execute("SELECT id FROM pickups WHERE recipient=?", (recipient,)).fetchone()
-        if row:
-            return str(row[0])
-        time.sleep(0.05)
-    raise AssertionError(f"no pickup stored for {recipient}:\n{gateway.log_tail()}")
+    return stored_pickups(gateway, recipient)[0].id
 
 
 def portal_client(gateway: GatewayProcess, source: str = PROXY,
@@ -76,15 +68,15 @@ def audited_clients(gateway: GatewayProcess, recipient: str) -> str:
 
 def throttled_clients(gateway: GatewayProcess, source: str = PROXY,
                       forged: str = FORGED) -> set[str]:
-    """One wrong password; the client addresses the sign-in throttle counts failures for."""
+    """One wrong password; which of SOURCE and FORGED the sign-in throttle counts it for."""
     with portal_client(gateway, source, forged) as client:
         form = client.get("/login")
         failed = client.post("/login", data={"csrf_token": csrf(form), "password": "wrong guess",
                                              "address": "nobody@patients.test"})
         assert failed.status_code == 400
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        rows = db.execute("SELECT key FROM login_failures WHERE key LIKE 'client:%'").fetchall()
-    return {row[0].removeprefix("client:") for row in rows}
+    with opened_storage(gateway.storage_dir) as storage:
+        return {address for address in (source, forged)
+                if storage.count_login_failures(f"client:{address}", since=0)}
 
 
 def test_forged_forwarded_for_is_not_in_the_audit_trail(gateway: GatewayProcess,
@@ -125,8 +117,8 @@ def test_portal_reads_no_client_address_from_headers(app: Starlette, store: Stor
         form = client.get("/login")
         client.post("/login", data={"csrf_token": csrf(form), "password": "wrong guess",
                                     "address": "nobody@patients.test"})
-    keys = {row[0] for row in store.query("SELECT key FROM login_failures")}
-    assert "client:testclient" in keys and f"client:{FORGED}" not in keys
+    assert store.count_login_failures("client:testclient", since=0) == 1
+    assert store.count_login_failures(f"client:{FORGED}", since=0) == 0
 
 
 @pytest.mark.parametrize("entry", ["*", "proxy.example", "10.0.0.300", 1])

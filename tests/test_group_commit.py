@@ -71,5 +71,5 @@ def test_large_message_is_spilled_to_the_spool_before_it_is_queued(queue_store: 
             spool.spill()
     assert spool.tmp.stat().st_size == 3 * spool.memory_limit
     message_id = queue_store.submit_enqueue("a@b.test", [Route("c@d.test")], spool).result()
-    assert queue_store.spool_path(message_id).stat().st_size == 3 * spool.memory_limit
+    assert queue_store.spool_files.path(message_id).stat().st_size == 3 * spool.memory_limit
     assert not spool.tmp.exists()

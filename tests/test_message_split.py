@@ -38,6 +38,7 @@ def test_spooled_chunks_make_the_whole_message_and_headers_read_alone(tmp_path: 
         message_id = store.enqueue("a@b.test", [Route("c@d.test")], [head, body])
         assert store.read_spool(message_id) == content
         assert store.read_spool_headers(message_id) == b"Subject: hi\r\n"
-        assert store.query("SELECT size FROM messages")[0][0] == len(content)
+        status = store.queued_message(message_id)
+        assert status is not None and status.size == len(content)
     finally:
         store.close()

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import PASSWORD, PDF, csrf_token, pickup_rows, post_form, register
+from tests.journey import PASSWORD, PDF, csrf_token, post_form, register, stored_pickups
 
 
 def attachment_links(page: httpx.Response) -> list[str]:
@@ -29,7 +29,7 @@ def stored_secure_message(gateway: GatewayProcess, mx_hosts: dict[str, FakeMX],
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Your results",
                               "Biopsy: benign. " + unique, attachment=("report.pdf", PDF)))
-    pickup_id = pickup_rows(gateway, rcpt)[0]["id"]
+    pickup_id = stored_pickups(gateway, rcpt)[0].id
     notification = wait_for_mail(mx_hosts["plain"], rcpt)
     link = f"{gateway.portal_url}/m/{pickup_id}"
     assert link.encode() in notification.content.replace(b"=\r\n", b"")
@@ -74,7 +74,7 @@ def test_another_registered_user_cannot_read_the_message(
         attachment_number = attachment_links(page)[0].rsplit("/", 1)[1]
     other = f"other-{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", other, "[secure] Someone else's", "x"))
-    other_link = f"{gateway.portal_url}/m/{pickup_rows(gateway, other)[0]['id']}"
+    other_link = f"{gateway.portal_url}/m/{stored_pickups(gateway, other)[0].id}"
     with httpx.Client(base_url=gateway.portal_url) as client:
         register(client, other_link, mx_hosts["plain"], other)
         forwarded = client.get(link)

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import TEST_POLICY, make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.journey import pickup_rows
+from tests.journey import stored_pickups
 
 PICKUP_TLS_TEST = '\n[[domain]]\nmatch = "tls.test"\nmode = "pickup"\n'
 
@@ -51,7 +51,7 @@ def test_edited_policy_file_is_applied_without_a_restart(
     wait_for_log(reloading_gateway, "policy reloaded")
     rcpt = f"{unique}@tls.test"
     reloading_gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Now pickup"))
-    pickup_rows(reloading_gateway, rcpt)
+    stored_pickups(reloading_gateway, rcpt)
 
 
 def test_broken_edit_keeps_the_old_policy_and_logs_file_and_line(

@@ -12,10 +12,12 @@ import pytest
 
 from gateway.config import Config
 from gateway.serve import build_runner
+from gateway.storage.protocols import Attempt
 from gateway.storage.store import Route, Store
 from tests.conftest import wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
+from tests.journey import queued_status
 from tests.portal_fixtures import FakeClock, clock, store
 
 __all__ = ["clock", "store"]  # shared fixtures, used here by name
@@ -46,11 +48,17 @@ def run(config: Config, store: Store, rounds: list[list[Route]] | None = None) -
     asyncio.run(main())
 
 
-def states(store: Store) -> dict[str, str]:
-    """States of the test's own messages (not of notifications and DSNs Sealgate wrote)."""
-    rows = store.query("SELECT rcpt, state FROM recipients WHERE reason NOT IN"
-                       " ('pickup notification', 'delivery status notification')")
-    return {r["rcpt"]: r["state"] for r in rows}
+def state_of(store: Store, rcpt: str) -> str:
+    """RCPT's state in the test's own message (not in notifications and DSNs Sealgate wrote)."""
+    found = queued_status(store, rcpt)
+    assert found is not None, f"nothing queued to {rcpt}"
+    return found.state
+
+
+def attempts_to(store: Store, rcpt: str) -> list[Attempt]:
+    """The delivery history of RCPT in every message to it."""
+    return [a for m in store.messages_to(rcpt) for r in m.recipients if r.rcpt == rcpt
+            for a in r.attempt_history]
 
 
 def reports_to(relay: FakeMX, sender: str) -> list[email.message.Message]:
@@ -65,10 +73,10 @@ def test_mail_still_deferred_at_the_end_of_its_lifetime_bounces_with_a_dsn(
     sender = f"{unique}@relay.test"
     store.enqueue(sender, [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
     run(runner_config, store)
-    assert states(store)["x@slow.test"] == "deferred"
+    assert state_of(store, "x@slow.test") == "deferred"
     clock.now += 5 * DAY + 1
     run(runner_config, store)
-    assert states(store)["x@slow.test"] == "bounced"
+    assert state_of(store, "x@slow.test") == "bounced"
     run(runner_config, store)  # delivers the DSN
     [dsn] = [r for r in reports_to(mx_hosts["relay"], sender) if "Undelivered" in r["Subject"]]
     assert "Action: failed" in dsn.as_string() and "Status: 4.4.7" in dsn.as_string()
@@ -91,7 +99,7 @@ def test_delay_warning_is_sent_once_after_delay_warning(
                 if r["Subject"].startswith("Delayed")]
     assert len(warnings) == 1
     assert "Action: delayed" in warnings[0].as_string()
-    assert states(store)["x@slow.test"] == "deferred"
+    assert state_of(store, "x@slow.test") == "deferred"
 
 
 def test_retry_backoff_doubles_from_the_initial_delay(
@@ -101,7 +109,8 @@ def test_retry_backoff_doubles_from_the_initial_delay(
     delays = []
     for _ in range(6):
         run(runner_config, store)
-        next_attempt = store.query("SELECT next_attempt FROM recipients")[0][0]
+        [waiting] = store.waiting_recipients()
+        next_attempt = waiting.next_attempt
         delays.append(round(next_attempt - clock.now))
         clock.now = next_attempt
     assert delays == [300, 600, 1200, 2400, 4000, 4000]
@@ -115,9 +124,9 @@ def test_domain_seen_without_starttls_goes_to_pickup_without_a_connection(
     store.enqueue("doctor@relay.test", [Route("second@plain.test", True, "require-tls")], MESSAGE,
                   client="127.0.0.1")
     run(runner_config, store)
-    assert states(store)["first@plain.test"] == "pickup" == states(store)["second@plain.test"]
-    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'second@plain.test'")
-    assert attempt["reason"] == "no-starttls" and "TLS cache" in attempt["reply"]
+    assert state_of(store, "first@plain.test") == "pickup" == state_of(store, "second@plain.test")
+    [attempt] = attempts_to(store, "second@plain.test")
+    assert attempt.reason == "no-starttls" and "TLS cache" in attempt.reply
 
 
 def test_tls_knowledge_expires_after_its_ttl(
@@ -127,8 +136,8 @@ def test_tls_knowledge_expires_after_its_ttl(
     clock.now += 3601
     store.enqueue("doctor@relay.test", [Route("b@plain.test", True, "require-tls")], MESSAGE)
     run(runner_config, store)
-    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'b@plain.test'")
-    assert attempt["address"] == "127.0.0.3"
+    [attempt] = attempts_to(store, "b@plain.test")
+    assert attempt.address == "127.0.0.3"
 
 
 def test_every_attempt_is_recorded_with_its_tls_parameters(
@@ -136,11 +145,11 @@ def test_every_attempt_is_recorded_with_its_tls_parameters(
     store.enqueue("doctor@relay.test", [Route("rec@tls.test", True, "require-verified-tls")],
                   MESSAGE)
     run(runner_config, store)
-    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'rec@tls.test'")
-    assert attempt["host"] == "mx.tls.test" and attempt["address"] == "127.0.0.2"
-    assert attempt["tls_version"] in ("TLSv1.2", "TLSv1.3") and attempt["cipher"]
-    assert attempt["verified"] == 1
-    assert attempt["reply"].startswith("mx.tls.test[127.0.0.2] said: 250")
+    [attempt] = attempts_to(store, "rec@tls.test")
+    assert attempt.host == "mx.tls.test" and attempt.address == "127.0.0.2"
+    assert attempt.tls_version in ("TLSv1.2", "TLSv1.3") and attempt.cipher
+    assert attempt.verified
+    assert attempt.reply.startswith("mx.tls.test[127.0.0.2] said: 250")
 
 
 def test_connection_is_reused_for_the_next_message_to_the_same_host(
@@ -151,8 +160,8 @@ def test_connection_is_reused_for_the_next_message_to_the_same_host(
     received = {r: wait_for_mail(mx_hosts["tls"], r) for r in (first, second)}
     assert received[first].tls and received[second].tls
     assert received[first].peer_port == received[second].peer_port
-    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = ?", (second,))
-    assert attempt["tls_version"] == received[second].tls_version
+    [attempt] = attempts_to(store, second)
+    assert attempt.tls_version == received[second].tls_version
 
 
 def test_connection_secured_for_a_lower_requirement_is_not_reused(
@@ -169,7 +178,7 @@ def test_claimed_recipients_are_delivering_until_settled_and_due_again_after_a_c
         store: Store) -> None:
     store.enqueue("doctor@relay.test", [Route("x@slow.test")], MESSAGE, client="127.0.0.1")
     [claimed] = store.claim_due()
-    assert states(store)["x@slow.test"] == "delivering"
+    assert state_of(store, "x@slow.test") == "delivering"
     assert store.claim_due() == []
     restarted = Store(store.directory, store.clock)  # the next process, holding the store lock
     try:
@@ -183,18 +192,18 @@ def test_spool_stays_while_another_domain_of_the_message_is_being_delivered(stor
     message_id = store.enqueue("doctor@relay.test", [Route("a@one.test"), Route("b@two.test")],
                                MESSAGE)
     store.claim_due()
-    store.set_recipient_state(message_id, ["a@one.test"], "delivered", "250 ok")
+    store.settle(message_id, {"a@one.test": "250 ok"}, "delivered")
     assert store.read_spool(message_id) == MESSAGE
-    store.set_recipient_state(message_id, ["b@two.test"], "delivered", "250 ok")
-    assert not store.spool_path(message_id).exists()
+    store.settle(message_id, {"b@two.test": "250 ok"}, "delivered")
+    assert not store.spool_files.exists(message_id)
 
 
 def test_policy_pickup_is_recorded_with_reason_policy(runner_config: Config, store: Store) -> None:
     store.enqueue("doctor@relay.test", [Route("p@patients.test", True, "pickup")], MESSAGE)
     run(runner_config, store)
-    assert states(store)["p@patients.test"] == "pickup"
-    [attempt] = store.query("SELECT * FROM attempts WHERE rcpt = 'p@patients.test'")
-    assert attempt["reason"] == "policy" and attempt["host"] == ""
+    assert state_of(store, "p@patients.test") == "pickup"
+    [attempt] = attempts_to(store, "p@patients.test")
+    assert attempt.reason == "policy" and attempt.host == ""
 
 
 def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
@@ -210,16 +219,16 @@ def test_dsn_is_queued_only_together_with_the_bounce_it_reports(
         runner = build_runner(runner_config, store)
         try:
             await runner.process_due()
-            assert [r["id"] for r in store.query("SELECT id FROM messages")] == [message_id]
-            assert list(store.spool_dir.iterdir()) == [store.spool_path(message_id)]
+            assert store.message_count() == 1  # no DSN without its bounce
+            assert list(store.spool_dir.iterdir()) == [store.spool_files.path(message_id)]
             store.db.execute("DROP TRIGGER refuse_bounce")
             await runner.process_due()
         finally:
             await runner.close()
     asyncio.run(main())
-    dsns = store.query("SELECT count(*) FROM recipients"
-                       " WHERE reason='delivery status notification'")
-    assert dsns[0][0] == 1 and states(store)["x@no-such-domain.test"] == "bounced"
+    dsns = [m for m in store.messages_to("doctor@relay.test")
+            if m.recipients[0].reason == "delivery status notification"]
+    assert len(dsns) == 1 and state_of(store, "x@no-such-domain.test") == "bounced"
 
 
 def test_outcome_the_store_refused_is_recorded_on_a_later_turn_without_a_second_delivery(
@@ -233,13 +242,13 @@ def test_outcome_the_store_refused_is_recorded_on_a_later_turn_without_a_second_
         runner = build_runner(runner_config, store)
         try:
             await runner.process_due()
-            assert states(store)[rcpt] == "delivering"  # kept, not requeued: it was delivered
+            assert state_of(store, rcpt) == "delivering"  # kept, not requeued: it was delivered
             store.db.execute("DROP TRIGGER refuse_outcome")
             await runner.process_due()
         finally:
             await runner.close()
     asyncio.run(main())
-    assert states(store)[rcpt] == "delivered"
+    assert state_of(store, rcpt) == "delivered"
     assert len([m for m in mx_hosts["plain"].messages if rcpt in m.rcpt_tos]) == 1
 
 

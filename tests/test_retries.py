@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -12,6 +11,7 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
+from tests.journey import recipient_state as queued_state
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +26,8 @@ def busy_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
 
 
 def recipient_state(gateway: GatewayProcess, rcpt: str) -> str | None:
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        row = db.execute("SELECT state FROM recipients WHERE rcpt=?", (rcpt,)).fetchone()
-    return row[0] if row else None
+    found = queued_state(gateway.storage_dir, rcpt)
+    return found[0] if found else None
 
 
 def wait_for_state(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30.0) -> None:

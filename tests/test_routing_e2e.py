@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import pickup_rows, text_of
+from tests.journey import stored_pickups, text_of
 
 
 def test_ordinary_message_reaches_a_host_without_tls_in_plaintext(
@@ -43,7 +43,7 @@ def test_confidential_header_also_requires_tls(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "Referral", Sensitivity="Private"))
-    pickup_rows(gateway, rcpt)
+    stored_pickups(gateway, rcpt)
     notification = wait_for_mail(mx_hosts["plain"], rcpt)
     assert b"Referral" not in notification.content
 
@@ -53,15 +53,15 @@ def test_secure_message_to_a_domain_without_tls_goes_to_pickup_never_plaintext(
     rcpt = f"{unique}@plain.test"
     body = "Biopsy result: benign. Marker-" + unique
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Biopsy", body))
-    rows = pickup_rows(gateway, rcpt)
+    pickups = stored_pickups(gateway, rcpt)
     notification = wait_for_mail(mx_hosts["plain"], rcpt)
     assert notification.mail_from == "secure-mail@clinic.test"
     text = text_of(notification.content)
-    assert f"{gateway.portal_url}/m/{rows[0]['id']}" in text
+    assert f"{gateway.portal_url}/m/{pickups[0].id}" in text
     assert "Marker-" + unique not in text and "Biopsy" not in text
     assert len(mx_hosts["plain"].messages) and all(
         ("Marker-" + unique).encode() not in m.content for m in mx_hosts["plain"].messages)
-    blob = (gateway.storage_dir / "blobs" / rows[0]["blob"]).read_bytes()
+    blob = (gateway.storage_dir / "blobs" / f"{pickups[0].id}.sgb").read_bytes()  # on disk: sealed
     assert b"Biopsy" not in blob and ("Marker-" + unique).encode() not in blob
 
 
@@ -69,7 +69,7 @@ def test_spool_copy_is_removed_once_stored_for_pickup(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Spool"))
-    message_id = pickup_rows(gateway, rcpt)[0]["message_id"]
+    message_id = stored_pickups(gateway, rcpt)[0].message_id
     wait_for_mail(mx_hosts["plain"], rcpt)
     assert not (gateway.storage_dir / "spool" / f"{message_id}.eml").exists()
 
@@ -78,7 +78,7 @@ def test_require_verified_tls_to_a_host_with_a_bad_certificate_goes_to_pickup(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@bad-cert.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Statement", "Balance: 1,234"))
-    pickup_rows(gateway, rcpt)
+    stored_pickups(gateway, rcpt)
     notification = wait_for_mail(mx_hosts["bad-cert"], rcpt)
     assert b"Balance" not in notification.content
     assert [m for m in mx_hosts["bad-cert"].messages if rcpt in m.rcpt_tos] == [notification]
@@ -96,7 +96,7 @@ def test_pickup_mode_stores_even_when_the_domain_has_tls(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     rcpt = f"{unique}@patients.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Appointment", "Tuesday 9am"))
-    pickup_rows(gateway, rcpt)
+    stored_pickups(gateway, rcpt)
     notification = wait_for_mail(mx_hosts["tls"], rcpt)
     assert b"Tuesday" not in notification.content
 
@@ -107,5 +107,5 @@ def test_recipients_of_one_message_are_routed_each_by_their_domain(
     message = make_message("doctor@clinic.test", tls_rcpt, "[secure] Both", "Shared secret")
     gateway.send(message, recipients=[tls_rcpt, plain_rcpt])
     assert b"Shared secret" in wait_for_mail(mx_hosts["tls"], tls_rcpt).content
-    pickup_rows(gateway, plain_rcpt)
+    stored_pickups(gateway, plain_rcpt)
     assert b"Shared secret" not in wait_for_mail(mx_hosts["plain"], plain_rcpt).content

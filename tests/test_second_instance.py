@@ -1,10 +1,9 @@
 """One `sealgate serve` per store: a second one refuses to start before it binds a port or
 touches a row, so the live leases of the first are never taken over. (Leases between the
-runners of one store: test_leases.py.)"""
+runners of one store: tests/storage/test_contract_queue.py.)"""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -15,13 +14,13 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.holding_mx import HoldingMX
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
+from tests.journey import recipient_state
 
 
 def state_of(storage_dir: Path, rcpt: str) -> tuple[str, str]:
-    with sqlite3.connect(storage_dir / "sealgate.db") as db:
-        state, owner = db.execute("SELECT state, coalesce(claimed_by, '') FROM recipients"
-                                  " WHERE rcpt=?", (rcpt,)).fetchone()
-    return state, owner
+    found = recipient_state(storage_dir, rcpt)
+    assert found is not None, f"nothing queued to {rcpt}"
+    return found
 
 
 def wait_until_state(gateway: GatewayProcess, rcpt: str, state: str, timeout: float = 30) -> None:

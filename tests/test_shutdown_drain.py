@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +13,13 @@ import pytest
 from tests.conftest import make_message
 from tests.fakes.holding_mx import HoldingMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.journey import wait_until
+from tests.journey import recipient_state, wait_until
 
 
 def state_of(gateway: GatewayProcess, rcpt: str) -> str:
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        return str(db.execute("SELECT state FROM recipients WHERE rcpt=?", (rcpt,)).fetchone()[0])
+    found = recipient_state(gateway.storage_dir, rcpt)
+    assert found is not None, f"nothing queued to {rcpt}"
+    return found[0]
 
 
 def terminate_mid_delivery(gateway: GatewayProcess, holding_mx: HoldingMX, rcpt: str) -> None:

@@ -12,7 +12,6 @@ Domains, named for their scenario:
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -21,13 +20,14 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gateway.storage.protocols import RecipientStatus
 from tests.conftest import POLICY_HTTPS_IP, assert_no_mail, make_message, wait_for_mail
 from tests.fakes.certs import leaf, make_ca
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import pickup_rows
+from tests.journey import opened_storage, queued_status, stored_pickups
 
 DANE_IP = "127.0.0.13"
 
@@ -79,30 +79,28 @@ def standards(fake_dns: FakeDNS, policy_https: FakeHTTPS, mx_port: int) -> Itera
 
 
 def recipient_row(gateway: GatewayProcess, rcpt: str, state: str,
-                  timeout: float = 30.0) -> sqlite3.Row:
+                  timeout: float = 30.0) -> RecipientStatus:
+    """RCPT (not its pickup notification) once it is in STATE."""
     deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute("SELECT * FROM recipients"
-                             " WHERE rcpt=? AND reason != 'pickup notification'",
-                             (rcpt,)).fetchone()
-        if row is not None and row["state"] == state:
-            return row
-        assert time.monotonic() < deadline, f"{rcpt}: {dict(row) if row else None}, wanted {state}"
-        time.sleep(0.05)
+    with opened_storage(gateway.storage_dir) as storage:
+        while True:
+            found = queued_status(storage, rcpt)
+            if found is not None and found.state == state:
+                return found
+            assert time.monotonic() < deadline, f"{rcpt}: {found}, wanted {state}"
+            time.sleep(0.05)
 
 
 def attempt_reasons(gateway: GatewayProcess, rcpt: str, timeout: float = 30.0) -> set[str]:
     """The recorded reasons of RCPT's attempts (the history is written a moment later)."""
     deadline = time.monotonic() + timeout
-    while True:
-        with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-            reasons = {r[0] for r in db.execute("SELECT reason FROM attempts WHERE rcpt=?",
-                                                (rcpt,))}
-        if reasons - {""} or time.monotonic() > deadline:
-            return reasons
-        time.sleep(0.05)
+    with opened_storage(gateway.storage_dir) as storage:
+        while True:
+            reasons = {a.reason for m in storage.messages_to(rcpt) for r in m.recipients
+                       if r.rcpt == rcpt for a in r.attempt_history}
+            if reasons - {""} or time.monotonic() > deadline:
+                return reasons
+            time.sleep(0.05)
 
 
 def test_mta_sts_enforce_with_a_listed_mx_delivers_over_verified_tls(
@@ -118,8 +116,8 @@ def test_mta_sts_enforce_mismatch_sends_confidential_mail_to_pickup(
         unique: str) -> None:
     rcpt = f"{unique}@enforce-mismatch.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] STS mismatch", "Secret"))
-    pickup_rows(gateway, rcpt)
-    assert "mta-sts-mismatch" in recipient_row(gateway, rcpt, "pickup")["last_reply"]
+    stored_pickups(gateway, rcpt)
+    assert "mta-sts-mismatch" in recipient_row(gateway, rcpt, "pickup").last_reply
 
 
 def test_mta_sts_enforce_mismatch_defers_ordinary_mail_never_delivering_it(
@@ -128,7 +126,7 @@ def test_mta_sts_enforce_mismatch_defers_ordinary_mail_never_delivering_it(
     rcpt = f"{unique}@enforce-mismatch.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "Ordinary", "Not secret"))
     row = recipient_row(gateway, rcpt, "deferred")
-    assert "MTA-STS" in row["last_reply"]
+    assert "MTA-STS" in row.last_reply
     assert "mta-sts-mismatch" in attempt_reasons(gateway, rcpt)
     assert_no_mail(mx_hosts["tls"], rcpt)
 
@@ -154,7 +152,7 @@ def test_dane_mismatch_sends_confidential_mail_to_pickup(
         gateway: GatewayProcess, standards: FakeMX, unique: str) -> None:
     rcpt = f"{unique}@dane-mismatch.test"
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] DANE mismatch", "Secret"))
-    pickup_rows(gateway, rcpt)
+    stored_pickups(gateway, rcpt)
     assert "dane-mismatch" in attempt_reasons(gateway, rcpt)
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.holding_mx import HoldingMX
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import wait_until
+from tests.journey import recipient_state, wait_until
 from tests.process_tree import command_line, wait_for_workers
 
 WORKER_COMMAND = "-m gateway.workers"
@@ -62,9 +61,9 @@ def test_a_worker_that_keeps_dying_is_started_again_each_time(
 
 def lease_holder(gateway: GatewayProcess, rcpt: str) -> tuple[str, int]:
     """The state of RCPT and the pid of the runner holding its lease (0: none)."""
-    with sqlite3.connect(gateway.storage_dir / "sealgate.db") as db:
-        state, owner = db.execute("SELECT state, coalesce(claimed_by, '') FROM recipients"
-                                  " WHERE rcpt=?", (rcpt,)).fetchone()
+    found = recipient_state(gateway.storage_dir, rcpt)
+    assert found is not None, f"nothing queued to {rcpt}"
+    state, owner = found
     pid = owner.rpartition(":")[2]  # workers' owner ids end in ":<pid>"
     return state, int(pid) if "/delivery-" in owner and pid.isdigit() else 0
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from gateway.classify.policy import Decision
 from gateway.delivery.deliverer import INTERNAL
-from gateway.storage.store import Route
+from gateway.storage.protocols import Route
 
 
 def domain_of(address: str) -> str:

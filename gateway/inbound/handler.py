@@ -43,8 +43,8 @@ from gateway.inbound.headers import (
     tls_comment,
 )
 from gateway.storage import is_storage_full, storage_errors
-from gateway.storage.group_commit import IncomingSpool
-from gateway.storage.store import Store, new_queue_id
+from gateway.storage.ids import new_queue_id
+from gateway.storage.protocols import IncomingMessage, Storage
 
 log = logging.getLogger("sealgate.smtp")
 _HEAD_END = b"\r\n\r\n"
@@ -86,7 +86,7 @@ class FreeSpace:
 
 
 class RelayHandler:
-    def __init__(self, config: Config, store: Store, policy: Callable[[], Policy],
+    def __init__(self, config: Config, store: Storage, policy: Callable[[], Policy],
                  on_queued: Callable[[], None]) -> None:
         self.config = config
         self.store = store
@@ -101,7 +101,7 @@ class RelayHandler:
         self._client_names: weakref.WeakKeyDictionary[Session, asyncio.Future[str | None]] = \
             weakref.WeakKeyDictionary()
         self._relay_allowed: dict[str, bool] = {}  # by client address; networks are fixed
-        self.free_space = FreeSpace(store.directory)
+        self.free_space = FreeSpace(config.storage_dir)
 
     def may_relay(self, session: Session) -> bool:
         """Asked at every MAIL and RCPT: the answer per address is remembered."""
@@ -198,7 +198,7 @@ class Acceptance:
         self.envelope = envelope
         self.queue_id = new_queue_id()
         self.head = bytearray()
-        self.spool: IncomingSpool | None = None  # set once the header section is complete
+        self.spool: IncomingMessage | None = None  # set once the header section is complete
         self.decisions: list[Decision] = []
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
@@ -276,7 +276,7 @@ class Acceptance:
         assert self.spool is not None
         return await self._queue(self.spool)
 
-    async def _queue(self, spool: IncomingSpool) -> str:
+    async def _queue(self, spool: IncomingMessage) -> str:
         routes = [route_for(d.recipient, d, self.handler.config.internal.domains)
                   for d in self.decisions]
         future = self.handler.store.submit_enqueue(

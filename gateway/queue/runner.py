@@ -26,16 +26,14 @@ from gateway.delivery.deliverer import (
 from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
 from gateway.queue.dsn import build_dsn
-from gateway.queue.model import Mode
-from gateway.storage.store import (
-    BOUNCED,
-    DEFERRED,
-    DELIVERED,
-    AttemptRow,
+from gateway.queue.model import Mode, State
+from gateway.storage.protocols import (
+    Attempt,
+    AttemptRecord,
     QueuedRecipient,
+    QueueStore,
     Report,
     Settlement,
-    Store,
 )
 from gateway.vault.stage import PickupStage
 
@@ -66,7 +64,7 @@ class RetrySettings:
 
 
 class QueueRunner:
-    def __init__(self, store: Store, deliverer: Deliverer, pickup: PickupStage,
+    def __init__(self, store: QueueStore, deliverer: Deliverer, pickup: PickupStage,
                  retry: RetrySettings, signer: DKIMSigner | None = None,
                  sign_relayed: bool = False) -> None:
         self.store = store
@@ -88,7 +86,7 @@ class QueueRunner:
         self._unsettled: dict[GroupKey, tuple[list[QueuedRecipient], DomainResult]] = {}
         self._slots = asyncio.Semaphore(retry.concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._attempt_rows: list[AttemptRow] = []
+        self._attempt_rows: list[AttemptRecord] = []
         self._renewed = 0.0  # monotonic time of the last lease renewal
 
     def wake(self) -> None:
@@ -234,7 +232,7 @@ class QueueRunner:
         return result
 
     async def _try_settle(self, key: GroupKey, items: list[QueuedRecipient],
-                          result: DomainResult, attempts: list[AttemptRow] | None = None
+                          result: DomainResult, attempts: list[AttemptRecord] | None = None
                           ) -> bool:
         """Record the outcome, with ATTEMPTS (its history) in the same commit; when the store
         refuses (full disk), keep the outcome to record later and the history to flush."""
@@ -280,18 +278,19 @@ class QueueRunner:
                                             smtputf8=first.smtputf8)
 
     def _attempts_of(self, items: list[QueuedRecipient], result: DomainResult
-                     ) -> list[AttemptRow]:
+                     ) -> list[AttemptRecord]:
         """The attempt history of RESULT, written in the commit that settles it."""
         now = self.store.clock()
-        rows: list[AttemptRow] = [
-            (i.message_id, i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version,
-             a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.tls_failure or "")
-            for a in result.attempts for i in items]
+        rows = [AttemptRecord(i.message_id, Attempt(
+                    i.rcpt, now, a.host, a.address, a.reply[:1000], a.tls_version, a.cipher,
+                    a.cert_subject, a.cert_issuer, a.verified, a.tls_failure or ""))
+                for a in result.attempts for i in items]
         return rows or [
-            (i.message_id, i.rcpt, now, "", "", result.reply[:1000], None, None, "", "", 0, "")
+            AttemptRecord(i.message_id, Attempt(i.rcpt, now, "", "", result.reply[:1000], None,
+                                                None, "", "", False, ""))
             for i in items]
 
-    def _keep_attempts(self, rows: list[AttemptRow]) -> None:
+    def _keep_attempts(self, rows: list[AttemptRecord]) -> None:
         """Keep history for a later flush (the newest, if the store stays full long)."""
         self._attempt_rows = (self._attempt_rows + rows)[-MAX_BUFFERED_ATTEMPTS:]
 
@@ -315,7 +314,7 @@ class QueueRunner:
                 raise
 
     async def _settle(self, items: list[QueuedRecipient], result: DomainResult,
-                      attempts: list[AttemptRow]) -> None:
+                      attempts: list[AttemptRecord]) -> None:
         """Record the outcome of every recipient of the group, its reports and ATTEMPTS in
         one unit of the store's group commit (one savepoint: all or none), awaited here."""
         first = items[0]
@@ -328,7 +327,7 @@ class QueueRunner:
         plan: list[tuple[Settlement, Settled]] = []
         if result.outcome is Outcome.DELIVERED:
             self._bounce(plan, first, {r: v for r, v in result.refused.items() if r in rcpts})
-            self._record(plan, first, [r for r in result.accepted if r in rcpts], DELIVERED,
+            self._record(plan, first, [r for r in result.accepted if r in rcpts], State.DELIVERED,
                          result.reply)
             self._defer(plan, [i for i in items if i.rcpt in result.deferred], result)
         elif result.outcome is Outcome.PERMANENT:
@@ -339,17 +338,9 @@ class QueueRunner:
         await self._commit_plan(plan, attempts)
 
     async def _commit_plan(self, plan: list[tuple[Settlement, Settled]],
-                           attempts: list[AttemptRow]) -> None:
-        settlements = [settlement for settlement, _ in plan]
-        if any(s.report is not None for s in settlements):  # rare: bounces and warnings
-            settlements = await asyncio.to_thread(self.store.spool_reports, settlements)
-        try:
-            settled = await asyncio.wrap_future(
-                self.store.submit_settlements(settlements, attempts))
-        except BaseException:
-            if any(s.report_id is not None for s in settlements):
-                await asyncio.to_thread(self.store.discard_reports, settlements)
-            raise
+                           attempts: list[AttemptRecord]) -> None:
+        settled = await asyncio.wrap_future(
+            self.store.submit_settlements([settlement for settlement, _ in plan], attempts))
         for (_, then), rcpts in zip(plan, settled, strict=True):
             then(rcpts)
 
@@ -380,7 +371,7 @@ class QueueRunner:
             if report is not None:
                 self.wake()
 
-        plan.append((Settlement(first.message_id, failures, BOUNCED, report=report), then))
+        plan.append((Settlement(first.message_id, failures, State.BOUNCED, report=report), then))
 
     def _bounce_report(self, first: QueuedRecipient, failures: dict[str, str]) -> Report | None:
         if first.sender:
@@ -433,7 +424,7 @@ class QueueRunner:
             if item.sender and self._crossed_delay_warning(item):
                 report = self._report(item, item.sender, DSN_REASON, {item.rcpt: reply},
                                       delayed=True)
-            plan.append((Settlement(item.message_id, {item.rcpt: reply}, DEFERRED,
+            plan.append((Settlement(item.message_id, {item.rcpt: reply}, State.DEFERRED,
                                     self._next_attempt(item), report=report),
                          self._deferred_then(item, reply, report is not None)))
 

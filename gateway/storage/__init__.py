@@ -1,7 +1,7 @@
 """Storage: the Protocols by concern (protocols.py) and the factory that opens a back-end.
 
 The rest of Sealgate reaches stored data only through these Protocols; SQL lives in
-store.py (the queue) and sqlite/ (everything else), migrations in schema.py."""
+sqlite/ (one part per concern, composed by store.py), migrations in schema.py."""
 
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ if TYPE_CHECKING:
 
 
 def open_storage(config: Config, clock: Clock = time.time, owner: str | None = None) -> Storage:
-    """The back-end named by storage.backend (validated by config: only "sqlite" today)."""
+    """The back-end named by storage.backend (validated by config: only "sqlite" today).
+    OWNER names this process on the claims it makes (None: a new id); two storages with
+    different owners on the same data are two runners. Claims hold for delivery.lease."""
+    from gateway.config import parse_duration
     from gateway.storage.store import open_store  # not at import: store.py imports this package
 
     if config.storage.backend != "sqlite":
         raise ValueError(f"storage.backend: {config.storage.backend!r} is not available")
-    return open_store(config.storage_dir, clock, owner)
+    return open_store(config.storage_dir, clock, owner, parse_duration(config.delivery.lease))
 
 
 def storage_errors() -> tuple[type[Exception], ...]:

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # store.py builds on the SQLite parts, which use the values below
-    from gateway.storage.store import Pickup, QueuedRecipient, Report, Route
+from gateway.queue.model import Mode
 
 Clock = Callable[[], float]
 
 __all__ = [
-    "Attempt", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck", "CodeLimits",
-    "CodeRedemption", "CodeSend", "Credentials", "HostTLS", "KnowledgeStore", "MessageStatus",
-    "MessageStream",
-    "NewUser", "PickupStore", "PortalCounts", "PortalStore", "QueueInspection", "QueueStore",
-    "RecipientStatus", "ResetLimits", "ResetLink", "Session", "Storage", "User",
-    "WaitingRecipient",
+    "Attempt", "AttemptRecord", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck",
+    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "HostTLS", "IncomingMessage",
+    "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
+    "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
+    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "Session",
+    "Settlement", "StagedPickup", "Storage", "User", "WaitingRecipient",
 ]
 
 
@@ -167,6 +167,28 @@ class PortalStore(Protocol):
 
 
 # -- pickups and threads --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pickup:
+    id: str
+    message_id: str
+    sender: str
+    recipient: str
+    created: float
+    expires: float
+    read_at: float | None
+    size: int
+    kind: str = "message"          # "message" from the gateway, "reply" written in the portal
+    thread_id: str | None = None   # for a reply: the message it answers
+    replied_at: float | None = None
+    key_id: str = ""               # the key ring's key that wraps its data key
+
+    @property
+    def state(self) -> str:
+        if self.replied_at:
+            return "replied"
+        return "read" if self.read_at else "unread"
 
 
 class MessageStream(Protocol):
@@ -310,6 +332,7 @@ class RecipientStatus:
     last_reply: str
     updated: float
     attempt_history: tuple[Attempt, ...] = field(default=())
+    claimed_by: str = ""  # the owner delivering it (state `delivering`), else empty
 
 
 @dataclass(frozen=True)
@@ -330,33 +353,200 @@ class QueueInspection(Protocol):
         """Recipients still queued, deferred or being delivered, oldest message first."""
     def queued_message(self, message_id: str) -> MessageStatus | None:
         """One message with each recipient's state and every delivery attempt."""
+    def messages_to(self, rcpt: str) -> list[MessageStatus]:
+        """Every message with RCPT (matched exactly) among its recipients, whatever their
+        states, oldest first; as queued_message shows them."""
     def message_count(self) -> int: ...
 
 
-# -- the queue (declared as it is today; the integrator settles its final shape) ------------
+# -- the queue ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one recipient is to be handled, decided at accept time by the policy."""
+
+    rcpt: str
+    confidential: bool = False
+    mode: str = "opportunistic"
+    reason: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.rcpt.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class QueuedRecipient:
+    """A recipient claimed for delivery, with what its message says about it."""
+
+    message_id: str
+    sender: str
+    rcpt: str
+    domain: str
+    confidential: bool
+    mode: Mode
+    attempts: int
+    received: float
+    client: str = ""      # the SMTP client's address; empty for mail Sealgate wrote itself
+    updated: float = 0.0  # time of the previous attempt
+    reason: str = ""      # why the route was chosen; for mail Sealgate wrote, what it is
+    smtputf8: bool = False  # received with SMTPUTF8: the next hop must offer it (RFC 6531)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Mail Sealgate writes about a message (a DSN, a postmaster copy, a pickup
+    notification), queued together with the outcome it reports so that neither exists
+    without the other."""
+
+    sender: str
+    route: Route
+    content: bytes
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One outcome to record: STATE for the recipients in REPLIES (each with its reply),
+    NEXT_ATTEMPT for a deferral, and REPORT queued with it."""
+
+    message_id: str
+    replies: dict[str, str]
+    state: str
+    next_attempt: float | None = None
+    report: Report | None = None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One delivery attempt of one recipient of MESSAGE_ID, for its history."""
+
+    message_id: str
+    attempt: Attempt
+
+
+@dataclass(frozen=True)
+class StagedPickup:
+    """A claimed recipient to store for pickup: the message MESSAGE_ID encrypted for RCPT
+    under PICKUP_ID (chosen by the caller: the notification links to it), the recipient
+    settled as stored with REPLY, and NOTIFICATION queued, all in one unit of work."""
+
+    message_id: str
+    sender: str
+    rcpt: str
+    expires: float
+    pickup_id: str
+    reply: str
+    notification: Report
+
+
+class IncomingMessage(Protocol):
+    """A message being received, filled chunk by chunk and handed to submit_enqueue. add()
+    only buffers (cheap on an event loop); spill() writes what is buffered (blocking: from
+    a worker thread) and is due whenever needs_spill says so, so that a large message is
+    never whole in memory. One owner at a time: the receiver, then the storage."""
+
+    size: int
+
+    @property
+    def needs_spill(self) -> bool: ...
+    def add(self, chunk: bytes | memoryview) -> None: ...
+    def spill(self) -> None: ...
+    def discard(self) -> None:
+        """Leave nothing of it behind (the message was refused or the client went away)."""
 
 
 class QueueStore(Protocol):
-    clock: Clock
+    """The mail queue: messages with their recipients, claimed by one runner at a time
+    under a lease, and settled by the runner holding it.
 
-    def enqueue(self, sender: str, routes: list[Route], content: bytes | Sequence[bytes],
+    A recipient is queued or deferred until due, then claimed by OWNER (`delivering`)
+    until LEASE seconds pass without a renewal: then another owner may take it over,
+    and the first one's settlement changes nothing. A message's content (its spool) stays
+    until no recipient needs it. The submit_* methods are the same units of work as their
+    blocking twins, handed to the back-end's writer: their futures resolve once the work
+    is durable (SQLite shares one commit among everything submitted meanwhile); the
+    blocking ones are for callers off the hot path (tests, admin commands)."""
+
+    clock: Clock
+    owner: str    # names this process (and worker) on the claims it makes
+    lease: float  # seconds a claim holds unless renewed
+
+    # -- accepting --
+    def incoming_spool(self, message_id: str) -> IncomingMessage:
+        """An empty message to fill as it arrives, then to submit_enqueue under MESSAGE_ID."""
+    def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
+                       client: str = "", smtputf8: bool = False) -> Future[str]:
+        """Queue SPOOL (from incoming_spool) for ROUTES; the future holds the queue id once
+        content and recipients are durable (say 250 then), or the error: then nothing of
+        the message is left."""
+    def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[bytes],
                 client: str = "", message_id: str | None = None,
-                smtputf8: bool = False) -> str: ...
-    def spool(self, content: bytes | Sequence[bytes], message_id: str | None = None) -> str: ...
-    def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]: ...
+                smtputf8: bool = False) -> str:
+        """submit_enqueue() of CONTENT (bytes, or chunks in order), waited for."""
+    def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
+        """Store CHUNKS (consumed once, never held whole) as the content of a message not
+        queued yet, under a new queue id; returns the id and the size. Queued later (a
+        portal reply: store_reply), or removed with delete_message."""
+
+    # -- reading content (FileNotFoundError: no content kept under that id) --
     def read_spool(self, message_id: str) -> bytes: ...
-    def read_spool_headers(self, message_id: str) -> bytes: ...
+    def read_spool_chunks(self, message_id: str) -> Iterator[bytes]:
+        """The content in chunks, for a message too large to hold whole."""
+    def read_spool_headers(self, message_id: str) -> bytes:
+        """Only the header section: never the (maybe huge) body."""
+
+    # -- claims --
     def claim_due(self, limit: int = 500, per_domain: int | None = None
-                  ) -> list[QueuedRecipient]: ...
-    def renew_leases(self) -> int: ...
-    def release_claims(self, message_id: str, rcpts: list[str]) -> None: ...
+                  ) -> list[QueuedRecipient]:
+        """Claim due work for OWNER, atomically: up to LIMIT (message, domain) groups of
+        recipients queued or deferred and due, or claimed by another owner whose lease ran
+        out. With PER_DOMAIN, a domain gets no more groups than fit beside the live claims
+        of every owner on it, so the cap holds across processes."""
+    def submit_claim(self, limit: int = 500, per_domain: int | None = None
+                     ) -> Future[list[QueuedRecipient]]: ...
+    def still_claimed(self, message_id: str, rcpts: list[str]) -> list[str]:
+        """Those of RCPTS of MESSAGE_ID that OWNER still holds."""
+    def renew_leases(self) -> int:
+        """Extend every claim OWNER holds; how many."""
+    def submit_renew_leases(self) -> Future[int]: ...
+    def release_claims(self, message_id: str, rcpts: list[str]) -> None:
+        """Give back claims not worked on: due again, attempts unchanged."""
+    def expire_leases(self, owner: str) -> int:
+        """End now the claims of OWNER and its workers (owner ids "OWNER/..."), known to be
+        dead, so that others take them over at once; how many."""
+
+    # -- outcomes --
     def settle(self, message_id: str, replies: dict[str, str], state: str,
-               next_attempt: float | None = None, report: Report | None = None) -> list[str]: ...
-    def next_due_time(self) -> float | None: ...
-    def flush(self) -> int: ...
-    def delete_message(self, message_id: str) -> bool: ...
+               next_attempt: float | None = None, report: Report | None = None) -> list[str]:
+        """One Settlement, waited for: the recipients settled now."""
+    def submit_settlements(self, settlements: Sequence[Settlement],
+                           attempts: Sequence[AttemptRecord] = ()
+                           ) -> Future[list[list[str]]]:
+        """Record SETTLEMENTS, their reports and ATTEMPTS as one unit: all or none. Only
+        recipients OWNER still holds are settled (a stale owner's outcome changes nothing),
+        and a settlement that settles nobody queues no report. The future holds, per
+        settlement, the recipients settled; by then content no recipient needs is gone."""
     def record_attempts(self, message_id: str, attempts: Sequence[Attempt]) -> None:
-        """Add to the delivery history that `queue show` prints (one commit for all)."""
+        """Add to the delivery history that `queue show` prints (one unit for all)."""
+    def submit_attempts(self, attempts: Sequence[AttemptRecord]) -> Future[None]: ...
+    def stage_pickup(self, staged: StagedPickup) -> str | None:
+        """Store STAGED's message encrypted for pickup, settle its recipient as `pickup` and
+        queue the notification, in one unit of work and only while OWNER holds the
+        recipient's claim. Returns the pickup id, or None when the claim was lost: then
+        nothing was stored (the owner holding it now stores its own pickup, one only).
+        Blocking (encrypts the whole message): call from a worker thread."""
+
+    # -- admin --
+    def next_due_time(self) -> float | None: ...
+    def flush(self) -> int:
+        """Make every queued and deferred recipient due now; how many."""
+    def delete_message(self, message_id: str) -> bool:
+        """Remove the message, its recipients and content; False when there was none."""
+    def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
+        """Remove content a crash or a full disk left behind: unfinished writes older than
+        TMP_MIN_AGE, and content no pending recipient needs older than MIN_AGE (younger
+        content may belong to a message being accepted right now); how many."""
 
 
 @runtime_checkable

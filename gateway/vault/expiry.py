@@ -6,8 +6,7 @@ import asyncio
 import logging
 
 from gateway.loop_guard import RepeatedErrors, keep_running
-from gateway.storage.protocols import PickupStore
-from gateway.storage.store import Store
+from gateway.storage.protocols import PickupStore, Storage
 
 log = logging.getLogger("sealgate.expiry")
 DEBRIS_AGE = 3600.0  # while serving, only spool debris this old is surely nobody's work
@@ -23,13 +22,13 @@ def purge_expired(store: PickupStore) -> int:
     return destroyed
 
 
-def housekeeping(store: Store) -> None:
+def housekeeping(store: Storage) -> None:
     """One expiry turn: expired pickups, then spool files left by failed writes."""
     purge_expired(store)
     if removed := store.clean_spool_debris(min_age=DEBRIS_AGE, tmp_min_age=DEBRIS_AGE):
         log.info("removed %d orphaned spool files", removed)
 
 
-async def expire_forever(store: Store, interval: float = 60.0) -> None:
+async def expire_forever(store: Storage, interval: float = 60.0) -> None:
     await keep_running("retention expiry", lambda: asyncio.to_thread(housekeeping, store),
                        interval, RepeatedErrors(log))

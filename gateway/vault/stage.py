@@ -1,26 +1,23 @@
 """The pickup stage: encrypt the message for its recipient, queue the notification, and
-settle the recipient, all in one transaction so a crash leaves no half-done pickup."""
+settle the recipient, in one unit of work of the storage so a crash leaves no half-done
+pickup."""
 
 from __future__ import annotations
 
-import contextlib
 import email.parser
 import email.policy
-import sqlite3
 
 from gateway.config import Config
-from gateway.storage.store import PICKUP, Route, Settlement, Store, new_pickup_id
+from gateway.storage.ids import new_pickup_id
+from gateway.storage.protocols import QueueStore, Report, Route, StagedPickup
 from gateway.vault.notify import build_notification
 from gateway.vault.retention import EXPIRES_HEADER, expiry_time
 
-
-class LeaseLost(Exception):
-    """The recipient is no longer ours to settle: its lease was taken over (another runner
-    delivers it now) or it was settled or deleted meanwhile."""
+NOTIFICATION_REASON = "pickup notification"
 
 
 class PickupStage:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: QueueStore) -> None:
         self.config = config
         self.store = store
 
@@ -38,33 +35,14 @@ class PickupStage:
         """Blocking (encrypts and fsyncs): call from a worker thread. Returns the pickup id,
         or None when the recipient's lease was lost: then nothing is stored (the runner now
         holding it stores its own pickup, one only)."""
-        pickup_id = new_pickup_id()
+        pickup_id = new_pickup_id()  # before the notification: it links to the pickup
         expires = self.expiry_for(message_id, received)
         notification = build_notification(
             notify_from=self.config.notify.from_, sender=sender, recipient=rcpt,
             link=self.link(pickup_id), expires=expires,
             organization=self.config.pickup.organization,
         )
-        notification_id = self.store.spool(notification)
-
-        def settle(db: sqlite3.Connection, _pickup_id: str) -> None:
-            # Like every settlement: only while this runner holds the lease, else the whole
-            # transaction (pickup row, notification) rolls back.
-            stored = Settlement(message_id, {rcpt: f"stored for pickup: {reason}"}, PICKUP)
-            if not self.store.settle_in(db, stored):
-                raise LeaseLost(f"{message_id} to {rcpt}")
-            self.store.insert_queue_rows(db, notification_id, self.config.notify.from_,
-                                         [Route(rcpt, reason="pickup notification")],
-                                         len(notification))
-
-        try:
-            self.store.store_pickup(message_id, sender, rcpt, expires, then=settle,
-                                    pickup_id=pickup_id)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):  # never queued: a retry writes a new one
-                self.store.spool_path(notification_id).unlink()
-            if isinstance(exc, LeaseLost):
-                return None
-            raise
-        self.store.release_spool_if_done(message_id)
-        return pickup_id
+        return self.store.stage_pickup(StagedPickup(
+            message_id, sender, rcpt, expires, pickup_id, f"stored for pickup: {reason}",
+            Report(self.config.notify.from_, Route(rcpt, reason=NOTIFICATION_REASON),
+                   notification)))

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 
-from gateway.storage.store import open_store
+from gateway.storage import open_storage
 from gateway.workers.handoff import Handoff, report_ready, worker_owner
 from gateway.workers.wake import listen_for_wakes
 
@@ -20,7 +20,7 @@ async def run_runner(handoff: Handoff) -> None:
 
     config = handoff.config
     loop = asyncio.get_running_loop()
-    store = open_store(config.storage_dir, owner=worker_owner(handoff, os.getpid()))
+    store = open_storage(config, owner=worker_owner(handoff, os.getpid()))
     try:
         runner = build_runner(config, store)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,7 @@ import socket
 from gateway.classify.holder import PolicyHolder
 from gateway.inbound.acceptor import TurnTakingAcceptor
 from gateway.inbound.server import RelayHandler, smtp_factory
-from gateway.storage.store import open_store
+from gateway.storage import open_storage
 from gateway.workers.handoff import Handoff, report_ready, worker_owner
 from gateway.workers.limits import SharedConnectionLimits
 from gateway.workers.shared import SharedGeneration
@@ -31,7 +31,7 @@ async def run_listener(handoff: Handoff) -> None:
         loop.add_signal_handler(sig, stop.set)
     policy = PolicyHolder(config.policy_dir, SharedGeneration(handoff.policy_fd))
     loop.add_signal_handler(signal.SIGHUP, policy.follow)
-    store = open_store(config.storage_dir, owner=worker_owner(handoff, os.getpid()))
+    store = open_storage(config, owner=worker_owner(handoff, os.getpid()))
     try:
         handler = RelayHandler(config, store, policy, Waker(handoff.wake_tx).wake)
         limits = SharedConnectionLimits(handoff.limits_fd, handoff.index - 1,

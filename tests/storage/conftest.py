@@ -42,12 +42,13 @@ def storage(backend: str, tmp_path: Path, clock: FakeClock) -> Iterator[Storage]
 
 @pytest.fixture
 def reopen(backend: str, tmp_path: Path, clock: FakeClock,
-           storage: Storage) -> Iterator[Callable[[], Storage]]:
-    """Opens the same storage again, as the next process would."""
+           storage: Storage) -> Iterator[Callable[..., Storage]]:
+    """Opens the same storage again, as the next process would: with OWNER, or with an
+    owner of its own (two runners)."""
     opened: list[Storage] = []
 
-    def again() -> Storage:
-        opened.append(open_storage(_config(backend, tmp_path / "var"), clock))
+    def again(owner: str | None = None) -> Storage:
+        opened.append(open_storage(_config(backend, tmp_path / "var"), clock, owner))
         return opened[-1]
 
     yield again

@@ -4,7 +4,6 @@ messages, recipients, attempts): what `sealgate pickup audit` and `sealgate queu
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 
 from gateway.storage.protocols import (
     Attempt,
@@ -61,23 +60,18 @@ class SQLiteQueueInspection(SQLitePart):
             RecipientStatus(r["rcpt"], r["domain"], bool(r["confidential"]), r["mode"],
                             r["reason"] or "", r["state"], r["attempts"], r["next_attempt"],
                             r["last_reply"] or "", r["updated"],
-                            tuple(history.get(r["rcpt"], ())))
+                            tuple(history.get(r["rcpt"], ())), r["claimed_by"] or "")
             for r in self.query("SELECT * FROM recipients WHERE message_id=? ORDER BY rcpt",
                                 (message_id,)))
         m = found[0]
         return MessageStatus(m["id"], m["sender"], m["received"], m["size"], m["client"] or "",
                              bool(m["smtputf8"]), recipients)
 
-    def record_attempts(self, message_id: str, attempts: Sequence[Attempt]) -> None:
-        """Add ATTEMPTS of MESSAGE_ID to its delivery history, in one commit."""
-        with self.transaction() as db:
-            db.executemany(
-                "INSERT INTO attempts (message_id, rcpt, at, host, address, reply, tls_version,"
-                " cipher, cert_subject, cert_issuer, verified, reason)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(message_id, a.rcpt, a.at, a.host, a.address, a.reply[:1000], a.tls_version,
-                  a.cipher, a.cert_subject, a.cert_issuer, int(a.verified), a.reason)
-                 for a in attempts])
+    def messages_to(self, rcpt: str) -> list[MessageStatus]:
+        ids = [r["id"] for r in self.query(
+            "SELECT m.id FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r"
+            " WHERE r.message_id = m.id AND r.rcpt = ?) ORDER BY m.received, m.id", (rcpt,))]
+        return [status for status in map(self.queued_message, ids) if status is not None]
 
     def message_count(self) -> int:
         return int(self.query("SELECT count(*) FROM messages")[0][0])
