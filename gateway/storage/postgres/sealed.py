@@ -1,0 +1,45 @@
+"""Encrypted blobs in the database, with the same format, keys and two-pass streaming read as
+the files of the SQLite back-end (gateway/vault/crypto.py): crypto's streaming encryption
+writes into blob_chunks instead of a file, and its BlobReader reads from them."""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway.storage.postgres.blobs import open_blob_file, write_blob
+from gateway.storage.postgres.connection import Cursor, Database
+from gateway.vault import crypto
+
+# crypto.py's file functions take paths; its streaming pieces below are the same ones they
+# use, so both back-ends write and read one format.
+_aad = crypto._aad
+_encrypted_chunks = crypto._encrypted_chunks
+_read_layout = crypto._read_layout
+
+
+def encrypt_into_blob(cursor: Cursor, ring: crypto.KeyRing, source: BinaryIO, blob: str,
+                      record_id: str, recipient: str) -> tuple[crypto.SealedKey, int]:
+    """Stream SOURCE, encrypted under a fresh data key, into blob BLOB inside CURSOR's
+    transaction; returns the sealed data key and the blob's size."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    sealed = crypto.seal_key(ring, data_key, record_id, recipient)
+    aad = _aad(sealed.key_id, record_id, recipient)
+    size = write_blob(cursor, blob, _encrypted_chunks(source, data_key, sealed.key_id, aad))
+    return sealed, size
+
+
+def open_sealed_blob(db: Database, ring: crypto.KeyRing, sealed: crypto.SealedKey, blob: str,
+                     record_id: str, recipient: str) -> crypto.BlobReader:
+    """Blob BLOB opened for streaming, its tag verified (DecryptionError otherwise; KeyError
+    when it is gone). The caller closes it."""
+    data_key = crypto.unseal_key(ring, sealed, record_id, recipient)
+    handle, size = open_blob_file(db, blob)
+    try:
+        layout = _read_layout(handle, sealed, size)
+        return crypto.BlobReader(handle, data_key, layout, _aad(sealed.key_id, record_id,
+                                                                recipient))
+    except BaseException:
+        handle.close()
+        raise
