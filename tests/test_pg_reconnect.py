@@ -12,6 +12,8 @@ import pytest
 
 from gateway.storage import storage_errors
 from gateway.storage.postgres.storage import PostgresStorage
+from gateway.storage.store import Route
+from tests.fakes.ports import free_port
 from tests.postgres import Cluster
 
 
@@ -42,5 +44,32 @@ def test_work_fails_while_the_server_is_down_and_resumes_after(
             postgres_cluster.start(postgres_cluster.port)
         storage.audit("p1", "after")
         assert [e.event for e in storage.audit_events("p1")] == ["before", "after"]
+    finally:
+        storage.close()
+
+
+def test_opening_on_a_server_that_is_not_there_is_a_storage_error(tmp_path: Path) -> None:
+    closed_port = free_port()
+    with pytest.raises(storage_errors(), match="Connection refused"):
+        PostgresStorage(f"postgresql://sealgate@127.0.0.1:{closed_port}/sealgate",
+                        tmp_path / "keys")
+
+
+def test_every_unit_of_work_needs_one_connection_only(postgres_url: str, tmp_path: Path) -> None:
+    """A unit that held one pooled connection while waiting for another would, with every
+    connection held that way, wait forever: with a pool of one it would time out here."""
+    storage = PostgresStorage(postgres_url, tmp_path / "keys", pool_size=1, pool_timeout=2)
+    try:
+        queue_id = storage.enqueue("doctor@clinic.test", [Route("pat@patients.test")],
+                                   b"Subject: x\r\n\r\nbody\r\n")
+        root = storage.store_pickup(queue_id, "doctor@clinic.test", "pat@patients.test",
+                                    storage.clock() + 60)
+        reply_id, size = storage.spool_stream(iter([b"Subject: Re\r\n\r\nthanks\r\n"]))
+        reply = storage.store_reply(root, reply_id, "pat@patients.test", "doctor@clinic.test",
+                                    size)
+        storage.keys.rotate()
+        assert storage.open_pickup(reply).endswith(b"thanks\r\n")
+        with storage.open_pickup_stream(root) as stream:
+            assert b"".join(stream.chunks()).endswith(b"body\r\n")
     finally:
         storage.close()

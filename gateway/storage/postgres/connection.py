@@ -53,13 +53,29 @@ class Database:
             cursor.execute(statement, params)
             return cursor.fetchall()
 
-    def read_binary(self, statement: str, params: tuple[Any, ...]) -> bytes | None:
-        """The first column of the first row, fetched in binary (bytea without the hex
-        encoding that would double it on the wire)."""
-        with self.pool.connection() as conn, conn.cursor(binary=True) as cursor:
-            cursor.execute(statement, params)
-            row = cursor.fetchone()
-        return None if row is None else bytes(row[0])
+    def fetch_binary(self, statement: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The first row, in binary (bytea without the hex encoding that would double it on
+        the wire), on a connection borrowed for this one statement."""
+        with self.pool.connection() as conn:
+            return _fetch_binary(conn, statement, params)
+
+
+FetchBinary = Callable[[str, tuple[Any, ...]], tuple[Any, ...] | None]
+
+
+def fetch_in(cursor: Cursor) -> FetchBinary:
+    """Database.fetch_binary on CURSOR's connection, inside its transaction: a unit of work
+    that holds a connection must not wait for a second one (with every connection of the
+    pool held that way, none would ever come back)."""
+    return lambda statement, params: _fetch_binary(cursor.connection, statement, params)
+
+
+def _fetch_binary(conn: psycopg.Connection[Any], statement: str, params: tuple[Any, ...]
+                  ) -> tuple[Any, ...] | None:
+    with conn.cursor(binary=True) as cursor:
+        cursor.execute(statement, params)
+        row: tuple[Any, ...] | None = cursor.fetchone()
+        return row
 
 
 def lock_key(cursor: Cursor, name: str) -> None:

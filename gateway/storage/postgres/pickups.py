@@ -7,8 +7,8 @@ the pickup row, so there is never a row without its blob, nor an orphan blob to 
 from __future__ import annotations
 
 from gateway.storage.postgres.blobs import delete_blob
-from gateway.storage.postgres.connection import Cursor, Row
-from gateway.storage.postgres.sealed import encrypt_into_blob, open_sealed_blob
+from gateway.storage.postgres.connection import Cursor, Row, fetch_in
+from gateway.storage.postgres.sealed import encrypt_into_blob, new_data_key, open_sealed_blob
 from gateway.storage.postgres.spool import PostgresSpool
 from gateway.storage.store import Pickup, Route, new_pickup_id
 from gateway.vault import crypto
@@ -35,8 +35,9 @@ class PostgresPickups(PostgresSpool):
     def store_pickup(self, message_id: str, sender: str, recipient: str, expires: float, *,
                      pickup_id: str | None = None) -> str:
         pickup_id = pickup_id or new_pickup_id()
+        keys = new_data_key(self.keys, pickup_id, recipient)
         with self.db.transaction() as cursor:
-            self._insert_pickup(cursor, pickup_id, message_id, sender, recipient, expires)
+            self._insert_pickup(cursor, keys, pickup_id, message_id, sender, recipient, expires)
         return pickup_id
 
     def store_reply(self, root_id: str, queue_id: str, author: str, to: str, size: int) -> str:
@@ -47,21 +48,26 @@ class PostgresPickups(PostgresSpool):
         if root is None:
             raise KeyError(root_id)
         pickup_id = new_pickup_id()
+        keys = new_data_key(self.keys, pickup_id, root.recipient)
         with self.db.transaction() as cursor:
-            self._insert_pickup(cursor, pickup_id, queue_id, author, root.recipient,
+            self._insert_pickup(cursor, keys, pickup_id, queue_id, author, root.recipient,
                                 root.expires, kind=REPLY, thread_id=root_id)
             cursor.execute("UPDATE pickups SET replied_at = %s WHERE id = %s",
                            (self.clock(), root_id))
             self.insert_queue_rows(cursor, queue_id, author, [Route(to, mode="internal")], size)
         return pickup_id
 
-    def _insert_pickup(self, cursor: Cursor, pickup_id: str, message_id: str, sender: str,
-                       recipient: str, expires: float, kind: str = MESSAGE,
-                       thread_id: str | None = None) -> None:
+    def _insert_pickup(self, cursor: Cursor, keys: tuple[bytes, crypto.SealedKey],
+                       pickup_id: str, message_id: str, sender: str, recipient: str,
+                       expires: float, kind: str = MESSAGE, thread_id: str | None = None
+                       ) -> None:
+        """Encrypt the spooled MESSAGE_ID under KEYS (data key, sealed copy) and insert its
+        row, all on CURSOR's connection."""
         blob = pickup_blob(pickup_id)
-        with self.open_spool_file(message_id) as source:
-            sealed, size = encrypt_into_blob(cursor, self.keys, source, blob, pickup_id,
-                                             recipient)
+        data_key, sealed = keys
+        with self.open_spool_file(message_id, fetch_in(cursor)) as source:
+            size = encrypt_into_blob(cursor, data_key, sealed, source, blob, pickup_id,
+                                     recipient)
         cursor.execute(
             "INSERT INTO pickups (id, message_id, sender, recipient, created, expires, key_id,"
             " wrapped_key, blob, read_at, size, kind, thread_id)"
@@ -108,7 +114,7 @@ class PostgresPickups(PostgresSpool):
             raise KeyError(pickup_id)
         row = rows[0]
         sealed = crypto.SealedKey(row["key_id"], bytes(row["wrapped_key"]))
-        return open_sealed_blob(self.db, self.keys, sealed, row["blob"], row["id"],
+        return open_sealed_blob(self.db.fetch_binary, self.keys, sealed, row["blob"], row["id"],
                                 row["recipient"])
 
     def mark_pickup_read(self, pickup_id: str) -> None:

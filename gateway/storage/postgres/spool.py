@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from gateway.queue.model import State
 from gateway.storage.postgres.blobs import Chunk, blob_chunks, open_blob_file, write_blob
-from gateway.storage.postgres.connection import Cursor, PostgresPart
+from gateway.storage.postgres.connection import Cursor, FetchBinary, PostgresPart
 from gateway.storage.store import Route, new_queue_id
 
 
@@ -47,10 +47,11 @@ class PostgresSpool(PostgresPart):
             size = write_blob(cursor, spool_blob(message_id), chunks)
         return message_id, size
 
-    def open_spool_file(self, message_id: str) -> BinaryIO:
-        """The spooled message as a seekable binary file, read a chunk at a time."""
+    def open_spool_file(self, message_id: str, fetch: FetchBinary | None = None) -> BinaryIO:
+        """The spooled message as a seekable binary file, read a chunk at a time (through
+        FETCH: fetch_in(cursor) inside a transaction)."""
         try:
-            return open_blob_file(self.db, spool_blob(message_id))[0]
+            return open_blob_file(fetch or self.db.fetch_binary, spool_blob(message_id))[0]
         except KeyError:
             raise FileNotFoundError(f"no spooled message {message_id}") from None
 
@@ -92,7 +93,7 @@ class PostgresSpool(PostgresPart):
 
     def _spool_chunks(self, message_id: str) -> Iterator[bytes]:
         try:
-            yield from blob_chunks(self.db, spool_blob(message_id))
+            yield from blob_chunks(self.db.fetch_binary, spool_blob(message_id))
         except KeyError:
             raise FileNotFoundError(f"no spooled message {message_id}") from None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -17,6 +18,15 @@ from gateway.storage.postgres.migrations import migrate
 from gateway.storage.postgres.pickups import PostgresPickups
 from gateway.storage.postgres.portal import PostgresPortal
 from gateway.storage.protocols import Clock
+
+if TYPE_CHECKING:
+    from gateway.storage.protocols import (
+        AuditStore,
+        KnowledgeStore,
+        PickupStore,
+        PortalStore,
+        QueueInspection,
+    )
 
 POOL_SIZE = 8  # connections per process: portal requests and listener threads share them
 
@@ -42,3 +52,10 @@ class PostgresStorage(PostgresPortal, PostgresPickups, PostgresKnowledge, Postgr
 
     def close(self) -> None:
         self.db.close()
+
+
+def _implements_every_concern_but_the_queue(
+        storage: PostgresStorage) -> tuple[PortalStore, PickupStore, KnowledgeStore, AuditStore,
+                                           QueueInspection]:
+    """Never called: mypy checks here that PostgresStorage fits each Protocol it claims."""
+    return storage, storage, storage, storage, storage
