@@ -66,6 +66,15 @@ class PostgresQueueInspection(PostgresPart):
         return MessageStatus(m["id"], m["sender"], m["received"], m["size"], m["client"],
                              m["smtputf8"], recipients)
 
+    def messages_to(self, rcpt: str) -> list[MessageStatus]:
+        """Every message with RCPT (matched exactly) among its recipients, whatever their
+        states, oldest first, as queued_message shows them. (The queue branch adds this to
+        QueueInspection.)"""
+        ids = [r["id"] for r in self.db.query(
+            "SELECT m.id FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r"
+            " WHERE r.message_id = m.id AND r.rcpt = %s) ORDER BY m.received, m.id", (rcpt,))]
+        return [status for status in map(self.queued_message, ids) if status is not None]
+
     def record_attempts(self, message_id: str, attempts: Sequence[Attempt]) -> None:
         """Add ATTEMPTS of MESSAGE_ID to its delivery history, in one commit."""
         with self.db.transaction() as cursor:
