@@ -14,8 +14,8 @@ DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
 # Keys naming files or directories: relative values are relative to the config file's
 # directory, because cron and systemd do not run sealgate in the data directory.
 PATH_KEYS = (("smtp", "tls_cert"), ("smtp", "tls_key"), ("delivery", "ca_file"),
-             ("storage", "dir"), ("policy", "dir"), ("pickup", "logo_file"),
-             ("pickup", "templates_dir"), ("dkim", "key_file"))
+             ("storage", "dir"), ("storage", "keys_dir"), ("policy", "dir"),
+             ("pickup", "logo_file"), ("pickup", "templates_dir"), ("dkim", "key_file"))
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
@@ -102,6 +102,13 @@ class DNSConfig:
 class StorageConfig:
     dir: str = "var"
     backend: str = "sqlite"  # which storage back-end implements the Protocols (storage/)
+    url: str = ""            # postgresql://user@host:5432/db (password: PGPASSWORD, ~/.pgpass)
+    blobs: str = "local"     # spool and encrypted pickups: "local" files, "database" or "s3"
+    keys_dir: str = ""       # key-encryption keys; "" = <dir>/keys
+
+    @property
+    def keys_path(self) -> Path:
+        return Path(self.keys_dir) if self.keys_dir else Path(self.dir) / "keys"
 
 
 @dataclass
@@ -206,7 +213,13 @@ def _section(name: str, cls: type, values: Any) -> Any:
     return cls(**kwargs)
 
 
-STORAGE_BACKENDS = ("sqlite",)  # "postgresql" comes with the next issue
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+STORAGE_BLOBS = {"sqlite": ("local",), "postgresql": ("database",)}  # what each has today
+BLOB_PLACES = ("local", "database", "s3")
+# Back-ends whose parts are not all there: the contract tests open them directly, `serve`
+# and the other commands refuse them with the reason.
+INCOMPLETE_BACKENDS = {"postgresql": "the PostgreSQL back-end is not complete: queue pending"}
+URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def validate(config: Config) -> Config:
@@ -253,10 +266,52 @@ def validate(config: Config) -> Config:
                           " postmaster@org.example")
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
-    if config.storage.backend not in STORAGE_BACKENDS:
-        raise ConfigError(f"storage.backend: {config.storage.backend!r} is not available; this"
-                          f" version has: {', '.join(STORAGE_BACKENDS)}")
+    _check_storage(config.storage)
     return config
+
+
+def _check_storage(storage: StorageConfig) -> None:
+    if storage.backend not in STORAGE_BACKENDS:
+        raise ConfigError(f"storage.backend: {storage.backend!r} is not available; this"
+                          f" version has: {', '.join(STORAGE_BACKENDS)}")
+    if storage.blobs not in BLOB_PLACES:
+        raise ConfigError(f"storage.blobs: {storage.blobs!r} is not one of"
+                          f" {', '.join(BLOB_PLACES)}")
+    if storage.blobs not in STORAGE_BLOBS[storage.backend]:
+        raise ConfigError(f"storage.blobs: {storage.blobs!r} is not available with"
+                          f" storage.backend = {storage.backend!r}; it keeps blobs in:"
+                          f" {', '.join(STORAGE_BLOBS[storage.backend])}")
+    if storage.backend == "sqlite" and storage.keys_dir and (
+            Path(storage.keys_dir) != Path(storage.dir) / "keys"):
+        raise ConfigError("storage.keys_dir: the sqlite back-end keeps its keys in"
+                          " <storage.dir>/keys; leave keys_dir empty")
+    if storage.backend == "postgresql":
+        check_storage_url(storage.url)
+    if storage.backend in INCOMPLETE_BACKENDS:
+        raise ConfigError(f"storage.backend: {INCOMPLETE_BACKENDS[storage.backend]}")
+
+
+def check_storage_url(url: str) -> None:
+    """A postgresql:// URL that libpq can parse, with no password in it (the password comes
+    from PGPASSWORD or ~/.pgpass, so config files can be shared and logged)."""
+    from psycopg.conninfo import conninfo_to_dict  # only PostgreSQL configs pay the import
+
+    if not url:
+        raise ConfigError("storage.url: must be set for storage.backend = \"postgresql\","
+                          " like postgresql://sealgate@db.example.org:5432/sealgate")
+    if not url.startswith(URL_SCHEMES):
+        raise ConfigError(f"storage.url: {url!r} is not a postgresql:// URL, like"
+                          " postgresql://sealgate@db.example.org:5432/sealgate")
+    try:
+        params = conninfo_to_dict(url)
+    except Exception as exc:  # psycopg.ProgrammingError; its text names the bad part
+        raise ConfigError(f"storage.url: cannot be parsed: {exc}") from None
+    port = str(params.get("port") or "5432")
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"storage.url: port {port!r} is not a number from 1 to 65535")
+    if params.get("password"):
+        raise ConfigError("storage.url: holds a password; put it in PGPASSWORD or ~/.pgpass"
+                          " instead")
 
 
 def _check_trusted_proxies(entries: list[str]) -> None:

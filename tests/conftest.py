@@ -32,6 +32,9 @@ from tests.fakes.mx_host import FakeMX, ReceivedMessage
 from tests.fakes.ports import free_port
 from tests.gateway_process import GatewayProcess, GatewaySettings
 
+# The private PostgreSQL cluster's fixtures (postgres_cluster, postgres_url, ...).
+pytest_plugins = ["tests.postgres"]
+
 MAX_MESSAGE_SIZE = 2_000_000
 POLICY_HTTPS_IP = "127.0.0.12"
 MX_IPS = {"tls": "127.0.0.2", "plain": "127.0.0.3", "bad-cert": "127.0.0.4", "relay": "127.0.0.5"}

@@ -1,11 +1,13 @@
 """Storage: the Protocols by concern (protocols.py) and the factory that opens a back-end.
 
 The rest of Sealgate reaches stored data only through these Protocols; SQL lives in
-sqlite/ (one part per concern, composed by store.py), migrations in schema.py."""
+sqlite/ (one part per concern, composed by store.py), migrations in schema.py, and for
+PostgreSQL in postgres/ (everything but the queue so far)."""
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,11 @@ def open_storage(config: Config, clock: Clock = time.time, owner: str | None = N
     from gateway.config import parse_duration
     from gateway.storage.store import open_store  # not at import: store.py imports this package
 
+    if config.storage.backend == "postgresql":
+        # Everything but the queue is in gateway/storage/postgres (open_postgres, which the
+        # contract tests use); this branch returns it once the queue's part is there too.
+        raise ValueError("storage.backend: the PostgreSQL back-end is not complete:"
+                         " queue pending")
     if config.storage.backend != "sqlite":
         raise ValueError(f"storage.backend: {config.storage.backend!r} is not available")
     return open_store(config.storage_dir, clock, owner, parse_duration(config.delivery.lease))
@@ -28,12 +35,21 @@ def open_storage(config: Config, clock: Clock = time.time, owner: str | None = N
 
 def storage_errors() -> tuple[type[Exception], ...]:
     """What the back-end raises when the database cannot be used (unwritable, corrupt,
-    locked too long), for callers that answer with a clear message instead of a traceback."""
-    return (sqlite3.Error,)
+    locked too long), for callers that answer with a clear message instead of a traceback;
+    PostgreSQL's: a lost or refused connection, a pool with no connection to give, a
+    failed statement (psycopg.Error covers them all, psycopg_pool.PoolTimeout included)."""
+    # psycopg is looked up, not imported: a process that never loaded it (every SQLite one,
+    # spared its 0.2 s import) cannot have met its errors.
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
 def is_storage_full(exc: BaseException) -> bool:
-    """True when EXC says the database's disk is full (SQLITE_FULL)."""
+    """True when EXC says the database's disk is full (SQLITE_FULL; PostgreSQL's
+    disk_full, SQLSTATE 53100)."""
+    psycopg_errors = sys.modules.get("psycopg.errors")  # see storage_errors
+    if psycopg_errors is not None and isinstance(exc, psycopg_errors.DiskFull):
+        return True
     return (isinstance(exc, sqlite3.OperationalError)
             and (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
                  or "database or disk is full" in str(exc)))

@@ -1,0 +1,102 @@
+"""The spool in the database and the queue rows written with it: what storing a pickup or a
+reply needs from the queue (the message's bytes, its messages and recipients rows).
+Claiming, renewing and settling are the queue part's, still to come.
+
+A spooled message is blob "spool:<queue id>" in blob_chunks. Callers that look for a spool
+copy that is gone get FileNotFoundError, as from the SQLite back-end's spool files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import BinaryIO
+
+from gateway.queue.model import State
+from gateway.storage.postgres.blobs import Chunk, blob_chunks, open_blob_file, write_blob
+from gateway.storage.postgres.connection import Cursor, FetchBinary, PostgresPart
+from gateway.storage.store import Route, new_queue_id
+
+
+def spool_blob(message_id: str) -> str:
+    return f"spool:{message_id}"
+
+
+class PostgresSpool(PostgresPart):
+    def enqueue(self, sender: str, routes: list[Route], content: bytes | Sequence[Chunk],
+                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
+        """Queue CONTENT (bytes, or chunks written in order) for ROUTES, durable when this
+        returns: the spool copy and the rows commit together."""
+        message_id = message_id or new_queue_id()
+        with self.db.transaction() as cursor:
+            size = write_blob(cursor, spool_blob(message_id), _pieces(content))
+            self.insert_queue_rows(cursor, message_id, sender, routes, size, client, smtputf8)
+        return message_id
+
+    def spool(self, content: bytes | Sequence[Chunk], message_id: str | None = None) -> str:
+        """Write CONTENT durably to the spool under MESSAGE_ID or a new queue id (not yet
+        queued)."""
+        message_id = message_id or new_queue_id()
+        with self.db.transaction() as cursor:
+            write_blob(cursor, spool_blob(message_id), _pieces(content))
+        return message_id
+
+    def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
+        """Write CHUNKS (consumed once, never held whole) to the spool under a new queue id;
+        returns the id and the size written."""
+        message_id = new_queue_id()
+        with self.db.transaction() as cursor:
+            size = write_blob(cursor, spool_blob(message_id), chunks)
+        return message_id, size
+
+    def open_spool_file(self, message_id: str, fetch: FetchBinary | None = None) -> BinaryIO:
+        """The spooled message as a seekable binary file, read a chunk at a time (through
+        FETCH: fetch_in(cursor) inside a transaction)."""
+        try:
+            return open_blob_file(fetch or self.db.fetch_binary, spool_blob(message_id))[0]
+        except KeyError:
+            raise FileNotFoundError(f"no spooled message {message_id}") from None
+
+    def read_spool(self, message_id: str) -> bytes:
+        return b"".join(self._spool_chunks(message_id))
+
+    def read_spool_headers(self, message_id: str) -> bytes:
+        """Only the header section of a spooled message: never the (maybe huge) body."""
+        lines = []
+        with self.open_spool_file(message_id) as spool:
+            for line in spool:
+                if line in (b"\r\n", b"\n"):
+                    break
+                lines.append(line)
+        return b"".join(lines)
+
+    def insert_queue_rows(self, cursor: Cursor, message_id: str, sender: str,
+                          routes: list[Route], size: int, client: str = "",
+                          smtputf8: bool = False) -> None:
+        now = self.clock()
+        cursor.execute("INSERT INTO messages (id, sender, received, size, spool, client,"
+                       " smtputf8) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                       (message_id, sender, now, size, spool_blob(message_id), client,
+                        smtputf8))
+        cursor.executemany(
+            "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason,"
+            " state, attempts, next_attempt, last_reply, updated)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, '', %s)",
+            [(message_id, r.rcpt, r.domain, r.confidential, r.mode, r.reason, State.QUEUED.value,
+              now, now) for r in routes])
+
+    def delete_message(self, message_id: str) -> bool:
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM recipients WHERE message_id = %s", (message_id,))
+            cursor.execute("DELETE FROM messages WHERE id = %s", (message_id,))
+            found = cursor.rowcount
+            cursor.execute("DELETE FROM blob_chunks WHERE blob = %s", (spool_blob(message_id),))
+        return bool(found)
+
+    def _spool_chunks(self, message_id: str) -> Iterator[bytes]:
+        try:
+            yield from blob_chunks(self.db.fetch_binary, spool_blob(message_id))
+        except KeyError:
+            raise FileNotFoundError(f"no spooled message {message_id}") from None
+
+
+def _pieces(content: bytes | Sequence[Chunk]) -> Iterable[Chunk]:
+    return [content] if isinstance(content, bytes) else content
