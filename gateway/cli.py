@@ -24,6 +24,7 @@ from gateway.classify.policy import PolicyError, check_policy, decide, load_poli
 from gateway.config import Config, ConfigError, load_config, parse_duration
 from gateway.delivery.mx import make_resolver
 from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
+from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
@@ -414,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"ok": False, "errors": [str(exc)]}))
         print(f"sealgate: {exc}", file=sys.stderr)
         return 1
+    configure_logging(config.log.format)
     try:
         return int(args.func(config, args))
     except storage_errors() as exc:
