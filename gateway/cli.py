@@ -24,6 +24,8 @@ from gateway.classify.policy import PolicyError, check_policy, decide, load_poli
 from gateway.config import Config, ConfigError, load_config, parse_duration
 from gateway.delivery.mx import make_resolver
 from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
+from gateway.ops.config_check import check_config
+from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
@@ -143,14 +145,21 @@ def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
     return 0 if report.policy is not None else 1
 
 
-def cmd_config_check(config: Config, args: argparse.Namespace) -> int:
-    """Reached only when the config loaded and validated; main() reports a bad one."""
-    where = str(config.source) if config.source else "built-in defaults (no config file)"
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Before main() loads the config: every problem of a broken file is reported."""
+    report = check_config(getattr(args, "config", None))
     if args.json:
-        print(json.dumps({"ok": True, "file": where, "errors": []}))
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0 if report.ok else 1
+    for problem in report.errors:
+        print(f"error: {problem}", file=sys.stderr)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if report.ok:
+        print(f"{report.file}: OK")
     else:
-        print(f"{where}: OK")
-    return 0
+        print(f"{report.file}: {len(report.errors)} error(s)", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
@@ -405,15 +414,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "config":  # it checks every key itself, of a broken file too
+        return cmd_config_check(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command at INFO
     try:
         config = load_config(getattr(args, "config", None))
     except (ConfigError, OSError) as exc:
-        if args.command == "config" and args.json:
-            print(json.dumps({"ok": False, "errors": [str(exc)]}))
         print(f"sealgate: {exc}", file=sys.stderr)
         return 1
+    configure_logging(config.log.format)
     try:
         return int(args.func(config, args))
     except storage_errors() as exc:

@@ -159,6 +159,16 @@ class DKIMConfig:
     sign_relayed: bool = False   # also sign mail relayed for the organization's servers
 
 
+@dataclass
+class MetricsConfig:
+    listen: str = ""                 # host:port of /metrics, /healthz, /readyz; "" = off
+
+
+@dataclass
+class LogConfig:
+    format: str = "text"             # "text" or "json" (one object a line)
+
+
 _SECTIONS: dict[str, type] = {
     "smtp": SMTPConfig,
     "delivery": DeliveryConfig,
@@ -170,6 +180,8 @@ _SECTIONS: dict[str, type] = {
     "internal": InternalConfig,
     "dkim": DKIMConfig,
     "alerts": AlertsConfig,
+    "metrics": MetricsConfig,
+    "log": LogConfig,
 }
 
 
@@ -185,6 +197,8 @@ class Config:
     internal: InternalConfig = field(default_factory=InternalConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
 
     @property
@@ -232,6 +246,10 @@ def validate(config: Config) -> Config:
     parse_hostport(config.pickup.listen, "pickup.listen")
     _check_trusted_proxies(config.pickup.trusted_proxies)
     parse_hostport(config.internal.relay, "internal.relay", 25)
+    if config.metrics.listen:
+        parse_hostport(config.metrics.listen, "metrics.listen")
+    if config.log.format not in ("text", "json"):
+        raise ConfigError(f"log.format: {config.log.format!r} is not \"text\" or \"json\"")
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",

@@ -13,6 +13,7 @@ from gateway.config import Config, ConfigError, parse_duration, parse_hostport
 from gateway.delivery.deliverer import Deliverer, DeliverySettings
 from gateway.delivery.dkim import load_signer
 from gateway.delivery.mx import MXResolver, make_resolver
+from gateway.ops.metrics import start_multiprocess
 from gateway.queue.runner import QueueRunner, RetrySettings
 from gateway.storage import open_storage
 from gateway.storage.ids import new_owner_id
@@ -95,8 +96,13 @@ async def serve(config: Config) -> None:
             smtp_socket = bound_socket(config.smtp.listen, "smtp.listen")
             smtp_socket.set_inheritable(True)
             portal_socket = bound_socket(config.pickup.listen, "pickup.listen")
+            metrics_socket = (bound_socket(config.metrics.listen, "metrics.listen")
+                              if config.metrics.listen else None)
+            if metrics_socket is not None:  # before any worker: they inherit its directory
+                start_multiprocess(config.storage_dir / "metrics")
             _recover(store, lock.previous_owner)
-            await Supervisor(config, store, lock, smtp_socket, portal_socket).run()
+            await Supervisor(config, store, lock, smtp_socket, portal_socket,
+                             metrics_socket).run()
         finally:
             store.close()
     finally:

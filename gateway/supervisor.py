@@ -34,6 +34,9 @@ import uvicorn
 from gateway.classify.holder import PolicyHolder
 from gateway.config import Config, parse_duration
 from gateway.loop_guard import RepeatedErrors, keep_running
+from gateway.ops.http import start_ops
+from gateway.ops.metrics import process_dead
+from gateway.ops.systemd import sd_notify
 from gateway.storage.lock import StoreLock
 from gateway.storage.protocols import Storage
 from gateway.vault.expiry import expire_forever
@@ -89,6 +92,7 @@ class Supervisor:
     lock: StoreLock
     smtp_socket: socket.socket
     portal_socket: socket.socket
+    metrics_socket: socket.socket | None = None  # [metrics] listen: /metrics, /healthz, /readyz
     workers: list[Worker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -116,11 +120,14 @@ class Supervisor:
         expiry = asyncio.create_task(expire_forever(self.store))
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
+        ops = start_ops(self)
         listeners = sum(w.kind == "smtp" for w in self.workers)
         log.info("sealgate ready: SMTP on %s, portal on %s (%d SMTP listeners, %d queue"
                  " runners)", self.config.smtp.listen, self.config.pickup.listen, listeners,
                  len(self.workers) - listeners)
+        sd_notify("READY=1")
         await self.stop_requested.wait()
+        sd_notify("STOPPING=1")
         log.info("shutting down: no new mail is accepted; deliveries in flight may finish")
         portal.should_exit = True
         self.smtp_socket.close()  # the listeners close their copies: then nothing accepts
@@ -129,6 +136,8 @@ class Supervisor:
         expiry.cancel()
         watch.cancel()
         await asyncio.gather(expiry, watch, portal_task, return_exceptions=True)
+        if ops is not None:
+            await ops.stop()
         log.info("stopped")
 
     async def first_start(self) -> None:
@@ -145,7 +154,7 @@ class Supervisor:
         proxies = self.config.pickup.proxy_networks()
         return _PortalServer(uvicorn.Config(
             create_app(self.config, self.store, Waker(os.dup(self.wake_tx.fileno())).wake),
-            log_level="warning", lifespan="off", access_log=False,
+            log_level="warning", lifespan="off", access_log=False, log_config=None,
             # X-Forwarded-For only from pickup.trusted_proxies: else any client could
             # forge its recorded address.
             proxy_headers=bool(proxies), forwarded_allow_ips=[str(n) for n in proxies]))
@@ -212,6 +221,7 @@ class Supervisor:
         """A reaped worker is certainly dead: end its leases (its deliveries are due again
         now, not when the leases run out) and forget its SMTP sessions."""
         worker.process = None
+        process_dead(pid)
         if worker.handoff is None:
             return
         try:

@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gateway.ops.logs import portal_sign_in
 from pickup.accounts import TooManyFailures, User, normalize_address
 from pickup.pages import path_for
 from pickup.passwords import PASSWORD_MAX, PASSWORD_MIN
@@ -196,6 +197,7 @@ async def reset(request: Request) -> Response:
         if item is not None and item.kind == MESSAGE and item.pickup.recipient == user.address:
             app.store.audit(item.id, "password-reset", client_ip(request))
             target = path_for(request, "message", pickup_id=item.id)
+        portal_sign_in(user.address, client_ip(request), "password-reset")
         return start_session(request, user, target)
 
     return await wake_up(request, await run_in_threadpool(run))

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from gateway.config import Config
+from gateway.ops.logs import portal_sign_in, portal_sign_in_failed
 from gateway.storage.protocols import Route, Storage
 from pickup.accounts import (
     CODE_DIGITS,
@@ -251,16 +252,19 @@ def sign_in(request: Request, form: dict[str, str], item: Item | None) -> Respon
         try:
             user = portal(request).accounts.authenticate(address, password, client_ip(request))
         except TooManyFailures as paused:
+            portal_sign_in_failed(address, client_ip(request), f"paused-{paused.reason}")
             where = "this address" if paused.reason == "account" else "your network"
             errors["password"] = (f"Too many wrong passwords for {where}. Please wait 15 minutes "
                                   "and try again, or reset your password.")
         else:
             if user is not None:
+                portal_sign_in(address, client_ip(request), "password")
                 if item is not None:
                     portal(request).store.audit(item.id, "sign-in", client_ip(request))
                     return start_session(request, user, path_for(request, "message",
                                                                   pickup_id=item.id))
                 return start_session(request, user, path_for(request, "home"))
+            portal_sign_in_failed(address, client_ip(request), "wrong-password")
             errors["password"] = "The email address or password is not right. Please try again."
     return login_page(request, item, 400, {"address": address}, errors)
 
@@ -354,6 +358,7 @@ def check_code(request: Request, form: dict[str, str]) -> Response:
             recipient, code, app.accounts.hash_password(form["password"]), first_name,
             last_name, time_zone)
         if outcome is CodeCheck.OK:
+            portal_sign_in(recipient, client_ip(request), "code")
             app.store.audit(found.id, "registered", client_ip(request))
             account_notice(request, recipient, "registered")
             user = app.accounts.get_user(recipient)
@@ -362,10 +367,12 @@ def check_code(request: Request, form: dict[str, str]) -> Response:
         if outcome is CodeCheck.REGISTERED:
             return redirect(request, "message", pickup_id=found.id)
         if outcome is CodeCheck.WRONG:
+            portal_sign_in_failed(recipient, client_ip(request), "wrong-code")
             tries = "1 try" if left == 1 else f"{left} tries"
             errors["code"] = (f"That code is not right. Check the most recent email from us "
                               f"and try again ({tries} left).")
         else:
+            portal_sign_in_failed(recipient, client_ip(request), "code-no-longer-valid")
             errors["code"] = ("This code is no longer valid: it has expired, was already used, "
                               "or was typed wrong too many times. Ask for a new code below.")
             code = ""

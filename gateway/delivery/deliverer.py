@@ -17,6 +17,7 @@ import aiosmtplib
 from gateway.delivery.mx import LookupStatus, MXHost, MXResolver
 from gateway.delivery.pipeline import data_payload, envelope_lines, exchange
 from gateway.delivery.pool import ConnectionPool, close_quietly
+from gateway.ops import metrics
 from gateway.tls.dane import lookup_tlsa
 from gateway.tls.inspect import cert_facts, presented_chain
 from gateway.tls.knowledge import TLSCache
@@ -160,6 +161,7 @@ class Deliverer:
         # (domain, host) -> the TLS facts last written to the cache, and when (monotonic).
         self._learned: dict[tuple[str, str], tuple[tuple[bool, bool, str], float]] = {}
 
+    @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
                       requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
@@ -193,6 +195,7 @@ class Deliverer:
         except Exception:  # a broken policy host must not stop delivery: RFC 8461 5.1
             log.exception("MTA-STS lookup for %s failed", domain)
             return None
+        metrics.sts_policy_seen(policy)
         if policy is not None and policy.mode is STSMode.TESTING:
             log.info("%s publishes an MTA-STS policy in testing mode (logged only)", domain)
         return policy
@@ -201,6 +204,7 @@ class Deliverer:
                                sts: STSPolicy | None) -> HostRequirement | HostSkipped:
         """What HOST must offer (verdict.host_requirement), after its TLSA look-up."""
         tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
+        metrics.tlsa_looked_up(tlsa)
         return host_requirement(requirement, host.name, tlsa, sts)
 
     def _known_without_tls(self, domain: str, hosts: list[MXHost]) -> bool:
@@ -229,6 +233,7 @@ class Deliverer:
                 self._learned.clear()
             self._learned[key] = (facts, now)
 
+    @metrics.timed_delivery("internal")
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
                     content: bytes) -> DomainResult:
         """Hand a message to the organization's own mail server (portal replies), no MX lookup."""

@@ -42,6 +42,7 @@ from gateway.inbound.headers import (
     rewrite_subject,
     tls_comment,
 )
+from gateway.ops.metrics import accepted, refused
 from gateway.storage import is_storage_full, storage_errors
 from gateway.storage.ids import new_queue_id
 from gateway.storage.protocols import IncomingMessage, Storage
@@ -131,14 +132,14 @@ class RelayHandler:
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, mail_options: list[str]) -> str:
         if not self.may_relay(session):
-            return codes.RELAY_DENIED
+            return refused(codes.RELAY_DENIED, "mail")
         if address == "<>":  # aiosmtpd's spelling of the null reverse-path (bounces)
             address = ""
         if not address.isascii() and not envelope.smtp_utf8:
-            return codes.NEEDS_SMTPUTF8
+            return refused(codes.NEEDS_SMTPUTF8, "mail")
         if await self.storage_is_short(mail_options):
             log.warning("refusing mail from %s: storage is short", _client_ip(session))
-            return codes.INSUFFICIENT_STORAGE
+            return refused(codes.INSUFFICIENT_STORAGE, "mail")
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return codes.OK_SENDER
@@ -146,16 +147,16 @@ class RelayHandler:
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
         if not self.may_relay(session):
-            return codes.RELAY_DENIED
+            return refused(codes.RELAY_DENIED, "rcpt")
         local, _, domain = address.rpartition("@")
         if not address.isascii() and not envelope.smtp_utf8:
-            return codes.NEEDS_SMTPUTF8
+            return refused(codes.NEEDS_SMTPUTF8, "rcpt")
         if domain.startswith("["):
-            return codes.ADDRESS_LITERAL
+            return refused(codes.ADDRESS_LITERAL, "rcpt")
         if "%" in local or "!" in local:
-            return codes.ROUTING_LOCAL_PART
+            return refused(codes.ROUTING_LOCAL_PART, "rcpt")
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
-            return codes.TOO_MANY_RECIPIENTS
+            return refused(codes.TOO_MANY_RECIPIENTS, "rcpt")
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return codes.OK_RECIPIENT
@@ -200,6 +201,7 @@ class Acceptance:
         self.head = bytearray()
         self.spool: IncomingMessage | None = None  # set once the header section is complete
         self.decisions: list[Decision] = []
+        self.message_id = ""  # the Message-ID field, for the log
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
         self.ip = str(session.peer[0]) if isinstance(session.peer, tuple) else ""
@@ -242,6 +244,7 @@ class Acceptance:
         if not section.fields:
             self.refusal = codes.NO_HEADERS
             return
+        self.message_id = next(iter(section.values("message-id")), "").strip()
         policy = self.handler.policy()
         self.decisions = [decide(policy, section, rcpt) for rcpt in self.envelope.rcpt_tos]
         if policy.strip_tags and any(d.confidential for d in self.decisions):
@@ -272,7 +275,7 @@ class Acceptance:
         reply = problem or self.refusal
         if reply is not None or self.failure is not None:
             self.abort()
-            return reply or self._failure_reply(self.failure)
+            return refused(reply or self._failure_reply(self.failure), "data")
         assert self.spool is not None
         return await self._queue(self.spool)
 
@@ -286,10 +289,17 @@ class Acceptance:
         try:
             await asyncio.wrap_future(future)
         except Exception as exc:  # noqa: BLE001 - every failure gets a clean SMTP answer
-            return self._failure_reply(exc)
+            return refused(self._failure_reply(exc), "data")
         log.info("%s accepted from %s: %s -> %s", self.queue_id, self.ip,
                  self.envelope.mail_from,
-                 ", ".join(f"{d.recipient} ({d.mode})" for d in self.decisions))
+                 ", ".join(f"{d.recipient} ({d.mode})" for d in self.decisions),
+                 extra={"event": "accepted", "queue_id": self.queue_id,
+                        "message_id": self.message_id, "client": self.ip,
+                        "sender": self.envelope.mail_from or "",
+                        "recipient": [d.recipient for d in self.decisions],
+                        "mode": [str(d.mode) for d in self.decisions],
+                        "tls": tls_comment(self.session)})
+        accepted([str(d.mode) for d in self.decisions])
         self.handler.on_queued()
         return codes.QUEUED.format(queue_id=self.queue_id)
 

@@ -11,6 +11,8 @@ import secrets
 from datetime import UTC, datetime
 from email.utils import format_datetime, make_msgid
 
+from gateway.ops.metrics import dsn_built
+
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 
 
@@ -30,6 +32,7 @@ def build_dsn(*, reporting_mta: str, sender: str, queue_id: str, original: bytes
     """A multipart/report telling SENDER about FAILURES (recipient -> reply): not delivered,
     or with DELAYED, not delivered yet and still being retried. With DOUBLE_BOUNCE, SENDER
     is the postmaster and the undeliverable message was itself a bounce (null sender)."""
+    dsn_built(delayed, double_bounce)
     boundary = f"=_sealgate_dsn_{secrets.token_hex(12)}"
     explanation = [f"This is the mail system at {reporting_mta}.", ""]
     if double_bounce:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from gateway.loop_guard import RepeatedErrors, keep_running
+from gateway.ops.metrics import purged
 from gateway.storage.protocols import PickupStore, Storage
 
 log = logging.getLogger("sealgate.expiry")
@@ -18,6 +19,7 @@ def purge_expired(store: PickupStore) -> int:
     for pickup_id in store.expired_pickups():
         if store.destroy_pickup(pickup_id):
             destroyed += 1
+            purged("pickup")
             log.info("pickup %s expired and was destroyed", pickup_id[:8])
     return destroyed
 
@@ -26,6 +28,7 @@ def housekeeping(store: Storage) -> None:
     """One expiry turn: expired pickups, then spool files left by failed writes."""
     purge_expired(store)
     if removed := store.clean_spool_debris(min_age=DEBRIS_AGE, tmp_min_age=DEBRIS_AGE):
+        purged("spool-debris", removed)
         log.info("removed %d orphaned spool files", removed)
 
 

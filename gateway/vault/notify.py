@@ -11,6 +11,7 @@ from email.utils import format_datetime, make_msgid
 
 import jinja2
 
+from gateway.ops.logs import notification_queued
 from gateway.resources import TEMPLATES_DIR
 
 TEMPLATES = TEMPLATES_DIR
@@ -26,6 +27,7 @@ def human_date(timestamp: float) -> str:
 
 def build_notification(*, notify_from: str, sender: str, recipient: str, link: str,
                        expires: float, organization: str) -> bytes:
+    notification_queued(recipient, link)
     values = {"sender": sender, "link": link, "expires": human_date(expires),
               "organization": organization}
     message = EmailMessage()

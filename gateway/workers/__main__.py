@@ -7,12 +7,12 @@ line is what `ps` shows, so it names the kind and number of the worker.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 import sys
 
 from gateway import event_loop
+from gateway.ops.logs import configure as configure_logging
 from gateway.workers.handoff import Handoff, read_handoff
 
 PR_SET_PDEATHSIG = 1
@@ -35,9 +35,7 @@ def main() -> int:
     die_with_supervisor(int(os.environ.get("SEALGATE_SUPERVISOR_PID", "0")))
     handoff: Handoff = read_handoff(sys.stdin.buffer)
     # The supervisor's format, with the worker named: its lines share the supervisor's log.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s"
-                        f"[{handoff.kind}-{handoff.index}] %(levelname)s %(message)s")
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
+    configure_logging(handoff.config.log.format, f"{handoff.kind}-{handoff.index}")
     if handoff.kind == "smtp":
         from gateway.workers.smtp import run_listener
         # asyncio's loop for the listeners: under uvloop the shared connection caps lost

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+from gateway.ops.health import start_heartbeat
 from gateway.storage import open_storage
 from gateway.workers.handoff import Handoff, report_ready, worker_owner
 from gateway.workers.wake import listen_for_wakes
@@ -29,6 +30,7 @@ async def run_runner(handoff: Handoff) -> None:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         receiver = listen_for_wakes(loop, handoff.wake_rx, runner.wake)
         report_ready(handoff)
+        start_heartbeat(f"delivery-{handoff.index}")  # for /readyz, with [metrics] listen
         try:
             await runner.run()
         finally:

@@ -1,0 +1,181 @@
+"""Logging of every Sealgate process: text (the default) or JSON, one object a line
+(`[log] format = "json"`), with the facts of the event as fields: `event`, `queue_id`,
+`message_id` (the header), `recipient`, TLS facts and `reason` where they apply.
+
+Sites pass those facts with `extra=`; a few lines of the queue runner are written as plain
+text with arguments, and their arguments are named here (RUNNER_LINES) so they reach JSON
+as fields too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from gateway.ops import metrics
+
+if TYPE_CHECKING:
+    from gateway.delivery.deliverer import DomainResult
+
+TEXT_FORMAT = "%(asctime)s %(name)s{worker} %(levelname)s %(message)s"
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+# The queue runner's outcome lines (gateway/queue/runner.py): template -> (event, arg names).
+RUNNER_LINES: dict[str, tuple[str | None, tuple[str, ...]]] = {
+    "%s to %s: %s (%s)": (None, ("queue_id", "recipient", "event", "reason")),
+    "%s to %s: bounced (%s)": ("bounced", ("queue_id", "recipient", "reason")),
+    "%s to %s: deferred (%s)": ("deferred", ("queue_id", "recipient", "reason")),
+    "%s to %s: stored for pickup (%s)": ("stored-for-pickup", ("queue_id", "recipient",
+                                                                "reason")),
+    "%s to %s: not stored for pickup: its claim was taken over": (
+        "pickup-lease-lost", ("queue_id", "recipient")),
+    "double bounce: %s (null sender) to %s undeliverable: %s (%s)": (
+        "double-bounce", ("queue_id", "recipient", "reason", "report")),
+}
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The event's facts: what the site passed with extra=, else the runner line's args."""
+    found = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    known = RUNNER_LINES.get(record.msg) if isinstance(record.msg, str) else None
+    if known is not None and isinstance(record.args, tuple) \
+            and len(record.args) == len(known[1]) and "event" not in found:
+        found.update(zip(known[1], record.args, strict=True))
+        if known[0] is not None:
+            found["event"] = known[0]
+        if isinstance(found.get("recipient"), str) and "," in found["recipient"]:
+            found["recipient"] = found["recipient"].split(",")
+    return found
+
+
+class JSONFormatter(logging.Formatter):
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "process": self.process,
+            "message": record.getMessage(),
+        }
+        entry.update(fields_of(record))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(log_format: str = "text", process: str = "") -> None:
+    """Root logging for this process: one handler on stderr in FORMAT. PROCESS names a
+    worker ("smtp-1"); the supervisor and the command line have none."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter(process or "supervisor"))
+    else:
+        handler.setFormatter(logging.Formatter(
+            TEXT_FORMAT.format(worker=f"[{process}]" if process else "")))
+    root = logging.getLogger()
+    for old in list(root.handlers):  # basicConfig's (exactly a StreamHandler); others stay
+        if type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
+    logging.captureWarnings(True)  # a warning is a log line too, in the same format
+    if log_format == "json":  # what Python itself prints to stderr becomes a line too
+        sys.excepthook = _log_uncaught
+        sys.unraisablehook = _log_unraisable
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException,
+                  trace: TracebackType | None) -> None:
+    logging.getLogger("sealgate").critical("uncaught %s: %s", kind.__name__, value,
+                                           exc_info=(kind, value, trace))
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    exc = unraisable.exc_value
+    logging.getLogger("sealgate").warning(
+        "%s: %s: %s", unraisable.err_msg or "Exception ignored", type(exc).__name__, exc)
+
+
+# -- events logged from here (their sites call one function) -----------------------------------
+
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(\S[^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_OUR_ID = re.compile(rb"^Received:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*?\(Sealgate\) with \S+ id"
+                     rb" ([A-Za-z0-9]+)", re.MULTILINE)
+
+
+def message_facts(content: bytes) -> dict[str, str]:
+    """queue_id (from our Received field) and message_id (the header) of a message."""
+    end = content.find(b"\r\n\r\n")
+    head = content if end < 0 else content[:end + 2]
+    facts = {}
+    if found := _OUR_ID.search(head):
+        facts["queue_id"] = found.group(1).decode("ascii")
+    if found := _MESSAGE_ID.search(head):
+        facts["message_id"] = found.group(1).decode("utf-8", errors="replace").strip()
+    return facts
+
+
+_delivery_log = logging.getLogger("sealgate.delivery")
+
+
+def log_delivery(kind: str, call: dict[str, Any], result: DomainResult, seconds: float) -> None:
+    """One line per delivery transaction, as Postfix's smtp line: where, how, TLS, reply."""
+    destination = call.get("domain") or call.get("host") or ""
+    last = result.attempts[-1] if result.attempts else None
+    facts: dict[str, Any] = {
+        "event": "delivery", "kind": kind, "outcome": result.outcome.value,
+        "domain": destination, "recipient": list(call.get("rcpts") or []),
+        "tls": metrics.tls_verdict(result), "delay": round(seconds, 3),
+        "reason": result.reply,
+        **message_facts(call.get("content") or b""),
+    }
+    if last is not None:
+        facts.update(host=last.host, address=last.address, tls_version=last.tls_version,
+                     cipher=last.cipher, verified=last.verified,
+                     authentication=last.authentication.value)
+    via = f" via {last.host}[{last.address}]" if last is not None and last.address else ""
+    tls = f" {last.tls_version}" if last is not None and last.tls_version else ""
+    _delivery_log.info("%s to %s%s%s: %s in %.2f s (%s)", facts.get("queue_id", "-"),
+                       destination, via, tls, result.outcome.value, seconds, result.reply,
+                       extra=facts)
+
+
+_portal_log = logging.getLogger("sealgate.portal")
+
+
+def portal_sign_in(address: str, client: str, method: str) -> None:
+    metrics.sign_in(method)
+    _portal_log.info("portal sign-in: %s from %s (%s)", address, client, method,
+                     extra={"event": "portal-sign-in", "recipient": address, "client": client,
+                            "method": method})
+
+
+def portal_sign_in_failed(address: str, client: str, reason: str) -> None:
+    metrics.sign_in_failed(reason)
+    _portal_log.warning("portal sign-in refused: %s from %s (%s)", address, client, reason,
+                        extra={"event": "portal-sign-in-failed", "recipient": address,
+                               "client": client, "reason": reason})
+
+
+_vault_log = logging.getLogger("sealgate.vault")
+
+
+def notification_queued(recipient: str, link: str) -> None:
+    """A pickup notification was written for RECIPIENT (it is queued with the pickup)."""
+    metrics.notification_built()
+    _vault_log.info("pickup notification for %s", recipient,
+                    extra={"event": "notification", "recipient": recipient,
+                           "pickup_id": link.rpartition("/")[2]})
