@@ -340,3 +340,48 @@ def test_runner_follows_a_changed_nexthop(tmp_path: Path,
                       'nexthop = "[192.0.2.11]:2525"\n')
     found = nexthops("partner.test")
     assert found is not None and (found.host, found.port) == ("192.0.2.11", 2525)
+
+
+# -- route and probe ------------------------------------------------------------------
+
+
+def test_route_shows_the_nexthop_and_the_name_its_certificate_is_checked_for(
+        hop_gateway: GatewayProcess, hop_port: int) -> None:
+    shown = hop_gateway.cli("route", "--from", SENDER, "--to", "a@bank.test",
+                            "--subject", "[secure] x")
+    assert shown.returncode == 0, shown.stderr
+    assert f"nexthop:      [{HOP_TLS}]:{hop_port} (" in shown.stdout
+    assert "checks the certificate for hop.partner.test" in shown.stdout
+    assert "mta-sts:      not applied (nexthop route)" in shown.stdout
+    assert (f"outcome:      delivered directly if nexthop [{HOP_TLS}]:{hop_port} completes"
+            " verified TLS (certificate for hop.partner.test)") in shown.stdout
+
+
+def test_route_json_says_dane_is_not_looked_up_for_an_address_nexthop(
+        hop_gateway: GatewayProcess) -> None:
+    shown = json.loads(hop_gateway.cli("route", "--from", SENDER, "--to", "a@bank.test",
+                                       "--json").stdout)
+    assert shown["domain"]["nexthop"]["host"] == HOP_TLS
+    assert shown["domain"]["nexthop"]["dane"].startswith("not looked up for an address")
+    assert shown["domain"]["dane"] == []
+
+
+def test_probe_connects_to_the_nexthop_and_checks_its_certificate_for_the_checked_name(
+        hop_gateway: GatewayProcess, hop_port: int) -> None:
+    shown = hop_gateway.cli("probe", "bank.test")
+    assert shown.returncode == 0, shown.stderr
+    assert f"Nexthop [{HOP_TLS}]:{hop_port} (" in shown.stdout
+    assert f"  0 {HOP_TLS} [{HOP_TLS}]" in shown.stdout
+    assert "name matches hop.partner.test" in shown.stdout
+    assert "mx.plain.test" not in shown.stdout
+    report = json.loads(hop_gateway.cli("probe", "bank.test", "--json").stdout)
+    assert report["routes"]["require-verified-tls"]["action"] == "deliver-tls"
+    assert report["nexthop"]["mta_sts"].startswith("not applied")
+
+
+def test_probe_predicts_pickup_for_a_nexthop_without_starttls(
+        hop_gateway: GatewayProcess) -> None:
+    report = json.loads(hop_gateway.cli("probe", "notls.test", "--json").stdout)
+    assert [h["address"] for h in report["hosts"]] == [HOP_PLAIN]
+    assert report["routes"]["require-tls"]["action"] == "pickup"
+    assert report["routes"]["not-confidential"]["action"] == "deliver-opportunistic"
