@@ -121,16 +121,20 @@ maillog_file = {self.maillog}
 """
 
     def start(self, timeout: float = 30.0) -> None:
-        self.config_dir.mkdir()
-        self.queue_dir.mkdir()
-        self.data_dir.mkdir()
+        # The store sets the test process's umask to 077 (gateway/storage/store.py): Postfix's
+        # daemons, running as the postfix user, need to read their directories.
+        for directory in (self.config_dir, self.queue_dir, self.data_dir):
+            directory.mkdir(mode=0o755)
+            directory.chmod(0o755)
         shutil.chown(self.data_dir, "postfix", "postfix")
-        (self.config_dir / "main.cf").write_text(self.main_cf())
         host, port = self.listen
-        (self.config_dir / "master.cf").write_text(MASTER_CF.format(listen=f"{host}:{port}"))
+        for name, text in (("main.cf", self.main_cf()),
+                           ("master.cf", MASTER_CF.format(listen=f"{host}:{port}"))):
+            (self.config_dir / name).write_text(text)
+            (self.config_dir / name).chmod(0o644)
         for command in ("check", "start"):
             done = subprocess.run([POSTFIX, "-c", str(self.config_dir), command],
-                                  capture_output=True, text=True, timeout=60)
+                                  capture_output=True, text=True, timeout=60, umask=0o022)
             if done.returncode != 0:
                 raise AssertionError(f"postfix {command} failed ({done.returncode}):"
                                      f" {done.stdout}{done.stderr}\n{self.log_tail()}")
@@ -145,7 +149,7 @@ maillog_file = {self.maillog}
     def stop(self) -> None:
         if self._master_pid:
             subprocess.run([POSTFIX, "-c", str(self.config_dir), "stop"],
-                           capture_output=True, timeout=60)
+                           capture_output=True, timeout=60, umask=0o022)
             deadline = time.monotonic() + 20
             while _alive(self._master_pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
