@@ -141,6 +141,8 @@ maillog_file = {self.maillog}
         pid_file = self.queue_dir / "pid" / "master.pid"
         deadline = time.monotonic() + timeout
         while not (pid_file.exists() and pid_file.read_text().strip() and _listening(host, port)):
+            if pid_file.exists() and pid_file.read_text().strip():
+                self._master_pid = int(pid_file.read_text().strip())
             if time.monotonic() > deadline:
                 raise AssertionError(f"postfix did not listen on {host}:{port}\n{self.log_tail()}")
             time.sleep(0.05)
@@ -159,7 +161,11 @@ maillog_file = {self.maillog}
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> PrivatePostfix:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a half-started instance leaves no process or directory behind
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
