@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from gateway.classify.policy import PolicyError, check_policy, decide, load_policy
 from gateway.config import Config, ConfigError, load_config, parse_duration
 from gateway.delivery.mx import make_resolver
-from gateway.diagnostics.route import cached_knowledge, dane_status, describe, predicted_outcome
+from gateway.diagnostics.route import (
+    cached_knowledge,
+    dane_status,
+    describe,
+    policy_nexthop,
+    predicted_outcome,
+)
 from gateway.ops.config_check import check_config
 from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
@@ -106,10 +112,12 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
     from gateway.diagnostics.probe import format_report, probe
 
     resolver = make_resolver(config.dns.nameservers, parse_duration(config.dns.timeout))
+    nexthop, rule = policy_nexthop(config, args.domain.strip().rstrip(".").lower()) or (None, "")
     report = asyncio.run(probe(args.domain, resolver=resolver, port=config.delivery.port,
                                ca_file=config.delivery.ca_file,
                                https_port=config.delivery.mta_sts_port,
-                               helo_name=config.smtp.hostname))
+                               helo_name=config.smtp.hostname, nexthop=nexthop,
+                               nexthop_rule=rule))
     _remember_probe(config, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0

@@ -13,6 +13,7 @@ from gateway.config import Config, ConfigError, parse_duration, parse_hostport
 from gateway.delivery.deliverer import Deliverer, DeliverySettings
 from gateway.delivery.dkim import load_signer
 from gateway.delivery.mx import MXResolver, make_resolver
+from gateway.delivery.nexthop import PolicyNexthops
 from gateway.ops.metrics import start_multiprocess
 from gateway.queue.runner import QueueRunner, RetrySettings
 from gateway.storage import open_storage
@@ -51,7 +52,8 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
         mta_sts = MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
                                  https_port=config.delivery.mta_sts_port,
                                  ca_file=config.delivery.ca_file)
-    deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane)
+    deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
+                          nexthops=PolicyNexthops(config.policy_dir))
     return QueueRunner(store, deliverer, PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.headerregistry
 import email.policy
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
@@ -21,9 +22,18 @@ OPPORTUNISTIC = "opportunistic"
 _SECTION_KEYS = {
     "confidential": {"subject_tags", "strip_tags", "headers"},
     "default": {"mode"},
-    "domain": {"match", "mode"},
+    "domain": {"match", "mode", "nexthop", "tls_name"},
 }
 _DOMAIN_PATTERN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+$")
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                        r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# "host", "host:port", "[host or address]", "[host or address]:port" (Postfix's transport
+# map syntax, with an optional "smtp:" in front as in a transport map entry).
+_SMTP_TRANSPORTS = {"smtp", "relay"}
+_OTHER_TRANSPORTS = {"lmtp", "error", "retry", "local", "virtual", "discard", "pipe", "uucp",
+                     "bsmtp"}
+_NEXTHOP = re.compile(r"^\[(?P<bracketed>[^\[\]]+)\](?::(?P<bport>[^:]*))?$"
+                      r"|^(?P<host>[^:\[\]]+)(?::(?P<port>[^:]*))?$")
 
 
 class PolicyError(ValueError):
@@ -40,10 +50,45 @@ class Origin:
 
 
 @dataclass(frozen=True)
+class NextHop:
+    """Where mail for a domain goes instead of its MX hosts, like a Postfix transport map
+    entry. HOST is a name or an address; MX_LOOKUP is False for the bracketed form (the
+    host is used as is: its A/AAAA records, or the address itself); PORT None means
+    `delivery.port`. TLS_NAME is the rule's `tls_name` ("" when not given)."""
+
+    host: str
+    port: int | None
+    mx_lookup: bool
+    text: str
+    tls_name: str = ""
+
+    @property
+    def is_address(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    def name_checked(self, domain: str) -> str:
+        """The name a certificate must carry for require-verified-tls: the rule's tls_name
+        when given; else the nexthop host as written; for an address, the recipient
+        DOMAIN (an address is no name a certificate can be checked against)."""
+        if self.tls_name:
+            return self.tls_name
+        return domain.lower().rstrip(".") if self.is_address else self.host
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nexthop": self.text, "host": self.host, "port": self.port,
+                "mx_lookup": self.mx_lookup, "tls_name": self.tls_name}
+
+
+@dataclass(frozen=True)
 class DomainRule:
     match: str
     mode: str
     origin: Origin
+    nexthop: NextHop | None = None
 
     def matches(self, domain: str) -> bool:
         if self.match.startswith("*."):
@@ -170,7 +215,77 @@ def _merge_domain(policy: Policy, path: str, lines: list[str], rule: dict[str, A
     if match in seen:
         raise PolicyError(f"{path}:{line}: duplicate rule for {match!r} (first at {seen[match]})")
     mode = _check_mode(path, _line_of(lines, r"^\s*mode\s*=", line - 1), rule.get("mode"))
-    policy.rules.append(DomainRule(match, mode, Origin(path, line)))
+    nexthop = _check_nexthop(path, lines, rule, line)
+    policy.rules.append(DomainRule(match, mode, Origin(path, line), nexthop))
+
+
+def _check_nexthop(path: str, lines: list[str], rule: dict[str, Any],
+                   line: int) -> NextHop | None:
+    """The rule's nexthop (and tls_name), checked: a bad value is an error at its line."""
+    tls_name = rule.get("tls_name")
+    if tls_name is not None:
+        where = _line_of(lines, r"^\s*tls_name\s*=", line - 1)
+        if "nexthop" not in rule:
+            raise PolicyError(f"{path}:{where}: tls_name applies to a nexthop; this rule has none")
+        if not isinstance(tls_name, str) or not _HOST_NAME.match(tls_name.strip().lower()):
+            raise PolicyError(f"{path}:{where}: tls_name {tls_name!r} must be a host name"
+                              " like mail.partner.example")
+    if "nexthop" not in rule:
+        return None
+    where = _line_of(lines, r"^\s*nexthop\s*=", line - 1)
+    try:
+        nexthop = parse_nexthop(rule["nexthop"])
+    except ValueError as exc:
+        raise PolicyError(f"{path}:{where}: nexthop {rule['nexthop']!r}: {exc}") from None
+    if tls_name:
+        nexthop = NextHop(nexthop.host, nexthop.port, nexthop.mx_lookup, nexthop.text,
+                          tls_name.strip().lower())
+    return nexthop
+
+
+def parse_nexthop(value: Any) -> NextHop:
+    """A NextHop from a policy value: "host" and "host:port" (the host's MX records are
+    used, as Postfix does), "[host]", "[address]" and their ":port" forms (no MX look-up).
+    Raises ValueError saying what is wrong."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError('expected "host", "host:port", "[address]" or "[address]:port"')
+    text = value.strip()
+    head, colon, rest = text.partition(":")
+    if colon and head.lower() in _SMTP_TRANSPORTS:
+        text_spec = rest
+    elif colon and head.lower() in _OTHER_TRANSPORTS:
+        raise ValueError(f"transport {head!r} is not supported (only smtp)")
+    else:
+        text_spec = text
+    spec = text_spec.strip()
+    match = _NEXTHOP.match(spec)
+    if match is None:
+        raise ValueError('expected "host", "host:port", "[address]" or "[address]:port"'
+                         " (an IPv6 address goes in brackets)")
+    bracketed = match.group("bracketed")
+    host = (bracketed if bracketed is not None else match.group("host")).strip().lower()
+    port_text = match.group("bport") if bracketed is not None else match.group("port")
+    port = None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"port {port_text!r} must be a number from 1 to 65535")
+        port = int(port_text)
+    if bracketed is not None and host.startswith("ipv6:"):
+        host = host[5:]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        if bracketed is None:
+            raise ValueError(f"an address is used as is: write [{host}]"
+                             + (f":{port}" if port else ""))
+        return NextHop(str(address), port, False, text)
+    if re.fullmatch(r"[0-9.]+", host):
+        raise ValueError(f"{host!r} is not a valid IP address")
+    if not _HOST_NAME.match(host.rstrip(".")):
+        raise ValueError(f"{host!r} is not a host name")
+    return NextHop(host.rstrip("."), port, bracketed is None, text)
 
 
 def _merge_file(policy: Policy, path: Path, errors: list[str]) -> None:
@@ -367,6 +482,21 @@ def matching_header(policy: Policy, section: HeaderSection) -> tuple[HeaderField
             if header.value.strip().lower() in accepted:
                 return header, header.value.strip()
     return None
+
+
+def rule_for_domain(policy: Policy, domain: str) -> DomainRule | None:
+    """The [[domain]] rule for DOMAIN: the first that matches, as for its mode."""
+    domain = domain.lower().rstrip(".")
+    for rule in policy.rules:
+        if rule.matches(domain):
+            return rule
+    return None
+
+
+def nexthop_for(policy: Policy, domain: str) -> NextHop | None:
+    """Where mail for DOMAIN goes instead of its MX hosts (the matching rule's nexthop)."""
+    rule = rule_for_domain(policy, domain)
+    return rule.nexthop if rule is not None else None
 
 
 def mode_for_domain(policy: Policy, domain: str) -> tuple[str, str]:

@@ -9,8 +9,9 @@ import ipaddress
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
 
@@ -37,6 +38,9 @@ from gateway.tls.verdict import (
     judge_no_starttls,
     sts_allows,
 )
+
+if TYPE_CHECKING:
+    from gateway.classify.policy import NextHop
 
 __all__ = [
     "INTERNAL", "REQUIREMENT_FOR_MODE", "Deliverer", "DeliverySettings", "DomainResult",
@@ -150,8 +154,10 @@ def tls_context(requirement: TLSRequirement, ca_file: str) -> ssl.SSLContext:
 class Deliverer:
     def __init__(self, resolver: MXResolver, settings: DeliverySettings,
                  tls_cache: TLSCache | None = None, mta_sts: STSPolicySource | None = None,
-                 dane: bool = True) -> None:
+                 dane: bool = True,
+                 nexthops: Callable[[str], NextHop | None] | None = None) -> None:
         self.resolver = resolver
+        self.nexthops = nexthops  # domain -> the policy's nexthop for it (delivery/nexthop.py)
         self.settings = settings
         self.tls_cache = tls_cache
         self.mta_sts = mta_sts
@@ -166,6 +172,10 @@ class Deliverer:
                       requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
         may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7."""
+        nexthop = self.nexthops(domain) if self.nexthops is not None else None
+        if nexthop is not None:
+            return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
+                                                  requirement, smtputf8)
         lookup = await self.resolver.lookup(domain)
         if lookup.status is LookupStatus.TEMPORARY:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
@@ -183,6 +193,28 @@ class Deliverer:
         if lookup.hosts and not hosts:
             return _sts_mismatch(lookup.hosts, requirement)
         result = await self._try_hosts(hosts, sender, rcpts, content, requirement, sts=sts,
+                                       smtputf8=smtputf8)
+        self._learn(domain, result.attempts)
+        return result
+
+    async def _deliver_to_nexthop(self, domain: str, nexthop: NextHop, sender: str,
+                                  rcpts: list[str], content: bytes,
+                                  requirement: TLSRequirement, smtputf8: bool) -> DomainResult:
+        """The policy's nexthop instead of DOMAIN's MX hosts: the route's requirement on
+        its hosts, DANE for hosts found by name, no MTA-STS (RFC 8461 is about MX hosts)."""
+        from gateway.delivery.nexthop import nexthop_hosts
+
+        lookup = await nexthop_hosts(self.resolver, nexthop, domain)
+        if lookup.status is not LookupStatus.OK:
+            return DomainResult(Outcome.TEMPORARY, f"4.4.4 {lookup.detail}")
+        if requirement.needs_tls and self._known_without_tls(domain, lookup.hosts):
+            return DomainResult(Outcome.TLS_UNAVAILABLE,
+                                f"nexthop {nexthop.text} was recently seen without STARTTLS",
+                                attempts=[HostAttempt(h.name, "", "known from the TLS cache",
+                                                      tls_failure=TLSFailureReason.NO_STARTTLS.value)
+                                          for h in lookup.hosts])
+        result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement,
+                                       nexthop.port, standards=not nexthop.is_address,
                                        smtputf8=smtputf8)
         self._learn(domain, result.attempts)
         return result
@@ -266,7 +298,8 @@ class Deliverer:
                 attempt = HostAttempt(host.name, address)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
-                                              need, attempt, port, smtputf8)
+                                              need, attempt, port, smtputf8,
+                                              host.tls_name or host.name)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -274,12 +307,13 @@ class Deliverer:
 
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, need: HostRequirement,
-                        attempt: HostAttempt, port: int, smtputf8: bool = False
-                        ) -> DomainResult | None:
-        """A final result from this host, or None to try the next one."""
+                        attempt: HostAttempt, port: int, smtputf8: bool = False,
+                        tls_name: str = "") -> DomainResult | None:
+        """A final result from this host, or None to try the next one. TLS_NAME: the name
+        its certificate must carry (a nexthop's), when not NAME."""
         try:
             result = await self._transaction(name, address, sender, rcpts, content, need,
-                                             attempt, port, smtputf8)
+                                             attempt, port, smtputf8, tls_name or name)
             if result is not None:
                 attempt.reply = result.reply
             return result
@@ -287,7 +321,7 @@ class Deliverer:
             if exc.verdict.fallback_to_plaintext:
                 plaintext = HostRequirement(TLSRequirement.NONE)
                 return await self._try_host(name, address, sender, rcpts, content, plaintext,
-                                            attempt, port, smtputf8)
+                                            attempt, port, smtputf8, tls_name)
             attempt.tls_failure, attempt.reply = exc.reason, str(exc)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
@@ -301,11 +335,12 @@ class Deliverer:
 
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, need: HostRequirement,
-                           attempt: HostAttempt, port: int, smtputf8: bool = False
-                           ) -> DomainResult | None:
-        key = (name, address, port, need)
+                           attempt: HostAttempt, port: int, smtputf8: bool = False,
+                           tls_name: str = "") -> DomainResult | None:
+        tls_name = tls_name or name
+        key = (name, address, port, need, tls_name)
         reused = await self._reuse(key, attempt)
-        client = reused or await self._open(name, address, port, need, attempt)
+        client = reused or await self._open(name, address, port, need, attempt, tls_name)
         try:
             try:
                 result = await self._send(client, name, address, sender, rcpts, content,
@@ -314,7 +349,7 @@ class Deliverer:
                 # The server closed the idle connection before our envelope reached it: no
                 # message went out, so a fresh connection may carry it.
                 await close_quietly(client, wait=True)
-                client = await self._open(name, address, port, need, attempt)
+                client = await self._open(name, address, port, need, attempt, tls_name)
                 result = await self._send(client, name, address, sender, rcpts, content,
                                           smtputf8)
         except BaseException:
@@ -345,14 +380,14 @@ class Deliverer:
         return idle.client
 
     async def _open(self, name: str, address: str, port: int, need: HostRequirement,
-                    attempt: HostAttempt) -> aiosmtplib.SMTP:
+                    attempt: HostAttempt, tls_name: str = "") -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=address, port=port, start_tls=False,
                                  local_hostname=self.settings.helo_name,
                                  timeout=self.settings.timeout)
         await client.connect()
         try:
             if need.requirement is not TLSRequirement.NONE:
-                await self._secure(client, name, need, attempt)
+                await self._secure(client, name, need, attempt, tls_name or name)
         except BaseException:
             await close_quietly(client, wait=True)
             raise
@@ -362,8 +397,11 @@ class Deliverer:
         await self.pool.close_all()
 
     async def _secure(self, client: aiosmtplib.SMTP, name: str, need: HostRequirement,
-                      attempt: HostAttempt) -> None:
-        """STARTTLS as NEED asks; raises TLSFailure with the verdict when NEED is not met."""
+                      attempt: HostAttempt, tls_name: str = "") -> None:
+        """STARTTLS as NEED asks; raises TLSFailure with the verdict when NEED is not met.
+        TLS_NAME (a nexthop's) is what a verified certificate must name, and the SNI when
+        NAME is an address; DANE checks against NAME, whose TLSA records were used."""
+        tls_name = tls_name or name
         await client.ehlo()
         attempt.starttls_offered = client.supports_extension("starttls")
         if not attempt.starttls_offered:
@@ -372,7 +410,7 @@ class Deliverer:
                 raise TLSFailure(verdict)
             return
         try:
-            await client.starttls(server_hostname=name,
+            await client.starttls(server_hostname=tls_name if _is_address(name) else name,
                                   tls_context=self._contexts[need.requirement])
         except aiosmtplib.SMTPResponseException as exc:
             raise TLSFailure(judge_handshake_failure(
@@ -383,7 +421,8 @@ class Deliverer:
                         or "CERTIFICATE_VERIFY" in str(exc))
             raise TLSFailure(judge_handshake_failure(need, name, f"{name}: TLS failed: {exc}",
                                                      chain_rejected=rejected)) from None
-        verdict = judge(need, name, self._evidence(client, need, attempt))
+        checked = name if need.requirement is TLSRequirement.DANE else tls_name
+        verdict = judge(need, checked, self._evidence(client, need, attempt))
         if not verdict.met:
             raise TLSFailure(verdict)
         attempt.note(verdict)
@@ -469,6 +508,14 @@ class Deliverer:
             raise aiosmtplib.SMTPDataError(final.code, final.message)
         result.reply = f"{peer} said: {final.code} {final.message}"
         return result
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class _StaleConnection(Exception):

@@ -36,6 +36,9 @@ class MXHost:
     name: str
     preference: int
     addresses: list[str] = field(default_factory=list)
+    # The name a certificate must carry under require-verified-tls when it is not NAME
+    # (a policy nexthop: gateway/delivery/nexthop.py); "" for NAME itself.
+    tls_name: str = ""
 
 
 @dataclass(frozen=True)

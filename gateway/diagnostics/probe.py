@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
+import ipaddress
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import aiosmtplib
 import dns.asyncresolver
@@ -28,6 +29,7 @@ import dns.exception
 import dns.name
 
 from gateway.delivery.mx import LookupStatus, MXHost, MXLookup, MXResolver
+from gateway.delivery.nexthop import nexthop_hosts
 from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
 from gateway.tls.inspect import CertFacts, cert_facts, presented_chain
 from gateway.tls.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
@@ -44,6 +46,9 @@ from gateway.tls.verdict import (
     judge_handshake_failure,
     judge_no_starttls,
 )
+
+if TYPE_CHECKING:
+    from gateway.classify.policy import NextHop
 
 __all__ = [
     "MODES",
@@ -109,6 +114,12 @@ class HostProbe:
     dane_verdict: DaneVerdict | None = None
     dane_detail: str = ""
     sts_match: bool | None = None        # None: the domain has no MTA-STS policy
+    tls_name: str = ""                   # a nexthop's: the name its certificate must carry
+
+    @property
+    def checked_name(self) -> str:
+        """The name require-verified-tls checks the certificate for."""
+        return self.tls_name or self.name
 
     @property
     def label(self) -> str:
@@ -120,7 +131,8 @@ class HostProbe:
 
     @property
     def pkix_verified(self) -> bool:
-        """What `require-verified-tls` and MTA-STS need: trusted chain and MX name."""
+        """What `require-verified-tls` and MTA-STS need: trusted chain and MX name (a
+        nexthop's checked name)."""
         return self.pkix is PKIXStatus.VALID and bool(self.name_match)
 
     def as_dict(self) -> dict[str, Any]:
@@ -141,6 +153,7 @@ class HostProbe:
                 "detail": self.dane_detail or (dane.detail if dane else ""),
             },
             "mta_sts_match": self.sts_match,
+            "certificate_name": self.checked_name,
         }
 
 
@@ -154,6 +167,7 @@ class ProbeReport:
     hosts: list[HostProbe] = field(default_factory=list)
     sts: STSLookup | None = None
     routes: dict[str, RoutePrediction] = field(default_factory=dict)
+    nexthop: dict[str, Any] | None = None  # the policy's nexthop and what is checked on it
 
     def as_dict(self) -> dict[str, Any]:
         sts = self.sts
@@ -167,6 +181,7 @@ class ProbeReport:
                 "policy": sts.policy.as_dict() if sts and sts.policy else None,
             },
             "routes": {mode: route.as_dict() for mode, route in self.routes.items()},
+            "nexthop": self.nexthop,
         }
 
 
@@ -195,8 +210,11 @@ def _chain_context(ca_file: str) -> ssl.SSLContext:
 
 async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int, ca_file: str,
                 https_port: int = 443, timeout: float = 10,
-                helo_name: str = "localhost") -> ProbeReport:
-    """Probe DOMAIN's MX hosts on PORT; raises ValueError for a malformed domain name."""
+                helo_name: str = "localhost", nexthop: NextHop | None = None,
+                nexthop_rule: str = "") -> ProbeReport:
+    """Probe DOMAIN's MX hosts on PORT; raises ValueError for a malformed domain name.
+    NEXTHOP (the policy's, from the rule at NEXTHOP_RULE): probe its hosts instead, on its
+    port, as delivery uses them: no MTA-STS, DANE only for hosts found by name."""
     domain = domain.strip().rstrip(".").lower()
     try:
         dns.name.from_text(domain)
@@ -206,6 +224,10 @@ async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int,
         raise ValueError(f"{domain!r} is not a valid domain name:"
                          " use the full name, e.g. example.org")
     now = datetime.datetime.now(datetime.UTC)
+    if nexthop is not None:
+        return await _probe_nexthop(domain, nexthop, nexthop_rule, now, resolver=resolver,
+                                    port=port, ca_file=ca_file, timeout=timeout,
+                                    helo_name=helo_name)
     sts_task = asyncio.ensure_future(
         fetch_policy(domain, resolver, https_port=https_port, ca_file=ca_file, timeout=timeout))
     try:
@@ -226,18 +248,41 @@ async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int,
     return report
 
 
+async def _probe_nexthop(domain: str, nexthop: NextHop, rule: str, now: datetime.datetime, *,
+                         resolver: dns.asyncresolver.Resolver, port: int, ca_file: str,
+                         timeout: float, helo_name: str) -> ProbeReport:
+    from gateway.diagnostics.route import nexthop_checks
+
+    port = nexthop.port or port
+    try:
+        lookup = await nexthop_hosts(MXResolver(resolver), nexthop, domain)
+    except dns.exception.DNSException as exc:
+        lookup = MXLookup(LookupStatus.TEMPORARY,
+                          detail=f"{nexthop.text}: DNS lookup failed: {exc}")
+    hosts: list[HostProbe] = []
+    if lookup.status is LookupStatus.OK:
+        hosts = await _probe_hosts(lookup.hosts, resolver, port, ca_file, timeout, helo_name,
+                                   dane=not nexthop.is_address)
+    report = ProbeReport(domain, port, now, lookup.status, lookup.detail, hosts, None,
+                         nexthop={**nexthop_checks(nexthop, domain, port), "rule": rule})
+    report.routes = {mode: predict_route(report, mode) for mode in MODES}
+    return report
+
+
 async def _probe_hosts(mx_hosts: list[MXHost], resolver: dns.asyncresolver.Resolver, port: int,
-                       ca_file: str, timeout: float, helo_name: str) -> list[HostProbe]:
-    names = list(dict.fromkeys(h.name for h in mx_hosts))
+                       ca_file: str, timeout: float, helo_name: str,
+                       dane: bool = True) -> list[HostProbe]:
+    names = list(dict.fromkeys(h.name for h in mx_hosts)) if dane else []
     answers = await asyncio.gather(*(lookup_tlsa(resolver, n, port) for n in names))
     tlsa = dict(zip(names, answers, strict=True))
-    probes = [HostProbe(h.name, h.preference, address)
+    probes = [HostProbe(h.name, h.preference, address, tls_name=h.tls_name)
               for h in mx_hosts for address in h.addresses]
     unverified, verifying = _unverified_context(), _chain_context(ca_file)
     await asyncio.gather(*(_probe_host(p, port, unverified, verifying, timeout, helo_name)
                            for p in probes))
     for host in probes:
-        _judge_dane(host, tlsa[host.name])
+        if host.name in tlsa:
+            _judge_dane(host, tlsa[host.name])
     return probes
 
 
@@ -245,8 +290,9 @@ async def _probe_host(host: HostProbe, port: int, unverified: ssl.SSLContext,
                       verifying: ssl.SSLContext, timeout: float, helo_name: str) -> None:
     if not await _session(host, port, unverified, timeout, helo_name, record=True):
         return
-    host.name_match = bool(host.chain_der) and certificate_names_host(host.chain_der[0], host.name)
-    check = HostProbe(host.name, host.preference, host.address)
+    host.name_match = bool(host.chain_der) and certificate_names_host(host.chain_der[0],
+                                                                      host.checked_name)
+    check = HostProbe(host.name, host.preference, host.address, tls_name=host.tls_name)
     if await _session(check, port, verifying, timeout, helo_name, record=False):
         host.pkix, host.pkix_detail = PKIXStatus.VALID, "chain verified"
     elif check.tls_error.startswith(_CERT_INVALID):
@@ -279,7 +325,8 @@ async def _session(host: HostProbe, port: int, context: ssl.SSLContext, timeout:
         if not host.starttls_offered:
             return False
         try:
-            await client.starttls(server_hostname=host.name, tls_context=context)
+            sni = host.checked_name if _is_address(host.name) else host.name
+            await client.starttls(server_hostname=sni, tls_context=context)
         except aiosmtplib.SMTPResponseException as exc:
             host.tls_error = f"STARTTLS refused: {exc.code} {exc.message}"
             return False
@@ -295,6 +342,14 @@ async def _session(host: HostProbe, port: int, context: ssl.SSLContext, timeout:
         return True
     finally:
         await _close(client, raw)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _facts(der: bytes) -> CertFacts:
@@ -408,7 +463,8 @@ def _verdict(host: HostProbe, need: HostRequirement) -> TLSVerdict:
         chain_verified = {PKIXStatus.VALID: True, PKIXStatus.INVALID: False}.get(host.pkix)
         evidence = TLSEvidence(host.tls_version, host.cipher, tuple(host.chain_der),
                                chain_verified, host.pkix_detail or host.pkix.value)
-        return judge(need, host.name, evidence)
+        checked = host.name if need.requirement is TLSRequirement.DANE else host.checked_name
+        return judge(need, checked, evidence)
     if host.tls_error:
         # The probe's first session does not verify: its handshake never rejects a chain.
         return judge_handshake_failure(need, host.name, f"{host.name}: {host.tls_error}",
@@ -460,7 +516,15 @@ def _line(label: str, value: str, indent: int = 4) -> str:
 def format_report(report: ProbeReport) -> str:
     out = [f"Probe of {report.domain} (SMTP port {report.port}, "
            f"{report.probed_at.strftime('%Y-%m-%d %H:%M:%S UTC')})", ""]
-    out.append("MX hosts")
+    nexthop = report.nexthop
+    if nexthop:
+        out += [f"Nexthop {nexthop['nexthop']} ({nexthop['rule']})",
+                _line("hosts", f"{nexthop['hosts']}, port {nexthop['port']}", 2),
+                _line("certificate", f"require-verified-tls checks it for"
+                      f" {nexthop['certificate_name']}", 2),
+                _line("DANE", nexthop["dane"], 2),
+                _line("MTA-STS", nexthop["mta_sts"], 2), ""]
+    out.append("Nexthop hosts" if nexthop else "MX hosts")
     if report.mx_status is not LookupStatus.OK:
         out.append(_line("lookup", f"{report.mx_status.value}: {report.mx_detail}", 2))
     for host in report.hosts:
@@ -494,7 +558,8 @@ def _host_lines(host: HostProbe, now: datetime.datetime) -> list[str]:
         if position == 0:
             lines.append(_line("", f"names    {', '.join(cert.dns_names) or '(none)'}", 6))
     if host.tls:
-        name = "matches" if host.name_match else f"does NOT match {host.name}"
+        matched = f"matches {host.tls_name}" if host.tls_name else "matches"
+        name = matched if host.name_match else f"does NOT match {host.checked_name}"
         verdict = "verified" if host.pkix_verified else "NOT verified"
         why = f" ({host.pkix_detail})" if host.pkix is not PKIXStatus.VALID else ""
         lines.append(_line("PKIX", f"{verdict}: chain {host.pkix.value}{why}, name {name}", 6))
@@ -516,6 +581,8 @@ def _dane_text(host: HostProbe) -> str:
 
 def _sts_lines(report: ProbeReport) -> list[str]:
     sts = report.sts
+    if sts is None and report.nexthop:
+        return [_line("status", "not applied (nexthop route)", 2)]
     if sts is None:
         return [_line("status", "not checked", 2)]
     shown = sts.detail if sts.detail and sts.status is not STSStatus.FOUND else ""
