@@ -18,7 +18,7 @@ from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.journey import pickup_rows, post_form, register
+from tests.journey import post_form, register, stored_pickups
 
 
 def entries(log: Path) -> list[dict[str, Any]]:
@@ -74,7 +74,7 @@ def mail_flowed(json_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX]) -> di
         json_gateway.send(make_message("doctor@clinic.test", rcpt, subject,
                                        Message_ID=f"<{outcome}@clinic.test>"))
     wait_for_mail(mx_hosts["tls"], rcpts["delivered"])
-    pickup_id = pickup_rows(json_gateway, rcpts["pickup"])[0]["id"]
+    pickup_id = stored_pickups(json_gateway, rcpts["pickup"])[0].id
     wait_for_mail(mx_hosts["plain"], rcpts["pickup"])
     link = f"{json_gateway.portal_url}/m/{pickup_id}"
     with httpx.Client(base_url=json_gateway.portal_url) as client:

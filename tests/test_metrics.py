@@ -25,7 +25,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.fakes.ports import free_port
 from tests.gateway_process import REPO, GatewayProcess, GatewaySettings
-from tests.journey import pickup_rows
+from tests.journey import stored_pickups
 from tests.process_tree import wait_for_workers, workers
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -127,7 +127,7 @@ def test_a_pickup_counts_its_notification_and_shows_in_the_stored_gauge(
     notified = metered.value("sealgate_pickup_notifications_total")
     rcpt = f"{unique}@plain.test"
     metered.send(make_message("doctor@clinic.test", rcpt, "[secure] Results"))
-    pickup_rows(metered, rcpt)
+    stored_pickups(metered, rcpt)
     metered.wait_for("sealgate_pickup_notifications_total", notified + 1)
     metered.wait_for('sealgate_pickups_stored{state="unread"}', 1)
     metered.wait_for('sealgate_deliveries_total{kind="mx",outcome="tls-unavailable",'

@@ -29,7 +29,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.fakes.ports import free_port
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.journey import pickup_rows
+from tests.journey import stored_pickups
 
 HOP_TLS = "127.0.0.40"      # STARTTLS, certificate for hop/gw/direct/dane-hop.partner.test
 HOP_PLAIN = "127.0.0.41"    # no STARTTLS
@@ -149,7 +149,7 @@ def hop_gateway(gateway_settings: GatewaySettings, hop_dns: FakeDNS, hops: dict[
 
 def attempts_for(gateway: GatewayProcess, rcpt: str) -> list[dict[str, object]]:
     """The delivery attempts `queue show` lists for RCPT, once there is one."""
-    message_id = pickup_rows(gateway, rcpt)[0]["message_id"]
+    message_id = stored_pickups(gateway, rcpt)[0].message_id
     deadline = time.monotonic() + 30
     while True:
         shown = json.loads(gateway.cli("queue", "show", message_id, "--json").stdout)

@@ -27,7 +27,7 @@ from tests.fakes.mx_host import FakeMX
 from tests.fakes.ports import free_port
 from tests.fakes.postfix import PrivatePostfix
 from tests.gateway_process import GatewayProcess, GatewaySettings
-from tests.journey import csrf_token, pickup_rows, register
+from tests.journey import csrf_token, register, stored_pickups
 
 POSTFIX_IP = "127.0.0.43"   # the organization's Postfix (listens and connects from here)
 SINK_IP = "127.0.0.44"      # the organization's mailbox server behind that Postfix
@@ -119,7 +119,7 @@ def test_confidential_mail_through_postfix_is_stored_for_pickup(
         unique: str) -> None:
     rcpt = f"{unique}@plain.test"
     submit(postfix, f"dr-{unique}@{ORG}", rcpt, "[secure] Results", "Biopsy " + unique)
-    assert pickup_rows(front_gateway, rcpt)[0]["sender"] == f"dr-{unique}@{ORG}"
+    assert stored_pickups(front_gateway, rcpt)[0].sender == f"dr-{unique}@{ORG}"
     notification = wait_for_mail(mx_hosts["plain"], rcpt)
     assert ("Biopsy " + unique).encode() not in notification.content
 
@@ -141,7 +141,7 @@ def test_portal_reply_reaches_the_sender_through_postfix(
         sink: FakeMX, unique: str) -> None:
     sender, rcpt = f"dr-{unique}@{ORG}", f"{unique}@plain.test"
     submit(postfix, sender, rcpt, "[secure] Results", "Please confirm.")
-    link = f"{front_gateway.portal_url}/m/{pickup_rows(front_gateway, rcpt)[0]['id']}"
+    link = f"{front_gateway.portal_url}/m/{stored_pickups(front_gateway, rcpt)[0].id}"
     with httpx.Client(base_url=front_gateway.portal_url) as client:
         page = register(client, link, mx_hosts["plain"], rcpt)
         sent = client.post(f"{link}/reply",
