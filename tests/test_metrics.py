@@ -125,10 +125,12 @@ def test_a_refused_recipient_is_counted_by_reason(metered: MeteredGateway) -> No
 def test_a_pickup_counts_its_notification_and_shows_in_the_stored_gauge(
         metered: MeteredGateway, mx_hosts: dict[str, FakeMX], unique: str) -> None:
     notified = metered.value("sealgate_pickup_notifications_total")
+    stored = metered.value("sealgate_pickups_stored_by_runners_total")
     rcpt = f"{unique}@plain.test"
     metered.send(make_message("doctor@clinic.test", rcpt, "[secure] Results"))
     stored_pickups(metered, rcpt)
     metered.wait_for("sealgate_pickup_notifications_total", notified + 1)
+    metered.wait_for("sealgate_pickups_stored_by_runners_total", stored + 1)
     metered.wait_for('sealgate_pickups_stored{state="unread"}', 1)
     metered.wait_for('sealgate_deliveries_total{kind="mx",outcome="tls-unavailable",'
                      'tls="no-starttls"}', 1)

@@ -2,9 +2,7 @@
 (`[log] format = "json"`), with the facts of the event as fields: `event`, `queue_id`,
 `message_id` (the header), `recipient`, TLS facts and `reason` where they apply.
 
-Sites pass those facts with `extra=`; a few lines of the queue runner are written as plain
-text with arguments, and their arguments are named here (RUNNER_LINES) so they reach JSON
-as fields too.
+Sites pass those facts with `extra=` (outcome() builds them for the queue runner's lines).
 """
 
 from __future__ import annotations
@@ -25,32 +23,20 @@ if TYPE_CHECKING:
 TEXT_FORMAT = "%(asctime)s %(name)s{worker} %(levelname)s %(message)s"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
-# The queue runner's outcome lines (gateway/queue/runner.py): template -> (event, arg names).
-RUNNER_LINES: dict[str, tuple[str | None, tuple[str, ...]]] = {
-    "%s to %s: %s (%s)": (None, ("queue_id", "recipient", "event", "reason")),
-    "%s to %s: bounced (%s)": ("bounced", ("queue_id", "recipient", "reason")),
-    "%s to %s: deferred (%s)": ("deferred", ("queue_id", "recipient", "reason")),
-    "%s to %s: stored for pickup (%s)": ("stored-for-pickup", ("queue_id", "recipient",
-                                                                "reason")),
-    "%s to %s: not stored for pickup: its claim was taken over": (
-        "pickup-lease-lost", ("queue_id", "recipient")),
-    "double bounce: %s (null sender) to %s undeliverable: %s (%s)": (
-        "double-bounce", ("queue_id", "recipient", "reason", "report")),
-}
+def outcome(event: str, queue_id: str, recipients: list[str], reason: str = "",
+            **more: str) -> dict[str, Any]:
+    """The `extra=` of a queue runner's outcome line: delivered, deferred, bounced, ..."""
+    # One recipient is a string, as on every other site; several (one line) a list.
+    recipient: str | list[str] = recipients[0] if len(recipients) == 1 else recipients
+    fields: dict[str, Any] = {"event": event, "queue_id": queue_id, "recipient": recipient}
+    if reason:
+        fields["reason"] = reason
+    return fields | more
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    """The event's facts: what the site passed with extra=, else the runner line's args."""
-    found = {k: v for k, v in vars(record).items() if k not in _STANDARD}
-    known = RUNNER_LINES.get(record.msg) if isinstance(record.msg, str) else None
-    if known is not None and isinstance(record.args, tuple) \
-            and len(record.args) == len(known[1]) and "event" not in found:
-        found.update(zip(known[1], record.args, strict=True))
-        if known[0] is not None:
-            found["event"] = known[0]
-        if isinstance(found.get("recipient"), str) and "," in found["recipient"]:
-            found["recipient"] = found["recipient"].split(",")
-    return found
+    """The event's facts: what the site passed with extra=."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
 class JSONFormatter(logging.Formatter):

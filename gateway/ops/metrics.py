@@ -60,6 +60,9 @@ DANE_LOOKUPS = Counter(
 DANE_VERDICTS = Counter(
     "sealgate_dane_verdicts", "Hosts authenticated by DANE (dane-ee, dane-ta), or mismatched",
     ["verdict"])
+PICKUPS_STORED_TOTAL = Counter(
+    "sealgate_pickups_stored_by_runners", "Messages stored encrypted for pickup by the queue"
+    " runners (recipients whose servers could not take them securely)")
 NOTIFICATIONS = Counter(
     "sealgate_pickup_notifications", "Pickup notifications queued for their recipients")
 DSNS = Counter(
@@ -81,7 +84,7 @@ SCRAPE_GAUGES = (QUEUE_RECIPIENTS, QUEUE_OLDEST_AGE, PICKUPS_STORED, RUNNER_HEAR
 ALL: tuple[MetricWrapperBase, ...] = (
     MESSAGES_ACCEPTED, RECIPIENTS_ACCEPTED, SMTP_REFUSED, DELIVERIES, DELIVERY_SECONDS,
     TLS_SESSIONS, MTA_STS_POLICIES, MTA_STS_VERDICTS, DANE_LOOKUPS, DANE_VERDICTS,
-    NOTIFICATIONS, DSNS, PORTAL_SIGN_INS, PORTAL_SIGN_IN_FAILURES, PURGED)
+    PICKUPS_STORED_TOTAL, NOTIFICATIONS, DSNS, PORTAL_SIGN_INS, PORTAL_SIGN_IN_FAILURES, PURGED)
 
 
 def metric_names() -> set[str]:
@@ -209,6 +212,10 @@ def timed_delivery(kind: str) -> Callable[[Callable[P, Awaitable[R]]],
             return result
         return timed
     return wrap
+
+
+def pickup_stored() -> None:
+    PICKUPS_STORED_TOTAL.inc()
 
 
 def notification_built() -> None:

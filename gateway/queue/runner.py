@@ -25,6 +25,8 @@ from gateway.delivery.deliverer import (
 )
 from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
+from gateway.ops import metrics
+from gateway.ops.logs import outcome
 from gateway.queue.dsn import build_dsn
 from gateway.queue.model import Mode, State
 from gateway.storage.protocols import (
@@ -351,7 +353,8 @@ class QueueRunner:
 
         def then(settled: list[str]) -> None:
             if settled:
-                log.info("%s to %s: %s (%s)", first.message_id, ",".join(settled), state, reply)
+                log.info("%s to %s: %s (%s)", first.message_id, ",".join(settled), state, reply,
+                         extra=outcome(state, first.message_id, settled, reply))
 
         plan.append((Settlement(first.message_id, dict.fromkeys(rcpts, reply), state), then))
 
@@ -365,7 +368,8 @@ class QueueRunner:
 
         def then(settled: list[str]) -> None:
             for rcpt in settled:
-                log.info("%s to %s: bounced (%s)", first.message_id, rcpt, failures[rcpt])
+                log.info("%s to %s: bounced (%s)", first.message_id, rcpt, failures[rcpt],
+                         extra=outcome("bounced", first.message_id, [rcpt], failures[rcpt]))
             if settled and not first.sender:
                 self._log_double_bounce(first, settled, failures, report)
             if report is not None:
@@ -388,7 +392,9 @@ class QueueRunner:
             told = "it was itself a postmaster copy: no report sent"
         for rcpt in settled:
             log.warning("double bounce: %s (null sender) to %s undeliverable: %s (%s)",
-                        first.message_id, rcpt, failures[rcpt], told)
+                        first.message_id, rcpt, failures[rcpt], told,
+                        extra=outcome("double-bounce", first.message_id, [rcpt],
+                                      failures[rcpt], report=told))
 
     def _report(self, first: QueuedRecipient, to: str, reason: str, failures: dict[str, str],
                 delayed: bool = False, double_bounce: bool = False) -> Report:
@@ -431,7 +437,8 @@ class QueueRunner:
     def _deferred_then(self, item: QueuedRecipient, reply: str, reported: bool) -> Settled:
         def then(settled: list[str]) -> None:
             if settled:
-                log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply)
+                log.info("%s to %s: deferred (%s)", item.message_id, item.rcpt, reply,
+                         extra=outcome("deferred", item.message_id, [item.rcpt], reply))
             if reported:
                 self.wake()
 
@@ -447,7 +454,10 @@ class QueueRunner:
                                              item.sender, item.rcpt, item.received, reason)
             if stored is None:
                 log.warning("%s to %s: not stored for pickup: its claim was taken over",
-                            item.message_id, item.rcpt)
+                            item.message_id, item.rcpt,
+                            extra=outcome("pickup-lease-lost", item.message_id, [item.rcpt]))
                 continue
-            log.info("%s to %s: stored for pickup (%s)", item.message_id, item.rcpt, reason)
+            log.info("%s to %s: stored for pickup (%s)", item.message_id, item.rcpt, reason,
+                     extra=outcome("stored-for-pickup", item.message_id, [item.rcpt], reason))
+            metrics.pickup_stored()
         self.wake()  # the notifications just queued
