@@ -36,7 +36,7 @@ from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
 from gateway.vault.crypto import KeyRing
-from gateway.vault.expiry import purge_expired
+from gateway.vault.expiry import prune_history, purge_expired
 
 if TYPE_CHECKING:
     from gateway.diagnostics.probe import ProbeReport  # imported by cmd_probe when it runs
@@ -173,6 +173,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     with opened_store(config) as store:
         print(f"destroyed {purge_expired(store)} expired messages")
+        retention = parse_duration(config.delivery.history_retention)
+        print(f"forgot {prune_history(store, retention)} settled messages older than"
+              f" {config.delivery.history_retention} (delivery.history_retention)")
     return 0
 
 

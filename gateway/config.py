@@ -90,6 +90,7 @@ class DeliveryConfig:
     processes: int = 0               # queue-runner processes; 0 = one per CPU
     shutdown_timeout: str = "30s"    # on SIGTERM, how long deliveries in flight may finish
     lease: str = "10m"               # a claim's lease: a runner that died is taken over after it
+    history_retention: str = "30d"   # settled messages and their attempts are forgotten after it
 
 
 @dataclass
@@ -254,7 +255,7 @@ def validate(config: Config) -> Config:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
                 "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout",
-                "lease"):
+                "lease", "history_retention"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if parse_duration(config.smtp.idle_timeout, "smtp.idle_timeout") <= 0:
@@ -267,6 +268,11 @@ def validate(config: Config) -> Config:
     for section in ("smtp", "delivery"):
         if not 0 <= getattr(config, section).processes <= 256:
             raise ConfigError(f"{section}.processes must be between 0 (one per CPU) and 256")
+    if parse_duration(config.delivery.history_retention, "delivery.history_retention") < \
+            parse_duration(config.delivery.max_queue_lifetime, "delivery.max_queue_lifetime"):
+        # Forgetting a message is only sure to be harmless once it can no longer be retried.
+        raise ConfigError("delivery.history_retention must be at least"
+                          " delivery.max_queue_lifetime")
     if parse_duration(config.delivery.lease, "delivery.lease") < 10:
         raise ConfigError("delivery.lease must be at least 10s (runners renew it as they go)")
     if config.smtp.min_free_space < 0:

@@ -117,7 +117,8 @@ class Supervisor:
         await self.first_start()
         portal = self.portal()
         portal_task = asyncio.create_task(portal.serve(sockets=[self.portal_socket]))
-        expiry = asyncio.create_task(expire_forever(self.store))
+        expiry = asyncio.create_task(expire_forever(
+            self.store, parse_duration(self.config.delivery.history_retention)))
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
         ops = start_ops(self)

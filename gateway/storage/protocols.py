@@ -543,6 +543,11 @@ class QueueStore(Protocol):
         """Make every queued and deferred recipient due now; how many."""
     def delete_message(self, message_id: str) -> bool:
         """Remove the message, its recipients and content; False when there was none."""
+    def prune_history(self, settled_before: float) -> int:
+        """Forget messages received and settled (every recipient delivered, stored for
+        pickup or bounced) before SETTLED_BEFORE: their rows and delivery history, which
+        `queue show` prints; how many messages. Stored pickups are not touched: they have
+        their own expiry."""
     def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
         """Remove content a crash or a full disk left behind: unfinished writes older than
         TMP_MIN_AGE, and content no pending recipient needs older than MIN_AGE (younger

@@ -509,3 +509,52 @@ def test_staging_a_pickup_after_the_lease_was_lost_leaves_nothing_behind(
     assert storage.message_count() == 1  # no notification queued
     assert held_by(storage, message_id, "p@patients.test") == ("delivering", other.owner)
     assert storage.read_spool(message_id) == MESSAGE  # the new owner still needs it
+
+
+# -- forgetting settled history --
+
+DAY = 86400.0
+
+
+def delivered(storage: Storage, *rcpts: str) -> str:
+    message_id = queued(storage, *rcpts)
+    storage.claim_due()
+    storage.settle(message_id, dict.fromkeys(rcpts, "250 2.0.0 OK"), "delivered")
+    return message_id
+
+
+def test_settled_history_older_than_the_cutoff_is_forgotten(storage: Storage,
+                                                            clock: FakeClock) -> None:
+    message_id = delivered(storage, "a@one.test")
+    storage.record_attempts(message_id, [attempt("a@one.test", clock(), "250 2.0.0 OK")])
+    clock.advance(31 * DAY)
+    assert storage.prune_history(clock() - 30 * DAY) == 1
+    assert storage.queued_message(message_id) is None
+
+
+def test_settled_history_younger_than_the_cutoff_is_kept(storage: Storage,
+                                                         clock: FakeClock) -> None:
+    message_id = delivered(storage, "a@one.test")
+    clock.advance(29 * DAY)
+    assert storage.prune_history(clock() - 30 * DAY) == 0
+    assert storage.queued_message(message_id) is not None
+
+
+def test_a_message_with_a_recipient_still_pending_is_never_forgotten(
+        storage: Storage, clock: FakeClock) -> None:
+    message_id = queued(storage, "a@one.test", "b@one.test")
+    storage.claim_due()
+    storage.settle(message_id, {"a@one.test": "250 2.0.0 OK"}, "delivered")
+    storage.settle(message_id, {"b@one.test": "451 4.3.0 busy"}, "deferred",
+                   next_attempt=clock() + 60)
+    clock.advance(31 * DAY)
+    assert storage.prune_history(clock() - 30 * DAY) == 0
+    assert status(storage, message_id, "b@one.test").state == "deferred"
+
+
+def test_forgotten_history_is_gone_for_the_next_process_too(
+        storage: Storage, clock: FakeClock, reopen: Reopen) -> None:
+    message_id = delivered(storage, "a@one.test")
+    clock.advance(31 * DAY)
+    storage.prune_history(clock() - 30 * DAY)
+    assert reopen().queued_message(message_id) is None

@@ -255,6 +255,19 @@ class SQLiteQueue(SQLiteSpoolRelease):
         self.spool_files.remove_durably(message_id)
         return bool(found)
 
+    def prune_history(self, settled_before: float) -> int:
+        with self.transaction() as db:
+            finished = [row[0] for row in db.execute(
+                "SELECT id FROM messages m WHERE received < ? AND NOT EXISTS ("
+                " SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+                " AND (r.state IN (?, ?, ?) OR r.updated >= ?))",
+                (settled_before, *PENDING, settled_before))]
+            ids = [(message_id,) for message_id in finished]
+            db.executemany("DELETE FROM attempts WHERE message_id = ?", ids)
+            db.executemany("DELETE FROM recipients WHERE message_id = ?", ids)
+            db.executemany("DELETE FROM messages WHERE id = ?", ids)
+        return len(finished)
+
     def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
         pending = {r[0] for r in self.query(
             "SELECT DISTINCT message_id FROM recipients WHERE state IN (?, ?, ?)", PENDING)}
