@@ -107,12 +107,13 @@ class GatewayProcess:
     def storage_dir(self) -> Path:
         return self.directory / "var"
 
-    def start(self, timeout: float = 40.0) -> None:
+    def start(self, timeout: float = 40.0, own_group: bool = False) -> None:
+        """Start `serve`; with OWN_GROUP in a process group of its own (kill_group)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=own_group,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -137,6 +138,14 @@ class GatewayProcess:
 
     def kill_hard(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def kill_group(self) -> None:
+        """kill -9 of the whole process group (supervisor and every worker at once) of a
+        gateway started with own_group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
