@@ -230,9 +230,9 @@ class PostgresQueue(PostgresPickups):
         return self.submit(self._renew_rows)
 
     def _renew_rows(self, cursor: Cursor) -> int:
-        cursor.execute("UPDATE recipients SET lease_until = %s WHERE state = %s"
-                       " AND claimed_by = %s", (self.clock() + self.lease, DELIVERING,
-                                                self.owner))
+        cursor.execute("UPDATE recipients SET lease_until = %s WHERE seq IN (SELECT seq"
+                       " FROM recipients WHERE state = %s AND claimed_by = %s" + _IN_ORDER + ")",
+                       (self.clock() + self.lease, DELIVERING, self.owner))
         return cursor.rowcount
 
     def release_claims(self, message_id: str, rcpts: list[str]) -> None:
@@ -246,8 +246,9 @@ class PostgresQueue(PostgresPickups):
         if not owner:
             return 0
         with self.db.transaction() as cursor:
-            cursor.execute("UPDATE recipients SET lease_until = 0 WHERE state = %s"
-                           " AND (claimed_by = %s OR left(claimed_by, %s) = %s)",
+            cursor.execute("UPDATE recipients SET lease_until = 0 WHERE seq IN (SELECT seq"
+                           " FROM recipients WHERE state = %s AND (claimed_by = %s"
+                           " OR left(claimed_by, %s) = %s)" + _IN_ORDER + ")",
                            (DELIVERING, owner, len(owner) + 1, owner + "/"))
             return cursor.rowcount
 
@@ -263,7 +264,12 @@ class PostgresQueue(PostgresPickups):
                            attempts: Sequence[AttemptRecord] = ()
                            ) -> Future[list[list[str]]]:
         def rows(cursor: Cursor) -> list[list[str]]:
-            settled = [self._settle_rows(cursor, s) for s in settlements]
+            # Rows are locked in (message, recipient) order, as every statement here that
+            # locks several does: two transactions never wait for each other in a circle.
+            order = sorted(range(len(settlements)), key=lambda n: settlements[n].message_id)
+            settled: list[list[str]] = [[] for _ in settlements]
+            for n in order:
+                settled[n] = self._settle_rows(cursor, settlements[n])
             _insert_attempts(cursor, attempts)
             for message_id in sorted({s.message_id for s in settlements}):
                 self._release_content_if_done(cursor, message_id)
@@ -276,7 +282,7 @@ class PostgresQueue(PostgresPickups):
         report queued (under REPORT_ID or a new id) when any was settled."""
         now = self.clock()
         settled: list[str] = []
-        for rcpt in sorted(s.replies):  # one order everywhere: no deadlock between nodes
+        for rcpt in sorted(s.replies):  # (message, recipient) order: see submit_settlements
             cursor.execute(_SETTLE_SQL, (s.state, s.replies[rcpt][:REPLY_LIMIT], now,
                                          s.next_attempt, s.message_id, rcpt, DELIVERING,
                                          self.owner))
@@ -293,6 +299,11 @@ class PostgresQueue(PostgresPickups):
                                len(report.content))
 
     def _release_content_if_done(self, cursor: Cursor, message_id: str) -> None:
+        # Transactions settling recipients of one message take turns here: each one's check
+        # then sees what the one before committed, so the last to settle removes the content
+        # (two at once would each see the other's recipient pending and keep it). Every
+        # recipient lock of the transaction is taken before this one: no circle of waits.
+        cursor.execute("SELECT 1 FROM messages WHERE id = %s FOR NO KEY UPDATE", (message_id,))
         cursor.execute("DELETE FROM blob_chunks WHERE blob = %s AND NOT EXISTS (SELECT 1"
                        " FROM recipients WHERE message_id = %s AND state = ANY(%s))",
                        (spool_blob(message_id), message_id, PENDING))
@@ -413,6 +424,9 @@ UPDATE recipients r SET state = %(delivering)s, claimed_by = %(me)s, lease_until
 RETURNING r.message_id, r.rcpt, r.domain, r.confidential, r.mode, r.attempts, r.updated,
           r.reason, m.sender, m.received, m.client, m.smtputf8
 """
+
+# Locks the rows a subquery selects in one order (see submit_settlements).
+_IN_ORDER = " ORDER BY message_id, rcpt FOR UPDATE"
 
 _SETTLE_SQL = ("UPDATE recipients SET state = %s, last_reply = %s, updated = %s,"
                " attempts = attempts + 1, next_attempt = coalesce(%s, next_attempt),"
