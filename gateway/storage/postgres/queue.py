@@ -218,8 +218,8 @@ class PostgresQueue(PostgresPickups):
 
     def still_claimed(self, message_id: str, rcpts: list[str]) -> list[str]:
         claimed = {r["rcpt"] for r in self.db.query(
-            "SELECT rcpt FROM recipients WHERE message_id = %s AND state = %s"
-            " AND claimed_by = %s", (message_id, DELIVERING, self.owner))}
+            "SELECT rcpt FROM recipients WHERE message_id = %s AND state = 'delivering'"
+            " AND claimed_by = %s", (message_id, self.owner))}
         return [r for r in rcpts if r in claimed]
 
     def renew_leases(self) -> int:
@@ -230,9 +230,11 @@ class PostgresQueue(PostgresPickups):
         return self.submit(self._renew_rows)
 
     def _renew_rows(self, cursor: Cursor) -> int:
+        # The state written out, not a parameter: the index of claims (recipients_claimed)
+        # covers that state only, and a plan made for any parameter could not use it.
         cursor.execute("UPDATE recipients SET lease_until = %s WHERE seq IN (SELECT seq"
-                       " FROM recipients WHERE state = %s AND claimed_by = %s" + _IN_ORDER + ")",
-                       (self.clock() + self.lease, DELIVERING, self.owner))
+                       " FROM recipients WHERE state = 'delivering' AND claimed_by = %s"
+                       + _IN_ORDER + ")", (self.clock() + self.lease, self.owner))
         return cursor.rowcount
 
     def release_claims(self, message_id: str, rcpts: list[str]) -> None:
