@@ -172,7 +172,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     with opened_store(config) as store:
-        print(f"destroyed {purge_expired(store)} expired messages")
+        destroyed = purge_expired(store)
+        print(f"destroyed {destroyed} expired messages")
+        if destroyed and config.storage.backend == "postgresql":
+            # Deleted rows keep their bytes in the tables' pages until VACUUM reuses them.
+            from gateway.storage.postgres import PostgresStorage
+
+            if isinstance(store, PostgresStorage):
+                store.vacuum()
+                print("vacuumed the pickups and blob_chunks tables")
         retention = parse_duration(config.delivery.history_retention)
         print(f"forgot {prune_history(store, retention)} settled messages older than"
               f" {config.delivery.history_retention} (delivery.history_retention)")
@@ -282,7 +290,15 @@ def admin_identity() -> str:
 
 
 def cmd_keys(config: Config, args: argparse.Namespace) -> int:
-    ring = KeyRing(config.storage_dir / "keys")
+    if config.storage.backend == "postgresql":  # the keys every node shares, in the database
+        with opened_store(config) as store:
+            keys = getattr(store, "keys", None)
+            assert isinstance(keys, KeyRing)
+            return _keys(keys, args)
+    return _keys(KeyRing(config.storage_dir / "keys"), args)
+
+
+def _keys(ring: KeyRing, args: argparse.Namespace) -> int:
     if args.action == "list":
         ids = ring.key_ids()
         print("\n".join(ids) if ids else "no key-encryption keys yet (made on first start)")
@@ -438,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(config, args))
     except storage_errors() as exc:
+        if config.storage.backend == "postgresql":
+            print(f"sealgate: storage.url: the database cannot be used: {exc}", file=sys.stderr)
+            return 1
         print(f"sealgate: storage.dir: the database {config.storage_dir / 'sealgate.db'} cannot be"
               f" used: {exc}{_why_unwritable(config.storage_dir)}", file=sys.stderr)
         return 1

@@ -231,9 +231,6 @@ def _section(name: str, cls: type, values: Any) -> Any:
 STORAGE_BACKENDS = ("sqlite", "postgresql")
 STORAGE_BLOBS = {"sqlite": ("local",), "postgresql": ("database",)}  # what each has today
 BLOB_PLACES = ("local", "database", "s3")
-# Back-ends whose parts are not all there: the contract tests open them directly, `serve`
-# and the other commands refuse them with the reason.
-INCOMPLETE_BACKENDS = {"postgresql": "the PostgreSQL back-end is not complete: queue pending"}
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -311,8 +308,6 @@ def _check_storage(storage: StorageConfig) -> None:
                           " <storage.dir>/keys; leave keys_dir empty")
     if storage.backend == "postgresql":
         check_storage_url(storage.url)
-    if storage.backend in INCOMPLETE_BACKENDS:
-        raise ConfigError(f"storage.backend: {INCOMPLETE_BACKENDS[storage.backend]}")
 
 
 def check_storage_url(url: str) -> None:

@@ -18,7 +18,7 @@ from gateway.ops.metrics import start_multiprocess
 from gateway.queue.runner import QueueRunner, RetrySettings
 from gateway.storage import open_storage
 from gateway.storage.ids import new_owner_id
-from gateway.storage.lock import lock_store
+from gateway.storage.lock import lock_storage
 from gateway.storage.protocols import QueueStore, Storage
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
@@ -89,7 +89,7 @@ async def serve(config: Config) -> None:
     from gateway.supervisor import Supervisor  # it imports the portal: only when serving
 
     owner = new_owner_id()
-    lock = lock_store(config.storage_dir, owner)  # before anything is bound or any row touched
+    lock = lock_storage(config, owner)  # before anything is bound or any row touched
     try:
         check_before_start(config)
         store = open_storage(config, owner=owner)

@@ -118,11 +118,41 @@ def policy_https(ca: trustme.CA) -> Iterator[FakeHTTPS]:
         yield server
 
 
+# The end-to-end modules that run on both storage back-ends (accepting, delivery over TLS,
+# pickup, the portal journey, expiry, retries, DSNs); every other one runs on SQLite only.
+BOTH_BACKENDS = frozenset({"test_routing_e2e", "test_pickup_journey", "test_retries",
+                           "test_bounces", "test_durability_and_expiry"})
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests of BOTH_BACKENDS modules whose gateways come from gateway_settings run twice,
+    [sqlite] and [postgresql]. SQLite's parameter is None, the cache key of a fixture not
+    parametrized at all: the session's SQLite gateways are the same for every module."""
+    if "storage_backend" in metafunc.fixturenames \
+            and metafunc.module.__name__.rpartition(".")[2] in BOTH_BACKENDS:
+        metafunc.parametrize("storage_backend", [None, "postgresql"], indirect=True,
+                             scope="session", ids=["sqlite", "postgresql"])
+
+
+@pytest.fixture(scope="session")
+def storage_backend(request: pytest.FixtureRequest) -> str:
+    """The back-end of the gateways from gateway_settings: "sqlite" unless parametrized."""
+    return str(getattr(request, "param", None) or "sqlite")
+
+
 @pytest.fixture(scope="session")
 def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir: Path,
-                     policy_https: FakeHTTPS,
-                     tmp_path_factory: pytest.TempPathFactory) -> GatewaySettings:
+                     policy_https: FakeHTTPS, storage_backend: str,
+                     tmp_path_factory: pytest.TempPathFactory,
+                     request: pytest.FixtureRequest) -> GatewaySettings:
     ca_file = write_ca_pem(ca, tmp_path_factory.mktemp("ca") / "ca.pem")
+    new_database = None
+    if storage_backend == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")  # tests.postgres.Cluster
+        passfile = tmp_path_factory.mktemp("pg") / "pgpass"
+
+        def new_database() -> str:  # a schema of the session's cluster per gateway
+            return cluster.config_url(passfile, cluster.database, cluster.create_schema())
     return GatewaySettings(
         nameserver=fake_dns.nameserver, mx_port=mx_port, ca_file=ca_file, policy_dir=policy_dir,
         relay=f"{MX_IPS['relay']}:{mx_port}",
@@ -132,6 +162,7 @@ def gateway_settings(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA, policy_dir
                # Several workers of each kind whatever the machine's CPU count, so every
                # end-to-end test runs on the supervisor with worker processes.
                "delivery": {"mta_sts_port": policy_https.port, "processes": 2}},
+        new_database=new_database,
     )
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -27,6 +28,13 @@ class GatewaySettings:
     policy_dir: Path
     relay: str = "127.0.0.1:1"
     extra: dict[str, dict[str, object]] = field(default_factory=dict)
+    # storage.backend = "postgresql" when set: makes the storage.url of a new database (a
+    # schema of the tests' cluster) for each gateway, which is the gateway's own.
+    new_database: Callable[[], str] | None = None
+
+    @property
+    def storage_backend(self) -> str:
+        return "sqlite" if self.new_database is None else "postgresql"
 
 
 def _toml_value(value: object) -> str:
@@ -40,20 +48,22 @@ def _toml_value(value: object) -> str:
 
 
 def write_config(directory: Path, settings: GatewaySettings, smtp_port: int,
-                 portal_port: int) -> Path:
+                 portal_port: int, database_url: str = "", host: str = "127.0.0.1") -> Path:
     sections: dict[str, dict[str, object]] = {
-        "smtp": {"listen": f"127.0.0.1:{smtp_port}", "hostname": "gateway.sealgate.test"},
+        "smtp": {"listen": f"{host}:{smtp_port}", "hostname": "gateway.sealgate.test"},
         "delivery": {"port": settings.mx_port, "ca_file": str(settings.ca_file),
                      "retry_initial": "1s", "retry_max": "2s", "poll_interval": "0.2s",
                      "connect_timeout": "5s"},
         "dns": {"nameservers": [settings.nameserver], "timeout": "3s"},
         "storage": {"dir": str(directory / "var")},
         "policy": {"dir": str(settings.policy_dir)},
-        "pickup": {"listen": f"127.0.0.1:{portal_port}",
-                   "base_url": f"http://127.0.0.1:{portal_port}", "organization": "Example Clinic"},
+        "pickup": {"listen": f"{host}:{portal_port}",
+                   "base_url": f"http://{host}:{portal_port}", "organization": "Example Clinic"},
         "notify": {"from": "secure-mail@clinic.test"},
         "internal": {"relay": settings.relay},
     }
+    if database_url:
+        sections["storage"].update(backend="postgresql", url=database_url, blobs="database")
     for name, values in settings.extra.items():
         sections[name] = {**sections.get(name, {}), **values}
     text = "".join(
@@ -66,33 +76,49 @@ def write_config(directory: Path, settings: GatewaySettings, smtp_port: int,
 
 
 class GatewayProcess:
-    def __init__(self, directory: Path, settings: GatewaySettings) -> None:
+    """A gateway with a data directory of its own and, on PostgreSQL, a database of its own
+    (settings.new_database) unless DATABASE_URL names one another node uses too. HOST is
+    the loopback address it listens on."""
+
+    def __init__(self, directory: Path, settings: GatewaySettings, database_url: str = "",
+                 host: str = "127.0.0.1") -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.smtp_port = free_port()
-        self.portal_port = free_port()
-        self.config = write_config(directory, settings, self.smtp_port, self.portal_port)
+        self.host = host
+        self.smtp_port = free_port(host)
+        self.portal_port = free_port(host)
+        if not database_url and settings.new_database is not None:
+            database_url = settings.new_database()
+        self.database_url = database_url
+        self.config = write_config(directory, settings, self.smtp_port, self.portal_port,
+                                   database_url, host)
         self.log_path = directory / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def portal_url(self) -> str:
-        return f"http://127.0.0.1:{self.portal_port}"
+        return f"http://{self.host}:{self.portal_port}"
+
+    @property
+    def storage_backend(self) -> str:
+        return "postgresql" if self.database_url else "sqlite"
 
     @property
     def storage_dir(self) -> Path:
         return self.directory / "var"
 
-    def start(self, timeout: float = 40.0) -> None:
+    def start(self, timeout: float = 40.0, own_group: bool = False) -> None:
+        """Start `serve`; with OWN_GROUP in a process group of its own (kill_group)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=own_group,
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while not (_listening(self.smtp_port) and _listening(self.portal_port)):
+        while not (_listening(self.host, self.smtp_port)
+                   and _listening(self.host, self.portal_port)):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"gateway did not start:\n{self.log_tail()}")
@@ -113,6 +139,14 @@ class GatewayProcess:
     def kill_hard(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def kill_group(self) -> None:
+        """kill -9 of the whole process group (supervisor and every worker at once) of a
+        gateway started with own_group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return "(no log)"
@@ -127,7 +161,7 @@ class GatewayProcess:
     def send(self, message: EmailMessage, sender: str | None = None,
              recipients: list[str] | None = None) -> str:
         """Submit MESSAGE over SMTP; returns the 250 reply text to DATA."""
-        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30) as client:
+        with smtplib.SMTP(self.host, self.smtp_port, timeout=30) as client:
             client.ehlo("mail.clinic.test")
             client.mail(sender or str(message["From"]))
             for rcpt in recipients or [str(message["To"])]:
@@ -138,7 +172,21 @@ class GatewayProcess:
             return reply.decode()
 
 
-def _listening(port: int) -> bool:
+    def sealed_copy(self, pickup_id: str) -> bytes | None:
+        """The stored (encrypted) copy of a pickup as it lies in the store: the blob file on
+        SQLite, its chunks in the database on PostgreSQL; None when there is none."""
+        if not self.database_url:
+            blob = self.storage_dir / "blobs" / f"{pickup_id}.sgb"
+            return blob.read_bytes() if blob.exists() else None
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            rows = conn.execute("SELECT data FROM blob_chunks WHERE blob = %s ORDER BY seq",
+                                (f"pickup:{pickup_id}",)).fetchall()
+        return b"".join(bytes(r[0]) for r in rows) if rows else None
+
+
+def _listening(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.config import Config
+from gateway.config import Config, load_config
 from gateway.storage import open_storage
 from gateway.storage.protocols import Pickup, QueueInspection, RecipientStatus, Storage
 from tests.fakes.mx_host import FakeMX
@@ -31,7 +31,8 @@ WRITTEN_BY_SEALGATE = ("pickup notification", "delivery status notification",
 def opened_storage(storage_dir: Path) -> Iterator[Storage]:
     """The storage under STORAGE_DIR, opened as the admin commands open it: tests see what
     a gateway stored through the storage Protocols, never through SQL."""
-    config = Config()
+    config_file = storage_dir.parent / "sealgate.toml"  # a GatewayProcess's: maybe PostgreSQL
+    config = load_config(config_file) if config_file.exists() else Config()
     config.storage.dir = str(storage_dir)
     storage = open_storage(config)
     try:

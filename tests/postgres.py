@@ -84,6 +84,15 @@ class Cluster:
         url = f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
         return url + (f"?options=-csearch_path%3D{schema}" if schema else "")
 
+    def config_url(self, passfile: Path, database: str = "postgres", schema: str = "") -> str:
+        """url() as a config file has it: no password in it, the password in PASSFILE
+        (written here, 0600, as ~/.pgpass would be)."""
+        passfile.parent.mkdir(parents=True, exist_ok=True)
+        passfile.write_text(f"127.0.0.1:*:*:{SUPERUSER}:{self.password}\n")
+        passfile.chmod(0o600)
+        url = f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}?passfile={passfile}"
+        return url + (f"&options=-csearch_path%3D{schema}" if schema else "")
+
     # -- life cycle -------------------------------------------------------------------------
 
     def init(self) -> None:

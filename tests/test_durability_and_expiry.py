@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -25,7 +24,8 @@ def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
     reply = own_gateway.send(make_message("doctor@clinic.test", rcpt, "Survive", "Still here"))
     queue_id = reply.rsplit(" ", 1)[1]
     own_gateway.kill_hard()
-    assert (own_gateway.storage_dir / "spool" / f"{queue_id}.eml").exists()
+    with opened_storage(own_gateway.storage_dir) as storage:
+        assert b"Still here" in storage.read_spool(queue_id)
 
     with FakeMX("127.0.0.6", mx_port, name="mx.later.test") as later_host:
         own_gateway.start()
@@ -33,9 +33,9 @@ def test_accepted_message_survives_kill_9_and_is_delivered_after_restart(
     assert b"Still here" in received.content
 
 
-def blob_file(gateway: GatewayProcess, pickup_id: str) -> Path:
-    """Where the SQLite back-end keeps a pickup's encrypted copy."""
-    return gateway.storage_dir / "blobs" / f"{pickup_id}.sgb"
+def has_sealed_copy(gateway: GatewayProcess, pickup_id: str) -> bool:
+    """Whether the store still holds the pickup's encrypted copy (file or chunks)."""
+    return gateway.sealed_copy(pickup_id) is not None
 
 
 def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
@@ -45,13 +45,13 @@ def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
                               X_Sealgate_Expires="5s"))
     pickup = stored_pickups(gateway, rcpt)[0]
     link = f"{gateway.portal_url}/m/{pickup.id}"
-    assert blob_file(gateway, pickup.id).exists() and httpx.get(link).status_code == 200
+    assert has_sealed_copy(gateway, pickup.id) and httpx.get(link).status_code == 200
 
     time.sleep(max(0.0, pickup.expires - time.time()) + 0.5)
     result = gateway.cli("purge")
 
     assert result.returncode == 0, result.stderr
-    assert not blob_file(gateway, pickup.id).exists()
+    assert not has_sealed_copy(gateway, pickup.id)
     with opened_storage(gateway.storage_dir) as storage:
         assert pickup.id not in [p.id for p in storage.list_pickups()]  # expired ones too
     assert httpx.get(link).status_code == 404
@@ -63,7 +63,7 @@ def test_purge_keeps_messages_that_have_not_expired(
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Fresh", "Keep me"))
     pickup = stored_pickups(gateway, rcpt)[0]
     assert gateway.cli("purge").returncode == 0
-    assert blob_file(gateway, pickup.id).exists()
+    assert has_sealed_copy(gateway, pickup.id)
 
 
 def test_pickup_expires_after_the_configured_retention(

@@ -1,6 +1,5 @@
 """Config for the PostgreSQL back-end: storage.url, storage.blobs and storage.keys_dir are
-checked with a message that says what to fix, and storage.backend = "postgresql" is refused
-for now (its queue part is pending) after the other storage keys were checked."""
+checked with a message that says what to fix; a complete PostgreSQL config loads."""
 
 from __future__ import annotations
 
@@ -46,12 +45,10 @@ def test_bad_storage_keys_are_named_with_what_to_fix(tmp_path: Path, storage: st
         load_config(config_with(tmp_path, storage))
 
 
-def test_a_complete_postgresql_config_is_refused_until_the_queue_part_exists(
-        tmp_path: Path) -> None:
+def test_a_complete_postgresql_config_loads(tmp_path: Path) -> None:
     path = config_with(tmp_path, f'backend = "postgresql"\nblobs = "database"\nurl = "{GOOD_URL}"')
-    with pytest.raises(ConfigError, match="the PostgreSQL back-end is not complete: queue"
-                                          " pending"):
-        load_config(path)
+    config = load_config(path)
+    assert (config.storage.backend, config.storage.url) == ("postgresql", GOOD_URL)
 
 
 def test_keys_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:

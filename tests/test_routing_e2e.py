@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from email import message_from_bytes, policy
 
+import pytest
+
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
-from tests.journey import stored_pickups, text_of
+from tests.journey import opened_storage, stored_pickups, text_of
 
 
 def test_ordinary_message_reaches_a_host_without_tls_in_plaintext(
@@ -61,8 +63,8 @@ def test_secure_message_to_a_domain_without_tls_goes_to_pickup_never_plaintext(
     assert "Marker-" + unique not in text and "Biopsy" not in text
     assert len(mx_hosts["plain"].messages) and all(
         ("Marker-" + unique).encode() not in m.content for m in mx_hosts["plain"].messages)
-    blob = (gateway.storage_dir / "blobs" / f"{pickups[0].id}.sgb").read_bytes()  # on disk: sealed
-    assert b"Biopsy" not in blob and ("Marker-" + unique).encode() not in blob
+    blob = gateway.sealed_copy(pickups[0].id)  # as stored: sealed
+    assert blob is not None and b"Biopsy" not in blob and ("Marker-" + unique).encode() not in blob
 
 
 def test_spool_copy_is_removed_once_stored_for_pickup(
@@ -71,7 +73,8 @@ def test_spool_copy_is_removed_once_stored_for_pickup(
     gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Spool"))
     message_id = stored_pickups(gateway, rcpt)[0].message_id
     wait_for_mail(mx_hosts["plain"], rcpt)
-    assert not (gateway.storage_dir / "spool" / f"{message_id}.eml").exists()
+    with opened_storage(gateway.storage_dir) as storage, pytest.raises(FileNotFoundError):
+        storage.read_spool(message_id)
 
 
 def test_require_verified_tls_to_a_host_with_a_bad_certificate_goes_to_pickup(

@@ -2,7 +2,7 @@
 
 The rest of Sealgate reaches stored data only through these Protocols; SQL lives in
 sqlite/ (one part per concern, composed by store.py), migrations in schema.py, and for
-PostgreSQL in postgres/ (everything but the queue so far)."""
+PostgreSQL in postgres/."""
 
 from __future__ import annotations
 
@@ -17,20 +17,21 @@ if TYPE_CHECKING:
 
 
 def open_storage(config: Config, clock: Clock = time.time, owner: str | None = None) -> Storage:
-    """The back-end named by storage.backend (validated by config: only "sqlite" today).
+    """The back-end named by storage.backend (validated by config): "sqlite" (SQLite and
+    files under storage.dir) or "postgresql" (gateway/storage/postgres).
     OWNER names this process on the claims it makes (None: a new id); two storages with
     different owners on the same data are two runners. Claims hold for delivery.lease."""
     from gateway.config import parse_duration
     from gateway.storage.store import open_store  # not at import: store.py imports this package
 
+    lease = parse_duration(config.delivery.lease)
     if config.storage.backend == "postgresql":
-        # Everything but the queue is in gateway/storage/postgres (open_postgres, which the
-        # contract tests use); this branch returns it once the queue's part is there too.
-        raise ValueError("storage.backend: the PostgreSQL back-end is not complete:"
-                         " queue pending")
+        from gateway.storage.postgres import open_postgres  # psycopg only for PostgreSQL
+
+        return open_postgres(config.storage, clock, owner, lease)
     if config.storage.backend != "sqlite":
         raise ValueError(f"storage.backend: {config.storage.backend!r} is not available")
-    return open_store(config.storage_dir, clock, owner, parse_duration(config.delivery.lease))
+    return open_store(config.storage_dir, clock, owner, lease)
 
 
 def storage_errors() -> tuple[type[Exception], ...]:

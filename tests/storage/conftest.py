@@ -13,29 +13,10 @@ import pytest
 
 from gateway.config import Config
 from gateway.storage import open_storage
-from gateway.storage.postgres import open_postgres
 from gateway.storage.protocols import Storage
 from tests.storage.helpers import FakeClock
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-# What the PostgreSQL back-end already does of the queue (the content and history the
-# other concerns' tests need); every other queue contract test must still fail on it.
-_POSTGRES_QUEUE_DONE = {"test_content_enqueued_in_chunks_is_their_concatenation",
-                        "test_a_streamed_spool_keeps_its_content_under_a_new_id",
-                        "test_queued_messages_survive_reopening",
-                        "test_messages_to_a_recipient_are_listed_oldest_first"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Until PostgreSQL has its queue part, its queue contract tests must fail (strict):
-    delete this hook when the part lands."""
-    for item in items:
-        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
-        if item.path.stem == "test_contract_queue" and backend == "postgresql" \
-                and item.name.partition("[")[0] not in _POSTGRES_QUEUE_DONE:
-            item.add_marker(pytest.mark.xfail(strict=True, reason="PostgreSQL queue pending"))
 
 
 @pytest.fixture
@@ -62,10 +43,6 @@ def storage_config(backend: str, tmp_path: Path, request: pytest.FixtureRequest)
 
 
 def _open(config: Config, clock: FakeClock, owner: str | None = None) -> Storage:
-    if config.storage.backend == "postgresql":
-        # Directly: open_storage refuses PostgreSQL until its queue part (and with it the
-        # queue's owners) exists.
-        return open_postgres(config.storage, clock)  # type: ignore[return-value]
     return open_storage(config, clock, owner)
 
 

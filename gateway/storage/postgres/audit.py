@@ -59,7 +59,7 @@ class PostgresQueueInspection(PostgresPart):
         recipients = tuple(
             RecipientStatus(r["rcpt"], r["domain"], r["confidential"], r["mode"], r["reason"],
                             r["state"], r["attempts"], r["next_attempt"], r["last_reply"],
-                            r["updated"], tuple(history.get(r["rcpt"], ())))
+                            r["updated"], tuple(history.get(r["rcpt"], ())), r["claimed_by"] or "")
             for r in self.db.query("SELECT * FROM recipients WHERE message_id = %s"
                                    " ORDER BY rcpt", (message_id,)))
         m = found[0]

@@ -22,6 +22,11 @@ CONNECT_TIMEOUT = 10  # seconds to reach the server before a unit of work fails
 # Seconds a unit of work waits for a connection (all busy, or the server unreachable) before
 # it fails: short enough for an SMTP client to get its 451 rather than time out itself.
 POOL_TIMEOUT = 15.0
+# Seconds the pool keeps trying (with a growing back-off) to replace a connection it lost;
+# then it gives up until the next unit of work asks for one, and starts afresh. Short, so
+# that after a database restart the back-off has not grown to half a minute: a node is
+# back within seconds of its server.
+RECONNECT_TIMEOUT = 10.0
 
 
 class Database:
@@ -32,7 +37,8 @@ class Database:
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url, min_size=1, max_size=max_size, open=False, name="sealgate",
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
-            check=ConnectionPool.check_connection, timeout=timeout)
+            check=ConnectionPool.check_connection, timeout=timeout,
+            reconnect_timeout=RECONNECT_TIMEOUT)
 
     def open(self) -> None:
         self.pool.open(wait=True, timeout=CONNECT_TIMEOUT)

@@ -119,6 +119,16 @@ MIGRATIONS = [
             seq bigserial UNIQUE, id {ID} PRIMARY KEY, master_id text NOT NULL,
             wrapped bytea NOT NULL, created double precision NOT NULL)""",
     )),
+    Migration("blob_chunks_written", (
+        # When each chunk was written, by the database's clock (the same for every node):
+        # the queue's debris sweep leaves young content alone (it may belong to a message
+        # being accepted). A constant default first, so existing rows are not rewritten.
+        "ALTER TABLE blob_chunks ADD COLUMN written double precision NOT NULL DEFAULT 0",
+        "ALTER TABLE blob_chunks ALTER COLUMN written"
+        " SET DEFAULT extract(epoch FROM clock_timestamp())",
+        # Leases: renewals and still_claimed look up one owner's claims.
+        "CREATE INDEX recipients_claimed ON recipients (claimed_by) WHERE state = 'delivering'",
+    )),
 ]
 
 

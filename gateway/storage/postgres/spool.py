@@ -1,13 +1,13 @@
 """The spool in the database and the queue rows written with it: what storing a pickup or a
 reply needs from the queue (the message's bytes, its messages and recipients rows).
-Claiming, renewing and settling are the queue part's, still to come.
+Accepting, claiming, renewing and settling are the queue part's (queue.py).
 
 A spooled message is blob "spool:<queue id>" in blob_chunks. Callers that look for a spool
 copy that is gone get FileNotFoundError, as from the SQLite back-end's spool files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from gateway.queue.model import State
@@ -21,24 +21,6 @@ def spool_blob(message_id: str) -> str:
 
 
 class PostgresSpool(PostgresPart):
-    def enqueue(self, sender: str, routes: list[Route], content: bytes | Sequence[Chunk],
-                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
-        """Queue CONTENT (bytes, or chunks written in order) for ROUTES, durable when this
-        returns: the spool copy and the rows commit together."""
-        message_id = message_id or new_queue_id()
-        with self.db.transaction() as cursor:
-            size = write_blob(cursor, spool_blob(message_id), _pieces(content))
-            self.insert_queue_rows(cursor, message_id, sender, routes, size, client, smtputf8)
-        return message_id
-
-    def spool(self, content: bytes | Sequence[Chunk], message_id: str | None = None) -> str:
-        """Write CONTENT durably to the spool under MESSAGE_ID or a new queue id (not yet
-        queued)."""
-        message_id = message_id or new_queue_id()
-        with self.db.transaction() as cursor:
-            write_blob(cursor, spool_blob(message_id), _pieces(content))
-        return message_id
-
     def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
         """Write CHUNKS (consumed once, never held whole) to the spool under a new queue id;
         returns the id and the size written."""
@@ -83,20 +65,9 @@ class PostgresSpool(PostgresPart):
             [(message_id, r.rcpt, r.domain, r.confidential, r.mode, r.reason, State.QUEUED.value,
               now, now) for r in routes])
 
-    def delete_message(self, message_id: str) -> bool:
-        with self.db.transaction() as cursor:
-            cursor.execute("DELETE FROM recipients WHERE message_id = %s", (message_id,))
-            cursor.execute("DELETE FROM messages WHERE id = %s", (message_id,))
-            found = cursor.rowcount
-            cursor.execute("DELETE FROM blob_chunks WHERE blob = %s", (spool_blob(message_id),))
-        return bool(found)
-
     def _spool_chunks(self, message_id: str) -> Iterator[bytes]:
         try:
             yield from blob_chunks(self.db.fetch_binary, spool_blob(message_id))
         except KeyError:
             raise FileNotFoundError(f"no spooled message {message_id}") from None
 
-
-def _pieces(content: bytes | Sequence[Chunk]) -> Iterable[Chunk]:
-    return [content] if isinstance(content, bytes) else content

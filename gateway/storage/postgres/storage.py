@@ -1,6 +1,7 @@
-"""The PostgreSQL back-end: every storage concern but the queue's claims and settlements
-(to come), over one connection pool, with blobs in the database (storage.blobs =
-"database") and the key-encryption keys shared through the `keys` table (keys.py)."""
+"""The PostgreSQL back-end: every storage Protocol over one connection pool, with blobs in the
+database (storage.blobs = "database") and the key-encryption keys shared through the `keys`
+table (keys.py). Several nodes open it on one database at once; each process (and worker)
+claims under an owner id of its own."""
 
 from __future__ import annotations
 
@@ -10,35 +11,37 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from gateway.storage.ids import new_owner_id
 from gateway.storage.postgres.audit import PostgresAudit, PostgresQueueInspection
 from gateway.storage.postgres.connection import CONNECT_TIMEOUT, POOL_TIMEOUT, Database
 from gateway.storage.postgres.keys import DatabaseKeyRing
 from gateway.storage.postgres.knowledge import PostgresKnowledge
 from gateway.storage.postgres.migrations import migrate
-from gateway.storage.postgres.pickups import PostgresPickups
 from gateway.storage.postgres.portal import PostgresPortal
+from gateway.storage.postgres.queue import PostgresQueue
 from gateway.storage.protocols import Clock
 
 if TYPE_CHECKING:
-    from gateway.storage.protocols import (
-        AuditStore,
-        KnowledgeStore,
-        PickupStore,
-        PortalStore,
-        QueueInspection,
-    )
+    from gateway.storage.protocols import Storage
 
-POOL_SIZE = 8  # connections per process: portal requests and listener threads share them
+POOL_SIZE = 8  # connections per process: portal requests, listener and writer threads share them
+DEFAULT_LEASE = 600.0  # delivery.lease's default
+# What purge VACUUMs once it destroyed something: deleted rows keep their data in the
+# table's pages (the ciphertext of a destroyed pickup, its wrapped data key) until then.
+VACUUMED = ("pickups", "blob_chunks")
 
 
-class PostgresStorage(PostgresPortal, PostgresPickups, PostgresKnowledge, PostgresAudit,
-                      PostgresQueueInspection):
+class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
+                      PostgresQueueInspection, PostgresQueue):
     """Opening migrates the schema (once, whichever node comes first) and loads the keys;
     a database that cannot be reached raises psycopg.OperationalError at once."""
 
     def __init__(self, url: str, keys_dir: Path, clock: Clock = time.time,
-                 pool_size: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT) -> None:
+                 pool_size: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT,
+                 owner: str | None = None, lease: float = DEFAULT_LEASE) -> None:
         self.clock = clock
+        self.owner = owner or new_owner_id()
+        self.lease = lease
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             migrate(conn)
         self.db = Database(url, pool_size, pool_timeout)
@@ -49,13 +52,20 @@ class PostgresStorage(PostgresPortal, PostgresPickups, PostgresKnowledge, Postgr
         except BaseException:
             self.db.close()
             raise
+        self.start_writers()
 
     def close(self) -> None:
+        self.stop_writers()
         self.db.close()
 
+    def vacuum(self) -> None:
+        """Reclaim the pages of deleted pickups and blob chunks (after a purge): until then
+        they still hold what was deleted. VACUUM runs outside a transaction."""
+        with self.db.pool.connection() as conn:
+            for table in VACUUMED:
+                conn.execute(f"VACUUM {table}")  # noqa: S608 - fixed table names
 
-def _implements_every_concern_but_the_queue(
-        storage: PostgresStorage) -> tuple[PortalStore, PickupStore, KnowledgeStore, AuditStore,
-                                           QueueInspection]:
-    """Never called: mypy checks here that PostgresStorage fits each Protocol it claims."""
-    return storage, storage, storage, storage, storage
+
+def _implements_storage(storage: PostgresStorage) -> Storage:
+    """Never called: mypy checks here that PostgresStorage is a whole Storage."""
+    return storage
