@@ -12,6 +12,9 @@ import socket
 __all__ = ["free_port"]
 
 _ATTEMPTS = 50
+# The kernel may offer a port again as soon as the probe closes it: a gateway given the same
+# port for two listeners would fail, so this process never hands a port out twice.
+_handed_out: set[int] = set()
 
 
 def _can_bind(ip: str, port: int) -> bool:
@@ -37,6 +40,7 @@ def free_port(*ips: str) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((check[0], 0))
             port: int = sock.getsockname()[1]
-        if all(_can_bind(ip, port) for ip in check):
+        if port not in _handed_out and all(_can_bind(ip, port) for ip in check):
+            _handed_out.add(port)
             return port
     raise RuntimeError(f"no common free port found on {check}")
