@@ -149,7 +149,10 @@ class BodyScan:
         self._header_depth = 1
         self._stopped = False  # after a scan error: nothing more is looked at
         self._at_start = True  # the body may begin with the empty line ending the header
-        self._begin_part(head, depth=1)
+        try:
+            self._begin_part(head, depth=1)
+        except ScanError as exc:
+            self._fail(str(exc))
 
     # -- the stream -------------------------------------------------------------------------
 
