@@ -208,3 +208,15 @@ def test_possessive_and_atomic_regexes_are_accepted(tmp_path: Path) -> None:
 def test_scan_settings_are_read_from_the_policy_section(tmp_path: Path) -> None:
     policy = policy_of(tmp_path, '[policy]\nscan_limit = "512KiB"\non_scan_error = "ignore"\n')
     assert policy.scan.scan_limit == 512 * 1024 and policy.scan.on_scan_error == "ignore"
+
+
+def test_body_regex_prefilter_keeps_case_insensitive_matches(tmp_path: Path) -> None:
+    policy = policy_of(tmp_path, rule(r'body_regex = "(?i)medical (?:record|chart)s?\\b"'))
+    assert decide_on(policy, message(body="Attached: MEDICAL Records of May")).confidential
+    assert not decide_on(policy, message(body="medicinal herbs")).confidential
+
+
+def test_body_regex_matches_non_ascii_text_the_prefilter_cannot_judge(tmp_path: Path) -> None:
+    """The long s folds to s under IGNORECASE, but lower-casing keeps it: no prefilter."""
+    policy = policy_of(tmp_path, rule('body_regex = "(?i)passport"'))
+    assert decide_on(policy, message(body="pa\u017f\u017fport number X")).confidential

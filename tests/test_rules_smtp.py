@@ -141,3 +141,16 @@ def test_route_with_a_message_names_the_rule_and_the_part(
     assert decision["confidential"] and decision["content_rule"] == "ssn"
     assert decision["where"] == ["us-ssn x1 in part 1 (text/plain)"]
     assert decision["mode"] == "pickup"
+
+
+def test_number_at_the_end_of_a_large_text_part_is_found(
+        rules_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    """600 KB of text (scanned off the event loop, in pieces): the number in its last line
+    still decides."""
+    rcpt = f"{unique}@tls.test"
+    body = ("nothing sensitive in this line of the report, just words and 42\n" * 9000
+            + "Patient SSN 536-22-1234\n")
+    reply = rules_gateway.send(make_message("doctor@clinic.test", rcpt, "report", body=body))
+    notification = wait_for_mail(mx_hosts["tls"], rcpt)
+    assert b"nothing sensitive" not in notification.content
+    assert f"{rcpt} (pickup)" in accepted_line(rules_gateway, queue_id_of(reply))

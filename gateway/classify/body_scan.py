@@ -17,13 +17,14 @@ structure past the limits is a scan error: the policy's `on_scan_error` decides.
 from __future__ import annotations
 
 import binascii
+import email.header
 import email.parser
 import email.policy
 import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import Message
 
 from gateway.classify.detectors import ENCRYPTED_ATTACHMENT, TEXT_DETECTORS
 from gateway.classify.rules import Attachment, ContentFindings, ContentRule, text_detectors
@@ -33,6 +34,7 @@ HEADER_CAP = 64 << 10
 LONG_LINE = 64 << 10
 MAX_PARTS = 1000
 MAX_DEPTH = 30
+HEAVY = 256 << 10
 _NOT_BASE64 = bytes(b for b in range(256)
                     if not (chr(b).isascii() and (chr(b).isalnum() or chr(b) in "+/=")))
 _IDENTITY = {"", "7bit", "8bit", "binary"}
@@ -40,7 +42,8 @@ _HTML_DROP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECAS
 _HTML_BREAK = re.compile(r"<\s*/?\s*(?:br|p|div|tr|td|th|li|h[1-6]|table|blockquote|hr)\b[^>]*>",
                          re.IGNORECASE)
 _HTML_TAG = re.compile(r"<[^>]*>")
-_PARSER = email.parser.BytesHeaderParser(policy=email.policy.default)
+# compat32: a part's few fields read at a fraction of email.policy.default's cost.
+_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
 class ScanError(Exception):
@@ -136,7 +139,8 @@ class BodyScan:
 
     def __init__(self, rules: Sequence[ContentRule], scan_limit: int, head: bytes) -> None:
         self.scan_limit = scan_limit
-        self.regexes = [(r.index, r.body_regex) for r in rules if r.body_regex is not None]
+        self.regexes = [(r.index, r.body_regex, r.body_literals) for r in rules
+                        if r.body_regex is not None]
         self.detectors = text_detectors(rules)
         self.scan_text = bool(self.regexes or self.detectors)
         self.want_encryption = any(ENCRYPTED_ATTACHMENT in r.detect for r in rules)
@@ -155,6 +159,13 @@ class BodyScan:
             self._fail(str(exc))
 
     # -- the stream -------------------------------------------------------------------------
+
+    def heavy(self, size: int) -> bool:
+        """Whether feeding SIZE more bytes may cost milliseconds (a large piece to decode, or
+        a large text part that the piece may complete): worth running off the event loop."""
+        leaf = self._leaf
+        held = len(leaf.text) if leaf is not None and leaf.text is not None else 0
+        return size + held > HEAVY
 
     def feed(self, piece: bytes) -> None:
         if self._stopped:
@@ -283,9 +294,9 @@ class BodyScan:
         if depth > MAX_DEPTH:
             raise ScanError(f"parts nested more than {MAX_DEPTH} deep")
         message = _PARSER.parsebytes(header)
-        assert isinstance(message, EmailMessage)
         content_type = message.get_content_type()
-        if message.get_content_maintype() == "multipart":
+        maintype = content_type.partition("/")[0]
+        if maintype == "multipart":
             boundary = message.get_boundary()
             if boundary:
                 self._open.append(_Open(b"--" + boundary.encode("ascii", "surrogateescape"),
@@ -299,13 +310,13 @@ class BodyScan:
         self.findings.parts += 1
         if self.findings.parts > MAX_PARTS:
             raise ScanError(f"more than {MAX_PARTS} parts")
-        filename = message.get_filename() or ""
+        filename = _filename(message)
         disposition = message.get_content_disposition()
-        is_text = message.get_content_maintype() == "text"
+        is_text = maintype == "text"
         attachment = bool(filename) or disposition == "attachment" or not is_text
         leaf = _Leaf(self.findings.parts, content_type,
                      str(message.get_param("charset", "") or "").strip().lower(),
-                     str(filename), attachment, None,
+                     filename, attachment, None,
                      bytearray() if is_text and self.scan_text else None)
         needs_decoding = leaf.text is not None or (attachment and self.want_sniff)
         if needs_decoding:
@@ -369,13 +380,31 @@ class BodyScan:
 
     def _scan_text(self, text: str, where: str) -> None:
         hits = self.findings.regex_hits
-        for index, regex in self.regexes:
-            if index not in hits and regex.search(text):
+        # A pattern's required literals absent from the (ASCII) text: it cannot match. Not
+        # for other text: case folding there is not plain lower-casing (the long s, Kelvin).
+        lowered = text.lower() if self.regexes and text.isascii() else None
+        for index, regex, literals in self.regexes:
+            if index in hits:
+                continue
+            if literals and lowered is not None and not any(x in lowered for x in literals):
+                continue
+            if regex.search(text):
                 hits[index] = where
         for name in self.detectors:
             count = TEXT_DETECTORS[name](text)
             if count:
                 self.findings.detector_hits.setdefault(name, []).append((where, count))
+
+
+def _filename(message: Message) -> str:
+    """The part's file name, RFC 2231 and RFC 2047 encodings undone."""
+    name = message.get_filename() or ""
+    if "=?" in name:
+        try:
+            name = str(email.header.make_header(email.header.decode_header(name)))
+        except (ValueError, LookupError, UnicodeError):
+            pass
+    return name
 
 
 def split_message(chunks: Iterable[bytes]) -> tuple[bytes, Iterable[bytes]]:

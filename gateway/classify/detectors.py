@@ -9,21 +9,51 @@ body scan counts the attachments whose content says they are encrypted (sniff.py
 from __future__ import annotations
 
 import datetime
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 ENCRYPTED_ATTACHMENT = "encrypted-attachment"
+# The patterns start with what they look for, never with a look-behind: the regular
+# expression engine then skips ahead to a possible first character at C speed. What may not
+# stand before a finding is checked in Python, for the few candidates (_starts_clear).
+_DIGITS_OR_DASH = frozenset("0123456789-")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_WORD = _ALNUM | {"_"}
+
+
+def _starts_clear(text: str, start: int, forbidden: frozenset[str]) -> bool:
+    return start == 0 or text[start - 1] not in forbidden
+
+
+# Every number the digit detectors look for (an SSN, a card, an NPI) has ten or more
+# characters of digits, spaces and dashes. One pass finds those runs; each detector then
+# looks inside them only, not over the whole text.
+_NUMBER_RUN = re.compile(r"\d[\d -]{9,}")
+
+
+@functools.lru_cache(maxsize=2)
+def _number_runs(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(match.span() for match in _NUMBER_RUN.finditer(text))
+
+
+def _in_runs(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    for start, end in _number_runs(text):
+        yield from pattern.finditer(text, start, end)
+
 
 # -- US social security numbers --------------------------------------------------------------
 # Written with dashes or spaces (a bare run of nine digits is any number). Never issued:
 # area 000, 666 and 900-999, group 00, serial 0000, and numbers published as examples.
-_SSN = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
+_SSN = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
 _SSN_EXAMPLES = {"078-05-1120", "219-09-9999", "123-45-6789"}
 
 
 def count_us_ssn(text: str) -> int:
     found = 0
-    for match in _SSN.finditer(text):
+    for match in _in_runs(_SSN, text):
+        if not _starts_clear(text, match.start(), _DIGITS_OR_DASH):
+            continue
         area, group, serial = match.group(1), match.group(3), match.group(4)
         if area in ("000", "666") or area >= "900" or group == "00" or serial == "0000":
             continue
@@ -34,7 +64,7 @@ def count_us_ssn(text: str) -> int:
 
 
 # -- payment card numbers --------------------------------------------------------------------
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_CARD = re.compile(r"\d(?:[ -]?\d){12,18}(?![\d-])")
 # Issuer prefixes (IIN ranges) of the networks in use; a Luhn-valid number outside them is not
 # taken for a card.
 _CARD_PREFIX = re.compile(r"4|5[1-5]|2(?:2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]"
@@ -53,7 +83,9 @@ def luhn_valid(digits: str) -> bool:
 
 def count_payment_card(text: str) -> int:
     found = 0
-    for match in _CARD.finditer(text):
+    for match in _in_runs(_CARD, text):
+        if not _starts_clear(text, match.start(), _DIGITS_OR_DASH):
+            continue
         digits = re.sub(r"[ -]", "", match.group())
         if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
             continue
@@ -63,8 +95,7 @@ def count_payment_card(text: str) -> int:
 
 
 # -- IBAN --------------------------------------------------------------------------------------
-_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)"
-                   r"(?![A-Za-z0-9])")
+_IBAN = re.compile(r"([A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])")
 # Lengths of the countries' IBANs (ISO 13616 registry); other country codes are not IBANs.
 _IBAN_LENGTH = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
@@ -89,29 +120,45 @@ def iban_valid(iban: str) -> bool:
 
 
 def count_iban(text: str) -> int:
-    return sum(1 for match in _IBAN.finditer(text) if iban_valid(match.group(1)))
+    return sum(1 for match in _IBAN.finditer(text)
+               if _starts_clear(text, match.start(), _ALNUM) and iban_valid(match.group(1)))
 
 
 # -- US National Provider Identifier ---------------------------------------------------------
 # Ten digits starting with 1 or 2, whose check digit is the Luhn digit of 80840 + the first
 # nine (the card issuer prefix for US health applications).
-_NPI = re.compile(r"(?<![\d-])[12]\d{9}(?![\d-])")
+_NPI = re.compile(r"[12]\d{9}(?![\d-])")
 
 
 def count_us_npi(text: str) -> int:
-    return sum(1 for match in _NPI.finditer(text) if luhn_valid("80840" + match.group()))
+    return sum(1 for match in _in_runs(_NPI, text)
+               if _starts_clear(text, match.start(), _DIGITS_OR_DASH)
+               and luhn_valid("80840" + match.group()))
 
 
 # -- ICD-10-CM codes near a diagnosis keyword ------------------------------------------------
 _ICD10 = re.compile(r"(?<![A-Za-z0-9.])[A-TV-Z]\d[0-9AB](?:\.[0-9A-Z]{1,4})?(?![A-Za-z0-9])")
-_DIAGNOSIS = re.compile(r"\b(?:diagnos[a-z]*|dx|icd(?:-?10(?:-cm)?)?|assessment|impression"
-                        r"|condition|problem list)\b", re.IGNORECASE)
+# Searched in the lower-cased text: a case-insensitive pattern cannot skip ahead.
+_DIAGNOSIS = re.compile(r"(?:diagnos[a-z]*|dx|icd(?:-?10(?:-cm)?)?|assessment|impression"
+                        r"|condition|problem list)\b")
+_DIAGNOSIS_ANY_CASE = re.compile(_DIAGNOSIS.pattern, re.IGNORECASE)
+
+
+def _keywords(text: str, pattern: re.Pattern[str],
+              any_case: re.Pattern[str]) -> Iterator[re.Match[str]]:
+    """PATTERN's matches in TEXT whatever the case, starting a word."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character whose lower case is longer: offsets differ
+        lowered, pattern = text, any_case
+    for match in pattern.finditer(lowered):
+        if _starts_clear(lowered, match.start(), _WORD):
+            yield match
 _NEAR = 80  # characters on either side of a keyword
 
 
 def count_icd10(text: str) -> int:
     found: set[int] = set()
-    for keyword in _DIAGNOSIS.finditer(text):
+    for keyword in _keywords(text, _DIAGNOSIS, _DIAGNOSIS_ANY_CASE):
         low, high = max(keyword.start() - _NEAR, 0), keyword.end() + _NEAR
         for code in _ICD10.finditer(text, low, high):
             found.add(code.start())
@@ -119,8 +166,8 @@ def count_icd10(text: str) -> int:
 
 
 # -- dates of birth --------------------------------------------------------------------------
-_BIRTH = re.compile(r"\b(?:d\.?o\.?b\.?|date of birth|birth ?date|born(?: on)?)(?![a-z])",
-                    re.IGNORECASE)
+_BIRTH = re.compile(r"(?:d\.?o\.?b\.?|date of birth|birth ?date|born(?: on)?)(?![a-z])")
+_BIRTH_ANY_CASE = re.compile(_BIRTH.pattern, re.IGNORECASE)
 _MONTHS = {name: number for number, names in enumerate(
     (("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
      ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
@@ -133,6 +180,7 @@ _DATE = re.compile(
     rf"|(?P<mn1>{_MONTH})\.? (?P<d3>\d{{1,2}})(?:st|nd|rd|th)?,? (?P<y3>\d{{4}})"
     rf"|(?P<d4>\d{{1,2}})(?:st|nd|rd|th)? (?P<mn2>{_MONTH})\.?,? (?P<y4>\d{{4}})",
     re.IGNORECASE)
+_GAP = re.compile(r"[\s:=\-,()]*(?:on |the |is |was )*")
 _AFTER_KEYWORD = 24  # characters between the keyword and the date ("DOB: ", "born on the ")
 
 
@@ -160,8 +208,8 @@ def _date_of(match: re.Match[str]) -> bool:
 
 def count_dob(text: str) -> int:
     found = 0
-    for keyword in _BIRTH.finditer(text):
-        gap = re.compile(r"[\s:=\-,()]*(?:on |the |is |was )*").match(text, keyword.end())
+    for keyword in _keywords(text, _BIRTH, _BIRTH_ANY_CASE):
+        gap = _GAP.match(text, keyword.end())
         start = gap.end() if gap else keyword.end()
         if start - keyword.end() > _AFTER_KEYWORD:
             continue

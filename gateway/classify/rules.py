@@ -87,6 +87,7 @@ class ContentRule:
     attachment_types: tuple[str, ...] = ()
     detect: tuple[str, ...] = ()
     min_count: int = 1
+    body_literals: frozenset[str] | None = None  # required_literals of body_regex
 
     @property
     def needs_body(self) -> bool:
@@ -264,6 +265,46 @@ def backtracking_risk(pattern: str) -> str | None:
     return walk(_parser.parse(pattern), False)
 
 
+def required_literals(pattern: str) -> frozenset[str] | None:
+    """Lower-case strings one of which every match of PATTERN contains, or None when there
+    is no such set. A text (lower-cased) holding none of them cannot match: the regular
+    expression need not run. Only sound for ASCII text (see BodyScan._scan_text)."""
+    c = _constants
+
+    def of(items: Any) -> frozenset[str] | None:
+        best: frozenset[str] | None = None
+        run = ""
+
+        def better(candidate: frozenset[str] | None) -> None:
+            nonlocal best
+            if candidate and (best is None or min(map(len, candidate)) > min(map(len, best))):
+                best = candidate
+
+        for op, av in items:
+            if op == c.LITERAL:
+                run += chr(av).lower()
+                continue
+            better(frozenset([run]) if run else None)
+            run = ""
+            if op == c.SUBPATTERN:
+                better(of(av[3]))
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT) and av[0] >= 1:
+                better(of(av[2]))
+            elif op == c.ATOMIC_GROUP:
+                better(of(av))
+            elif op == c.BRANCH:
+                alternatives = [of(b) for b in av[1]]
+                if all(alternatives):
+                    better(frozenset().union(*(a for a in alternatives if a)))
+        better(frozenset([run]) if run else None)
+        return best
+
+    try:
+        return of(_parser.parse(pattern))
+    except Exception:  # noqa: BLE001 - no prefilter then; the pattern still runs
+        return None
+
+
 def compile_regex(value: Any, where: str, key: str) -> re.Pattern[str]:
     if not isinstance(value, str) or not value:
         raise PolicyError(f"{where}: {key} must be a non-empty string (a regular expression)")
@@ -333,6 +374,7 @@ def parse_rule(index: int, path: str, lines: list[str], table: Any, line: int) -
                                                 "subject_regex")
     if "body_regex" in table:
         fields["body_regex"] = compile_regex(table["body_regex"], at("body_regex"), "body_regex")
+        fields["body_literals"] = required_literals(table["body_regex"])
     if "sender" in table:
         senders = _strings(table["sender"], at("sender"), "sender")
         for sender in senders:

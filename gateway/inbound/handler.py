@@ -222,8 +222,7 @@ class Acceptance:
                 await self._add_to_head(piece)
             else:
                 self.spool.add(piece)
-                if self.body_scan is not None:
-                    self.body_scan.feed(piece)
+                await self._scan(piece)
             if self.spool is not None and self.spool.needs_spill:
                 await asyncio.to_thread(self.spool.spill)
         except Exception as exc:  # noqa: BLE001 - answered at the end of data, not mid-stream
@@ -245,8 +244,17 @@ class Acceptance:
         await self._start_spool(head)
         assert self.spool is not None
         self.spool.add(body)
-        if self.body_scan is not None:
-            self.body_scan.feed(body)
+        await self._scan(body)
+
+    async def _scan(self, piece: bytes) -> None:
+        """Feed the body scan; what may take milliseconds runs off the event loop."""
+        scan = self.body_scan
+        if scan is None:
+            return
+        if scan.heavy(len(piece)):
+            await asyncio.to_thread(scan.feed, piece)
+        else:
+            scan.feed(piece)
 
     async def _start_spool(self, head: bytes) -> None:
         """Classify HEAD (the whole header section) and begin the spool file with it."""
@@ -294,15 +302,16 @@ class Acceptance:
             self.abort()
             return refused(reply or self._failure_reply(self.failure), "data")
         assert self.spool is not None
-        self._decide_with_body()
+        await self._decide_with_body()
         return await self._queue(self.spool)
 
-    def _decide_with_body(self) -> None:
+    async def _decide_with_body(self) -> None:
         """The final decision, before the 250: the body scan's findings added."""
-        if self.body_scan is None or self._classified is None:
+        scan = self.body_scan
+        if scan is None or self._classified is None:
             return
         policy, section = self._classified
-        content = self.body_scan.close()
+        content = await asyncio.to_thread(scan.close) if scan.heavy(0) else scan.close()
         self.body_scan = None
         self.decisions = [decide(policy, section, rcpt, sender=self.envelope.mail_from or "",
                                  content=content) for rcpt in self.envelope.rcpt_tos]
