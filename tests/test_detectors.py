@@ -168,3 +168,17 @@ def test_sniffing_names_a_docx_by_its_content() -> None:
         archive.writestr("word/document.xml", "<w/>")
     assert sniff_type(buffer.getvalue()[:512]) == (
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+
+
+def test_non_ascii_digits_are_found_as_the_patterns_read_them() -> None:
+    """Fullwidth digits are digits to the patterns: the fast ASCII path must not lose them."""
+    assert count_us_ssn("SSN \uff15\uff13\uff16-\uff12\uff12-\uff11\uff12\uff13\uff14") == 1
+
+
+def test_numbers_next_to_non_ascii_text_are_found() -> None:
+    assert count_payment_card("Kärtchen: 4111 1111 1111 1111 – danke") == 1
+    assert count_iban("Überweisung DE89 3704 0044 0532 0130 00") == 1
+
+
+def test_run_with_leading_spaces_and_dashes_still_finds_the_ssn() -> None:
+    assert count_us_ssn("ref -- 536-22-1234 end") == 1
