@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,7 @@ body_regex = "(?i)medical record|patient chart"
 confidential = true
 """
 
+SENDER = "doctor@clinic.example"  # the envelope sender, as over SMTP
 WORDS = ("the quick brown fox jumps over a lazy dog while the meeting on friday at 10:30 in"
          " room 4 discusses quarterly numbers 2024 and invoice 88231 for order 771 ").split()
 
@@ -162,12 +164,12 @@ def main() -> None:
                                 ("1 MiB", 1 << 20, max(args.rounds // 10, 20))):
         data = message(size)
         pieces = [data[i:i + 65536] for i in range(0, len(data), 65536)]
-        decision = classify(policy, pieces, ["someone@plain.example"])[0]
+        decision = classify(policy, pieces, ["someone@plain.example"], SENDER)[0]
         assert not decision.confidential, decision.why
-        median, p99 = measure(rounds, lambda p=pieces: classify(policy, p,  # type: ignore[misc]
-                                                                ["someone@plain.example"]))
-        base_median, base_p99 = measure(rounds, lambda p=pieces: classify(  # type: ignore[misc]
-            default, p, ["someone@plain.example"]))
+        median, p99 = measure(rounds, functools.partial(
+            classify, policy, pieces, ["someone@plain.example"], SENDER))
+        base_median, base_p99 = measure(rounds, functools.partial(
+            classify, default, pieces, ["someone@plain.example"], SENDER))
         print(f"  {label:6} ({len(data):>8} bytes): median {median * 1e3:8.3f} ms   p99"
               f" {p99 * 1e3:8.3f} ms   ({rounds} rounds; default policy, header only:"
               f" median {base_median * 1e3:.3f} ms, p99 {base_p99 * 1e3:.3f} ms)")

@@ -138,7 +138,11 @@ def sender_addresses(section: HeaderSection, sender: str) -> list[str]:
     given to `policy test`, the Return-Path and From addresses."""
     if sender:
         return [sender]
-    values = section.values("Return-Path") or section.values("From")
+    fields = section.named("Return-Path") or section.named("From")
+    # The raw values, unfolded: getaddresses reads them at a fraction of the cost of the
+    # email package's structured header parsing (an address has no encoded words).
+    values = [re.sub(r"\r?\n(?=[ \t])", "", f.raw_value.decode("utf-8", "replace")).strip()
+              for f in fields]
     return [address for _name, address in email.utils.getaddresses(values) if address]
 
 
