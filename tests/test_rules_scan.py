@@ -142,3 +142,16 @@ def test_default_policy_has_no_body_rules() -> None:
     from gateway.resources import DEFAULT_POLICY_DIR
 
     assert not load_policy(DEFAULT_POLICY_DIR).needs_body
+
+
+def test_a_detector_that_breaks_is_a_scan_error_not_a_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.classify import detectors
+
+    def broken(text: str) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(detectors.TEXT_DETECTORS, "us-ssn", broken)
+    decision = classify(policy_of(tmp_path, RULES), [head("text/plain") + b"hello\r\n"])[0]
+    assert decision.confidential
+    assert "the body could not be scanned (RuntimeError: boom)" in decision.why

@@ -192,6 +192,8 @@ class BodyScan:
                     self._finish_leaf()
                 except ScanError as exc:
                     self._fail(str(exc))
+                except Exception as exc:  # noqa: BLE001 - a scan error (fail closed), not a crash
+                    self._fail(f"the body could not be scanned ({type(exc).__name__}: {exc})")
         return self.findings
 
     def _guarded(self, block: bytes) -> None:
