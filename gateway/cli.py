@@ -83,7 +83,13 @@ def _route_headers(args: argparse.Namespace) -> Message:
 
 def cmd_route(config: Config, args: argparse.Namespace) -> int:
     policy = load_policy(config.policy_dir)
-    decision = decide(policy, _route_headers(args), args.to)
+    if args.message and policy.needs_body:  # the body too, as the SMTP side scans it
+        from gateway.classify.message import classify, file_chunks
+
+        decision = classify(policy, file_chunks(Path(args.message)), [args.to],
+                            args.sender)[0]
+    else:
+        decision = decide(policy, _route_headers(args), args.to, sender=args.sender)
     knowledge = _domain_knowledge(config, decision.recipient.rpartition("@")[2], args.no_dns)
     outcome = predicted_outcome(decision, knowledge)
     if args.json:
@@ -146,11 +152,24 @@ def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
         if report.policy is not None:
             policy = report.policy
             print(f"{directory}: OK ({len(policy.files)} files, {len(policy.rules)} domain rules,"
+                  f" {len(policy.content_rules)} classification rules,"
                   f" default mode {policy.default_mode})")
         else:
             print(f"{directory}: {len(report.errors)} error(s); the policy cannot be used",
                   file=sys.stderr)
     return 0 if report.policy is not None else 1
+
+
+def cmd_policy_test(config: Config, args: argparse.Namespace) -> int:
+    """Classify every .eml file named (or found in the folders named) and print, per file and
+    recipient, the decision, the rule and where it matched; with --expect, the mismatches."""
+    from gateway.classify.policy_test import print_results, run_policy_test
+
+    directory = Path(args.policy) if args.policy else config.policy_dir
+    report = run_policy_test(load_policy(directory), [Path(p) for p in args.paths],
+                             Path(args.expect) if args.expect else None, args.to)
+    print_results(report, args.json)
+    return 0 if report.ok else 1
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -408,6 +427,15 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("dir", nargs="?")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_policy_check)
+    test = add(policy, "test", help="classify .eml files with the policy (and check expectations)")
+    test.add_argument("paths", nargs="+", metavar="DIR_OR_FILE")
+    test.add_argument("--json", action="store_true")
+    test.add_argument("--expect", metavar="FILE.csv",
+                      help="expected results: columns file, confidential (yes/no), rule")
+    test.add_argument("--to", action="append", default=[],
+                      help="recipient (default: the To/Cc addresses of each message)")
+    test.add_argument("--policy", metavar="DIR", help="policy directory (default: policy.dir)")
+    test.set_defaults(func=cmd_policy_test)
     config_tools = add(sub, "config", help="config tools").add_subparsers(dest="action",
                                                                           required=True)
     config_check = add(config_tools, "check", help="validate the config file")

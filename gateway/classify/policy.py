@@ -17,12 +17,25 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+from gateway.classify.common import Origin as Origin
+from gateway.classify.common import PolicyError as PolicyError
+from gateway.classify.rules import (
+    ContentFindings,
+    ContentRule,
+    ScanSettings,
+    first_match,
+    merge_settings,
+    parse_rules,
+)
+
 MODES = ("require-tls", "require-verified-tls", "pickup")
 OPPORTUNISTIC = "opportunistic"
 _SECTION_KEYS = {
     "confidential": {"subject_tags", "strip_tags", "headers"},
     "default": {"mode"},
     "domain": {"match", "mode", "nexthop", "tls_name"},
+    "rule": set(),  # checked by rules.parse_rule
+    "policy": set(),  # checked by rules.merge_settings
 }
 _DOMAIN_PATTERN = re.compile(r"^(\*\.)?([a-z0-9-]+\.)*[a-z0-9-]+$")
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
@@ -34,19 +47,6 @@ _OTHER_TRANSPORTS = {"lmtp", "error", "retry", "local", "virtual", "discard", "p
                      "bsmtp"}
 _NEXTHOP = re.compile(r"^\[(?P<bracketed>[^\[\]]+)\](?::(?P<bport>[^:]*))?$"
                       r"|^(?P<host>[^:\[\]]+)(?::(?P<port>[^:]*))?$")
-
-
-class PolicyError(ValueError):
-    """An invalid policy file; the message starts with file:line."""
-
-
-@dataclass(frozen=True)
-class Origin:
-    file: str
-    line: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,13 @@ class Policy:
     rules: list[DomainRule] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    content_rules: list[ContentRule] = field(default_factory=list)
+    scan: ScanSettings = field(default_factory=ScanSettings)
+
+    @property
+    def needs_body(self) -> bool:
+        """Whether a rule looks at the body or attachments: only then is the body scanned."""
+        return any(rule.needs_body for rule in self.content_rules)
 
 
 @dataclass
@@ -122,6 +129,7 @@ class PolicyReport:
         return {"ok": usable, "errors": self.errors, "warnings": self.warnings,
                 "files": self.policy.files if self.policy else [],
                 "domain_rules": len(self.policy.rules) if self.policy else 0,
+                "rules": len(self.policy.content_rules) if self.policy else 0,
                 "default_mode": self.policy.default_mode if self.policy else None}
 
 
@@ -134,10 +142,13 @@ class Decision:
     why: str
     mode: str
     rule: str
+    content_rule: str = ""  # the [[rule]] that decided, by name
+    where: tuple[str, ...] = ()  # where its conditions held (never the text that matched)
 
     def as_dict(self) -> dict[str, Any]:
         return {"recipient": self.recipient, "confidential": self.confidential,
-                "why": self.why, "mode": self.mode, "rule": self.rule}
+                "why": self.why, "mode": self.mode, "rule": self.rule,
+                "content_rule": self.content_rule, "where": list(self.where)}
 
 
 def _line_of(lines: list[str], pattern: str, start: int = 0) -> int:
@@ -305,12 +316,16 @@ def _merge_file(policy: Policy, path: Path, errors: list[str]) -> None:
     for section in data:
         if section not in _SECTION_KEYS:
             errors.append(f"{path}:{_section_line(lines, re.escape(section))}: unknown section"
-                          f" [{section}] (allowed: confidential, default, domain)")
+                          f" [{section}] (allowed: confidential, default, domain, rule,"
+                          " policy)")
     steps: list[tuple[str, Callable[[], None]]] = [
         ("confidential",
          lambda: _merge_confidential(policy, str(path), lines, data["confidential"])),
         ("default", lambda: _merge_default(policy, str(path), lines, data["default"])),
-        ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors))]
+        ("domain", lambda: _merge_domains(policy, str(path), lines, data["domain"], errors)),
+        ("policy", lambda: merge_settings(policy.scan, str(path), lines, data["policy"])),
+        ("rule", lambda: policy.content_rules.extend(parse_rules(
+            len(policy.content_rules), str(path), lines, data["rule"], errors)))]
     for section, merge in steps:
         if section in data:
             try:
@@ -525,15 +540,45 @@ def confidential_reason(policy: Policy, headers: HeaderSection | Message) -> str
     return None
 
 
-def decide(policy: Policy, headers: HeaderSection | Message, recipient: str) -> Decision:
-    """Classify RECIPIENT of a message with HEADERS (read_header_section of its head)."""
+NOT_CONFIDENTIAL = "mail that is not confidential: opportunistic TLS"
+
+
+def decide(policy: Policy, headers: HeaderSection | Message, recipient: str, *,
+           sender: str = "", content: ContentFindings | None = None) -> Decision:
+    """Classify RECIPIENT of a message with HEADERS (read_header_section of its head), sent
+    by SENDER (the envelope's; "" to read it from the header section), whose body scan
+    found CONTENT (None: the body is not read yet, or the policy needs no body).
+
+    In order: a subject tag or header, a header section readers may disagree on (fail
+    closed), then the [[rule]]s, the first matching one deciding; a scan error is
+    confidential (on_scan_error) unless a rule already made the message confidential."""
     domain = recipient.rpartition("@")[2]
-    reason = confidential_reason(policy, headers)
-    if reason is None:
-        return Decision(recipient, False, "no confidential subject tag or header",
-                        OPPORTUNISTIC, "mail that is not confidential: opportunistic TLS")
-    mode, rule = mode_for_domain(policy, domain)
-    return Decision(recipient, True, reason, mode, rule)
+    section = headers if isinstance(headers, HeaderSection) else section_of_message(headers)
+    reason = confidential_reason(policy, section)
+    if reason is not None:
+        mode, rule = mode_for_domain(policy, domain)
+        return Decision(recipient, True, reason, mode, rule)
+    match = (first_match(policy.content_rules, section, sender, recipient, content)
+             if policy.content_rules else None)
+    if match is not None and match.rule.confidential:
+        mode, rule = mode_for_domain(policy, domain)
+        if match.rule.mode is not None and MODES.index(match.rule.mode) > MODES.index(mode):
+            mode, rule = match.rule.mode, f"mode of {match.rule.label}"
+        return Decision(recipient, True, f"{match.rule.label}: {'; '.join(match.where)}",
+                        mode, rule, match.rule.name, match.where)
+    if content is not None and content.errors and policy.scan.on_scan_error == "confidential":
+        origin = policy.scan.origin or "the built-in default"
+        mode, rule = mode_for_domain(policy, domain)
+        return Decision(recipient, True, f"the content could not be scanned: {content.errors[0]}"
+                        f" (on_scan_error = confidential, {origin})", mode, rule)
+    if match is not None:
+        return Decision(recipient, False, f"exempted by {match.rule.label}:"
+                        f" {'; '.join(match.where)}", OPPORTUNISTIC, NOT_CONFIDENTIAL,
+                        match.rule.name, match.where)
+    why = "no confidential subject tag or header"
+    if policy.content_rules:
+        why += " and no [[rule]] matched"
+    return Decision(recipient, False, why, OPPORTUNISTIC, NOT_CONFIDENTIAL)
 
 
 def strip_subject_tags(policy: Policy, subject: str) -> str:

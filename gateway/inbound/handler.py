@@ -23,9 +23,11 @@ import dns.exception
 import dns.reversename
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.classify.body_scan import BodyScan
 from gateway.classify.internal import route_for
 from gateway.classify.policy import (
     Decision,
+    HeaderSection,
     Policy,
     decide,
     read_header_section,
@@ -201,6 +203,10 @@ class Acceptance:
         self.head = bytearray()
         self.spool: IncomingMessage | None = None  # set once the header section is complete
         self.decisions: list[Decision] = []
+        # With [[rule]]s on the body: the scan fed as the body streams, and what the final
+        # decision (at the end of data) needs besides it.
+        self.body_scan: BodyScan | None = None
+        self._classified: tuple[Policy, HeaderSection] | None = None
         self.message_id = ""  # the Message-ID field, for the log
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
@@ -216,6 +222,7 @@ class Acceptance:
                 await self._add_to_head(piece)
             else:
                 self.spool.add(piece)
+                await self._scan(piece)
             if self.spool is not None and self.spool.needs_spill:
                 await asyncio.to_thread(self.spool.spill)
         except Exception as exc:  # noqa: BLE001 - answered at the end of data, not mid-stream
@@ -237,6 +244,17 @@ class Acceptance:
         await self._start_spool(head)
         assert self.spool is not None
         self.spool.add(body)
+        await self._scan(body)
+
+    async def _scan(self, piece: bytes) -> None:
+        """Feed the body scan; what may take milliseconds runs off the event loop."""
+        scan = self.body_scan
+        if scan is None:
+            return
+        if scan.heavy(len(piece)):
+            await asyncio.to_thread(scan.feed, piece)
+        else:
+            scan.feed(piece)
 
     async def _start_spool(self, head: bytes) -> None:
         """Classify HEAD (the whole header section) and begin the spool file with it."""
@@ -246,7 +264,14 @@ class Acceptance:
             return
         self.message_id = next(iter(section.values("message-id")), "").strip()
         policy = self.handler.policy()
-        self.decisions = [decide(policy, section, rcpt) for rcpt in self.envelope.rcpt_tos]
+        sender = self.envelope.mail_from or ""
+        # The header-only decision (tag stripping needs it now); with body rules it is taken
+        # again at the end of data with what the body scan found.
+        self.decisions = [decide(policy, section, rcpt, sender=sender)
+                          for rcpt in self.envelope.rcpt_tos]
+        if policy.needs_body:
+            self.body_scan = BodyScan(policy.content_rules, policy.scan.scan_limit, head)
+            self._classified = (policy, section)
         if policy.strip_tags and any(d.confidential for d in self.decisions):
             head = rewrite_subject(head, lambda s: strip_subject_tags(policy, s))
         self.spool = self.handler.store.incoming_spool(self.queue_id)
@@ -277,7 +302,19 @@ class Acceptance:
             self.abort()
             return refused(reply or self._failure_reply(self.failure), "data")
         assert self.spool is not None
+        await self._decide_with_body()
         return await self._queue(self.spool)
+
+    async def _decide_with_body(self) -> None:
+        """The final decision, before the 250: the body scan's findings added."""
+        scan = self.body_scan
+        if scan is None or self._classified is None:
+            return
+        policy, section = self._classified
+        content = await asyncio.to_thread(scan.close) if scan.heavy(0) else scan.close()
+        self.body_scan = None
+        self.decisions = [decide(policy, section, rcpt, sender=self.envelope.mail_from or "",
+                                 content=content) for rcpt in self.envelope.rcpt_tos]
 
     async def _queue(self, spool: IncomingMessage) -> str:
         routes = [route_for(d.recipient, d, self.handler.config.internal.domains)
