@@ -14,6 +14,7 @@ import pytest
 from gateway.config import Config
 from gateway.storage import open_storage
 from gateway.storage.protocols import Storage
+from tests.s3_server import s3_server, s3_settings  # noqa: F401 - fixtures of this suite
 from tests.storage.helpers import FakeClock
 
 BACKENDS = ["sqlite", "postgresql"]
