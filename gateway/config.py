@@ -15,8 +15,7 @@ DEFAULT_CONFIG_PATH = Path("conf/sealgate.toml")
 # directory, because cron and systemd do not run sealgate in the data directory.
 PATH_KEYS = (("smtp", "tls_cert"), ("smtp", "tls_key"), ("delivery", "ca_file"),
              ("storage", "dir"), ("storage", "keys_dir"), ("policy", "dir"),
-             ("pickup", "logo_file"), ("pickup", "templates_dir"), ("dkim", "key_file"),
-             ("storage.s3", "secret_access_key_file"))
+             ("pickup", "logo_file"), ("pickup", "templates_dir"), ("dkim", "key_file"))
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
@@ -411,10 +410,8 @@ def _check_trusted_proxies(entries: list[str]) -> None:
 
 
 def _resolve_paths(config: Config, base: Path) -> None:
-    for section, key in PATH_KEYS:
-        values = config
-        for part in section.split("."):
-            values = getattr(values, part)
+    for values, key in [*((getattr(config, s), k) for s, k in PATH_KEYS),
+                        (config.storage.s3, "secret_access_key_file")]:  # read by validate
         value = getattr(values, key)
         if value and not Path(value).is_absolute():
             setattr(values, key, str((base / value).resolve()))
