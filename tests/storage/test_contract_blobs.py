@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import tracemalloc
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
 
-from gateway.storage.blob_store import BlobStore
+from gateway.storage.blob_store import BlobStore, BlobStoreError
 from gateway.storage.postgres.blobs import ChunkTableBlobs
 from gateway.storage.postgres.storage import PostgresStorage
 from gateway.storage.s3 import S3Blobs, S3Settings
@@ -146,13 +146,20 @@ def test_debris_lists_old_blobs_with_the_prefix(blobs: BlobStore) -> None:
     assert blobs.older_than("pickup:", 3600) == []
 
 
-def test_the_s3_store_refuses_a_missing_bucket(s3_settings: S3Settings,
-                                               tmp_path: Path) -> None:
-    from dataclasses import replace
-
-    from gateway.storage.blob_store import BlobStoreError
-
+def test_the_s3_store_refuses_a_missing_bucket(s3_settings: S3Settings) -> None:
     store = S3Blobs(replace(s3_settings, bucket="no-such-bucket"))
     with pytest.raises(BlobStoreError, match="no-such-bucket"):
         store.check()
     store.close()
+
+
+def test_the_s3_server_checks_signatures(s3_settings: S3Settings) -> None:
+    """The server is a real check on the client: a request signed with another secret is
+    refused, and nothing is stored."""
+    forged = S3Blobs(replace(s3_settings, secret_access_key="not-the-secret"))
+    with pytest.raises(BlobStoreError, match="SignatureDoesNotMatch"):
+        forged.put("pickup:forged", [b"x"])
+    forged.close()
+    honest = S3Blobs(s3_settings)
+    assert honest.size("pickup:forged") is None
+    honest.close()
