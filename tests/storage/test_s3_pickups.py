@@ -15,6 +15,7 @@ from gateway.config import ConfigError, S3Config, check_s3, load_config
 from gateway.storage.postgres import open_postgres
 from gateway.storage.postgres.storage import PostgresStorage
 from gateway.storage.s3 import S3Blobs, S3Settings
+from gateway.storage.store import Route
 from gateway.vault.crypto import DecryptionError
 
 MiB = 1 << 20
@@ -121,6 +122,32 @@ def test_a_large_pickup_streams_both_ways(pg_s3: PostgresStorage) -> None:
           f" reading {read_peak / MiB:.1f} MiB")
     assert read == 40 * MiB + len(b"Subject: scan\r\n\r\n")
     assert store_peak < 24 * MiB and read_peak < 8 * MiB, (store_peak, read_peak)
+
+
+def test_a_store_that_fails_while_staging_leaves_the_recipient_to_retry(
+        pg_s3: PostgresStorage, s3_settings: S3Settings) -> None:
+    """No row without its object: the upload fails, the whole transaction rolls back, the
+    recipient stays claimed (its lease runs out and it is tried again), the spool stays."""
+    from dataclasses import replace
+
+    from gateway.storage.blob_store import BlobStoreError
+    from tests.fakes.ports import free_port
+    from tests.storage.test_contract_queue import held_by, staged
+
+    message_id = pg_s3.enqueue(SENDER, [Route(PAT, True, "pickup")], b"Subject: x\r\n\r\nhi")
+    pg_s3.claim_due()
+    working = pg_s3.external_blobs
+    pg_s3.external_blobs = S3Blobs(replace(s3_settings,
+                                           endpoint=f"http://127.0.0.1:{free_port()}"))
+    try:
+        with pytest.raises(BlobStoreError):
+            pg_s3.stage_pickup(staged(message_id, PAT, "pickup-down", pg_s3.clock() + 86400))
+    finally:
+        pg_s3.external_blobs.close()
+        pg_s3.external_blobs = working
+    assert pg_s3.get_pickup("pickup-down") is None and pg_s3.message_count() == 1
+    assert held_by(pg_s3, message_id, PAT) == ("delivering", pg_s3.owner)
+    assert pg_s3.read_spool(message_id) == b"Subject: x\r\n\r\nhi"
 
 
 def test_an_unreachable_bucket_fails_opening(postgres_url: str, s3_settings: S3Settings,
