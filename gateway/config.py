@@ -100,12 +100,36 @@ class DNSConfig:
 
 
 @dataclass
+class S3Config:
+    """[storage.s3]: where storage.blobs = "s3" keeps blobs (MinIO, Ceph RGW, AWS S3)."""
+    endpoint: str = ""                # http(s)://host[:port]
+    bucket: str = ""
+    region: str = ""
+    access_key_id: str = ""
+    secret_access_key_file: str = ""  # the secret itself never sits in the config
+
+    def secret_access_key(self) -> str:
+        """The secret from its file (first line, surrounding blanks removed)."""
+        try:
+            text = Path(self.secret_access_key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"storage.s3.secret_access_key_file: cannot read"
+                              f" {self.secret_access_key_file}: {exc}") from None
+        lines = text.strip().splitlines()
+        if not lines or not lines[0].strip():
+            raise ConfigError(f"storage.s3.secret_access_key_file: {self.secret_access_key_file}"
+                              " is empty")
+        return lines[0].strip()
+
+
+@dataclass
 class StorageConfig:
     dir: str = "var"
     backend: str = "sqlite"  # which storage back-end implements the Protocols (storage/)
     url: str = ""            # postgresql://user@host:5432/db (password: PGPASSWORD, ~/.pgpass)
     blobs: str = "local"     # spool and encrypted pickups: "local" files, "database" or "s3"
     keys_dir: str = ""       # key-encryption keys; "" = <dir>/keys
+    s3: S3Config = field(default_factory=S3Config)  # [storage.s3], for blobs = "s3"
 
     @property
     def keys_path(self) -> Path:
@@ -221,6 +245,9 @@ def _section(name: str, cls: type, values: Any) -> Any:
         if spec is None:
             raise ConfigError(f"[{name}] unknown key {key!r} (known: {', '.join(sorted(known))})")
         default = getattr(cls(), spec.name)
+        if isinstance(default, S3Config):  # a table of its own: [storage.s3]
+            kwargs[spec.name] = _section(f"{name}.{key}", S3Config, value)
+            continue
         if (not isinstance(value, type(default))
                 or isinstance(value, bool) != isinstance(default, bool)):
             raise ConfigError(f"{name}.{key}: expected {type(default).__name__}, got {value!r}")
@@ -229,7 +256,7 @@ def _section(name: str, cls: type, values: Any) -> Any:
 
 
 STORAGE_BACKENDS = ("sqlite", "postgresql")
-STORAGE_BLOBS = {"sqlite": ("local",), "postgresql": ("database",)}  # what each has today
+STORAGE_BLOBS = {"sqlite": ("local",), "postgresql": ("database", "s3")}  # what each has
 BLOB_PLACES = ("local", "database", "s3")
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -308,6 +335,43 @@ def _check_storage(storage: StorageConfig) -> None:
                           " <storage.dir>/keys; leave keys_dir empty")
     if storage.backend == "postgresql":
         check_storage_url(storage.url)
+    if storage.blobs == "s3":
+        check_s3(storage.s3)
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[A-Za-z0-9-]+")
+
+
+def check_s3(s3: S3Config) -> None:
+    """[storage.s3] complete for storage.blobs = "s3", its secret readable from its file."""
+    from urllib.parse import urlsplit
+
+    example = ' like "https://s3.example.org" or "http://127.0.0.1:9000"'
+    if not s3.endpoint:
+        raise ConfigError(f"storage.s3.endpoint: must be set for storage.blobs = \"s3\",{example}")
+    try:
+        parts = urlsplit(s3.endpoint)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"storage.s3.endpoint: {s3.endpoint!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(f"storage.s3.endpoint: {s3.endpoint!r} is not a URL{example}"
+                          " (scheme, host and port only: the bucket is storage.s3.bucket)")
+    if not _BUCKET.fullmatch(s3.bucket) or ".." in s3.bucket:
+        raise ConfigError(f"storage.s3.bucket: {s3.bucket!r} is not a bucket name (3 to 63"
+                          " lower-case letters, digits, dots and hyphens)")
+    if not _REGION.fullmatch(s3.region):
+        raise ConfigError(f"storage.s3.region: {s3.region!r} is not a region like"
+                          " \"eu-central-1\" (MinIO and Ceph RGW take \"us-east-1\")")
+    if not s3.access_key_id or any(c.isspace() for c in s3.access_key_id):
+        raise ConfigError("storage.s3.access_key_id: must be set (the store's access key id)")
+    if not s3.secret_access_key_file:
+        raise ConfigError("storage.s3.secret_access_key_file: must be set: a file holding the"
+                          " secret access key (kept out of the config, readable by sealgate"
+                          " only)")
+    s3.secret_access_key()
 
 
 def check_storage_url(url: str) -> None:
@@ -346,8 +410,8 @@ def _check_trusted_proxies(entries: list[str]) -> None:
 
 
 def _resolve_paths(config: Config, base: Path) -> None:
-    for section, key in PATH_KEYS:
-        values = getattr(config, section)
+    for values, key in [*((getattr(config, s), k) for s, k in PATH_KEYS),
+                        (config.storage.s3, "secret_access_key_file")]:  # read by validate
         value = getattr(values, key)
         if value and not Path(value).is_absolute():
             setattr(values, key, str((base / value).resolve()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 from gateway.config import _SECTIONS, Config, load_config
@@ -16,8 +16,22 @@ _KEY = re.compile(r"^([a-z_]+)\s*=")
 
 
 def config_keys() -> set[str]:
-    return {f"{section}.{f.name.rstrip('_')}" for section, cls in _SECTIONS.items()
-            for f in fields(cls)}
+    return {key for section, cls in _SECTIONS.items() for key in _keys(section, cls)}
+
+
+def _keys(section: str, cls: type) -> set[str]:
+    """SECTION's keys; a table inside it ([storage.s3]) by its own keys."""
+    found = set()
+    for f in fields(cls):
+        default = getattr(cls(), f.name)
+        name = f"{section}.{f.name.rstrip('_')}"
+        found |= _keys(name, type(default)) if is_dataclass(default) else {name}
+    return found
+
+
+def _flat(prefix: str, values: dict[str, object]) -> set[str]:
+    return {key for k, v in values.items()
+            for key in (_flat(f"{prefix}.{k}", v) if isinstance(v, dict) else {f"{prefix}.{k}"})}
 
 
 def file_keys() -> dict[str, str]:
@@ -49,4 +63,4 @@ def test_every_key_of_the_production_example_has_a_comment() -> None:
 
 def test_the_production_example_sets_each_key_once_in_its_section() -> None:
     data = tomllib.loads(PRODUCTION.read_text())
-    assert {f"{s}.{k}" for s, values in data.items() for k in values} == set(file_keys())
+    assert {key for s, values in data.items() for key in _flat(s, values)} == set(file_keys())

@@ -7,6 +7,9 @@ the size of the message. Writes run inside the caller's transaction, so a blob a
 that points at it are committed together or not at all. Reads go through a FetchBinary:
 Database.fetch_binary (a pooled connection per chunk, for a stream the portal holds while a
 download runs) or fetch_in(cursor) (inside a transaction that reads one blob to write another).
+
+ChunkTableBlobs is the same table as a BlobStore (gateway/storage/blob_store.py), each call
+in a transaction of its own; the back-end itself writes inside its own transactions.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import io
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-from gateway.storage.postgres.connection import Cursor, FetchBinary
+from gateway.storage.postgres.connection import Cursor, Database, FetchBinary
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 CHUNK_SIZE = 1 << 20
 Chunk = bytes | memoryview
+_OLDER_THAN_SQL = ("SELECT blob FROM blob_chunks WHERE seq = 0 AND starts_with(blob, %s)"
+                   " AND written <= extract(epoch FROM clock_timestamp()) - %s ORDER BY blob")
 
 
 def rechunked(chunks: Iterable[Chunk], size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -129,3 +134,36 @@ def open_blob_file(fetch: FetchBinary, name: str) -> tuple[BinaryIO, int]:
     if size is None:
         raise KeyError(name)
     return io.BufferedReader(_ChunkedRaw(fetch, name, size), buffer_size=CHUNK_SIZE), size
+
+
+class ChunkTableBlobs:
+    """The BlobStore over blob_chunks: a blob is its rows, written in one transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def put(self, name: str, chunks: Iterable[Chunk]) -> int:
+        with self.db.transaction() as cursor:
+            return write_blob(cursor, name, chunks)
+
+    def get(self, name: str) -> Iterator[bytes]:
+        if blob_size(self.db.fetch_binary, name) is None:  # the call itself fails
+            raise KeyError(name)
+        return blob_chunks(self.db.fetch_binary, name)
+
+    def open(self, name: str) -> tuple[BinaryIO, int]:
+        return open_blob_file(self.db.fetch_binary, name)
+
+    def size(self, name: str) -> int | None:
+        return blob_size(self.db.fetch_binary, name)
+
+    def delete(self, name: str) -> bool:
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM blob_chunks WHERE blob = %s", (name,))
+            return bool(cursor.rowcount)
+
+    def older_than(self, prefix: str, age: float) -> list[str]:
+        return [r["blob"] for r in self.db.query(_OLDER_THAN_SQL, (prefix, age))]
+
+    def close(self) -> None:
+        """The pool belongs to the back-end that lent it."""

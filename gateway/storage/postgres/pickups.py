@@ -1,23 +1,33 @@
-"""Messages stored encrypted for pickup (table pickups, blobs "pickup:<id>" in blob_chunks)
-and the portal replies kept in their thread.
+"""Messages stored encrypted for pickup (table pickups, blobs "pickup:<id>") and the portal
+replies kept in their thread.
 
-Storing encrypts the spooled copy into the database inside the transaction that inserts
-the pickup row, so there is never a row without its blob, nor an orphan blob to sweep."""
+With blobs in the database (blob_chunks), storing encrypts the spooled copy inside the
+transaction that inserts the pickup row, so there is never a row without its blob, nor an
+orphan blob to sweep. With an external BlobStore (storage.blobs = "s3"), the encrypted
+copy is uploaded completely inside that transaction, before its commit: a row never
+points at a blob that is not there. A transaction that then fails leaves an object no
+row names; so does destroying, which removes the row first and the object after the
+commit. clean_pickup_debris sweeps those once they are PICKUP_DEBRIS_AGE old."""
 
 from __future__ import annotations
 
-from gateway.storage.postgres.blobs import delete_blob
+from gateway.storage.blob_store import BlobStore, BlobStoreError
+from gateway.storage.postgres.blobs import ChunkTableBlobs, delete_blob, write_blob
 from gateway.storage.postgres.connection import Cursor, Row, fetch_in
-from gateway.storage.postgres.sealed import encrypt_into_blob, new_data_key, open_sealed_blob
+from gateway.storage.postgres.sealed import encrypted, new_data_key, open_sealed_blob
 from gateway.storage.postgres.spool import PostgresSpool
 from gateway.storage.store import Pickup, Route, new_pickup_id
 from gateway.vault import crypto
 
 MESSAGE, REPLY = "message", "reply"
+PICKUP_PREFIX = "pickup:"
+# An uploaded pickup blob without its row is debris once this old: younger ones may belong
+# to a transaction (on any node) that has uploaded and not yet committed.
+PICKUP_DEBRIS_AGE = 3600.0
 
 
 def pickup_blob(pickup_id: str) -> str:
-    return f"pickup:{pickup_id}"
+    return f"{PICKUP_PREFIX}{pickup_id}"
 
 
 def _pickup(row: Row) -> Pickup:
@@ -31,6 +41,7 @@ class PostgresPickups(PostgresSpool):
     queued with the spool's queue rows."""
 
     keys: crypto.KeyRing
+    external_blobs: BlobStore | None = None  # None: pickup blobs in blob_chunks
 
     def store_pickup(self, message_id: str, sender: str, recipient: str, expires: float, *,
                      pickup_id: str | None = None) -> str:
@@ -66,8 +77,11 @@ class PostgresPickups(PostgresSpool):
         blob = pickup_blob(pickup_id)
         data_key, sealed = keys
         with self.open_spool_file(message_id, fetch_in(cursor)) as source:
-            size = encrypt_into_blob(cursor, data_key, sealed, source, blob, pickup_id,
-                                     recipient)
+            chunks = encrypted(data_key, sealed, source, pickup_id, recipient)
+            if self.external_blobs is None:
+                size = write_blob(cursor, blob, chunks)
+            else:  # complete in the store before the row can commit
+                size = self.external_blobs.put(blob, chunks)
         cursor.execute(
             "INSERT INTO pickups (id, message_id, sender, recipient, created, expires, key_id,"
             " wrapped_key, blob, read_at, size, kind, thread_id)"
@@ -114,7 +128,8 @@ class PostgresPickups(PostgresSpool):
             raise KeyError(pickup_id)
         row = rows[0]
         sealed = crypto.SealedKey(row["key_id"], bytes(row["wrapped_key"]))
-        return open_sealed_blob(self.db.fetch_binary, self.keys, sealed, row["blob"], row["id"],
+        blobs = self.external_blobs or ChunkTableBlobs(self.db)
+        return open_sealed_blob(blobs.open, self.keys, sealed, row["blob"], row["id"],
                                 row["recipient"])
 
     def mark_pickup_read(self, pickup_id: str) -> None:
@@ -136,8 +151,26 @@ class PostgresPickups(PostgresSpool):
             row = cursor.fetchone()
             if row is None:
                 return False
-            delete_blob(cursor, row["blob"])
+            if self.external_blobs is None:
+                delete_blob(cursor, row["blob"])
+        if self.external_blobs is not None:
+            try:
+                self.external_blobs.delete(row["blob"])
+            except BlobStoreError:
+                pass  # without its row (and wrapped key) it is noise; the sweep removes it
         return True
+
+    def clean_pickup_debris(self, min_age: float = PICKUP_DEBRIS_AGE) -> int:
+        """Pickup blobs in the external store that no row names, MIN_AGE old or more (by
+        the store's clock); 0 with pickups in the database (they cannot be orphaned)."""
+        if self.external_blobs is None:
+            return 0
+        names = self.external_blobs.older_than(PICKUP_PREFIX, min_age)
+        if not names:
+            return 0
+        kept = {r["blob"] for r in self.db.query("SELECT blob FROM pickups WHERE blob = ANY(%s)",
+                                                 (names,))}
+        return sum(self.external_blobs.delete(n) for n in names if n not in kept)
 
     def expired_pickups(self) -> list[str]:
         return [r["id"] for r in self.db.query(

@@ -28,10 +28,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from gateway.queue.model import Mode, State
+from gateway.storage.blob_store import BlobStoreError
 from gateway.storage.ids import new_queue_id
 from gateway.storage.postgres.blobs import CHUNK_SIZE, Chunk, blob_size, rechunked
 from gateway.storage.postgres.connection import Cursor, Row, lock_key
-from gateway.storage.postgres.pickups import PostgresPickups
+from gateway.storage.postgres.pickups import PICKUP_DEBRIS_AGE, PostgresPickups
 from gateway.storage.postgres.sealed import new_data_key
 from gateway.storage.postgres.spool import spool_blob
 from gateway.storage.protocols import (
@@ -372,12 +373,18 @@ class PostgresQueue(PostgresPickups):
     def clean_spool_debris(self, min_age: float = 60.0, tmp_min_age: float = 0.0) -> int:
         """Unfinished incoming blobs idle for INCOMING_STALE (or TMP_MIN_AGE if longer), and
         content no pending recipient needs, first written MIN_AGE ago or earlier (by the
-        database's clock: the same for every node)."""
+        database's clock: the same for every node); and pickup objects of an external store
+        that no row names (clean_pickup_debris)."""
         with self.db.transaction() as cursor:
             cursor.execute(_DEBRIS_SQL, {"min_age": min_age,
                                          "tmp_min_age": max(tmp_min_age, INCOMING_STALE),
                                          "pending": PENDING})
-            return len({r["blob"] for r in cursor.fetchall()})
+            removed = len({r["blob"] for r in cursor.fetchall()})
+        try:  # and with pickups in an external store, its objects no row names
+            removed += self.clean_pickup_debris(max(min_age, PICKUP_DEBRIS_AGE))
+        except BlobStoreError:
+            pass  # the store is unreachable now: the next sweep tries again
+        return removed
 
 
 # -- statements ---------------------------------------------------------------------------

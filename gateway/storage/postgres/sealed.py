@@ -1,15 +1,17 @@
-"""Encrypted blobs in the database, with the same format, keys and two-pass streaming read as
-the files of the SQLite back-end (gateway/vault/crypto.py): crypto's streaming encryption
-writes into blob_chunks instead of a file, and its BlobReader reads from them."""
+"""Encrypted blobs in the database or a BlobStore (S3), with the same format, keys and
+two-pass streaming read as the files of the SQLite back-end (gateway/vault/crypto.py):
+crypto's streaming encryption writes into blob_chunks (or the store) instead of a file,
+and its BlobReader reads from them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.storage.postgres.blobs import open_blob_file, write_blob
-from gateway.storage.postgres.connection import Cursor, FetchBinary
+from gateway.storage.postgres.blobs import write_blob
+from gateway.storage.postgres.connection import Cursor
 from gateway.vault import crypto
 
 # crypto.py's file functions take paths; its streaming pieces below are the same ones they
@@ -31,16 +33,23 @@ def encrypt_into_blob(cursor: Cursor, data_key: bytes, sealed: crypto.SealedKey,
                       source: BinaryIO, blob: str, record_id: str, recipient: str) -> int:
     """Stream SOURCE, encrypted under DATA_KEY, into blob BLOB inside CURSOR's transaction;
     returns the blob's size."""
+    return write_blob(cursor, blob, encrypted(data_key, sealed, source, record_id, recipient))
+
+
+def encrypted(data_key: bytes, sealed: crypto.SealedKey, source: BinaryIO, record_id: str,
+              recipient: str) -> Iterator[bytes]:
+    """SOURCE encrypted under DATA_KEY, in the blob format, a chunk at a time."""
     aad = _aad(sealed.key_id, record_id, recipient)
-    return write_blob(cursor, blob, _encrypted_chunks(source, data_key, sealed.key_id, aad))
+    return _encrypted_chunks(source, data_key, sealed.key_id, aad)
 
 
-def open_sealed_blob(fetch: FetchBinary, ring: crypto.KeyRing, sealed: crypto.SealedKey,
-                     blob: str, record_id: str, recipient: str) -> crypto.BlobReader:
-    """Blob BLOB opened for streaming, its tag verified (DecryptionError otherwise; KeyError
-    when it is gone). The caller closes it."""
+def open_sealed_blob(open_blob: Callable[[str], tuple[BinaryIO, int]], ring: crypto.KeyRing,
+                     sealed: crypto.SealedKey, blob: str, record_id: str, recipient: str
+                     ) -> crypto.BlobReader:
+    """Blob BLOB opened for streaming by OPEN_BLOB (a BlobStore's open), its tag verified
+    (DecryptionError otherwise; KeyError when it is gone). The caller closes it."""
     data_key = crypto.unseal_key(ring, sealed, record_id, recipient)
-    handle, size = open_blob_file(fetch, blob)
+    handle, size = open_blob(blob)
     try:
         layout = _read_layout(handle, sealed, size)
         return crypto.BlobReader(handle, data_key, layout, _aad(sealed.key_id, record_id,

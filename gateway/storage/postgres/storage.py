@@ -1,6 +1,8 @@
 """The PostgreSQL back-end: every storage Protocol over one connection pool, with blobs in the
-database (storage.blobs = "database") and the key-encryption keys shared through the `keys`
-table (keys.py). Several nodes open it on one database at once; each process (and worker)
+database (storage.blobs = "database"), or the encrypted pickups in an external BlobStore
+(storage.blobs = "s3": EXTERNAL_BLOBS; the spool stays in the database, written in the
+queue's own transactions), and the key-encryption keys shared through the `keys` table
+(keys.py). Several nodes open it on one database at once; each process (and worker)
 claims under an owner id of its own."""
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
+from gateway.storage.blob_store import BlobStore
 from gateway.storage.ids import new_owner_id
 from gateway.storage.postgres.audit import PostgresAudit, PostgresQueueInspection
 from gateway.storage.postgres.connection import CONNECT_TIMEOUT, POOL_TIMEOUT, Database
@@ -38,8 +41,10 @@ class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
 
     def __init__(self, url: str, keys_dir: Path, clock: Clock = time.time,
                  pool_size: int = POOL_SIZE, pool_timeout: float = POOL_TIMEOUT,
-                 owner: str | None = None, lease: float = DEFAULT_LEASE) -> None:
+                 owner: str | None = None, lease: float = DEFAULT_LEASE,
+                 external_blobs: BlobStore | None = None) -> None:
         self.clock = clock
+        self.external_blobs = external_blobs
         self.owner = owner or new_owner_id()
         self.lease = lease
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
@@ -57,6 +62,8 @@ class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
     def close(self) -> None:
         self.stop_writers()
         self.db.close()
+        if self.external_blobs is not None:
+            self.external_blobs.close()
 
     def vacuum(self) -> None:
         """Reclaim the pages of deleted pickups and blob chunks (after a purge): until then
