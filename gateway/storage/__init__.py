@@ -42,7 +42,10 @@ def storage_errors() -> tuple[type[Exception], ...]:
     # psycopg is looked up, not imported: a process that never loaded it (every SQLite one,
     # spared its 0.2 s import) cannot have met its errors.
     psycopg = sys.modules.get("psycopg")
-    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+    from gateway.storage.blob_store import BlobStoreError  # an object store that is down
+
+    found: tuple[type[Exception], ...] = (sqlite3.Error, BlobStoreError)
+    return found if psycopg is None else (*found, psycopg.Error)
 
 
 def is_storage_full(exc: BaseException) -> bool:
