@@ -119,6 +119,10 @@ MIGRATIONS = [
             seq bigserial UNIQUE, id {ID} PRIMARY KEY, master_id text NOT NULL,
             wrapped bytea NOT NULL, created double precision NOT NULL)""",
     )),
+    Migration("portal_user_language", (
+        # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
+        "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
+    )),
 ]
 
 
