@@ -59,9 +59,9 @@ class Mailer:
         message["Message-ID"] = make_msgid(domain=self.notify_from.rpartition("@")[2] or None)
         message["Auto-Submitted"] = "auto-generated"
         message["X-Auto-Response-Suppress"] = "All"  # no out-of-office replies to a robot
-        message["Content-Language"] = language
         message.set_content(self.env.get_template(f"mail/{template}").render(
             organization=self.organization, address=to, language=language, **values))
+        message["Content-Language"] = language  # after set_content, which drops Content-*
         return message.as_bytes(policy=email.policy.SMTP)
 
     def localized_subject(self, language: str, text: str) -> str:

@@ -119,8 +119,8 @@ def thread_entries(request: Request, root: Item) -> list[Entry] | None:
 
 def damaged_page(request: Request, reply_not_sent: bool = False) -> Response:
     """The message cannot be opened: say so, in the portal's layout (never a traceback)."""
-    return page(request, "error.html", {"kind": "damaged", "reply_not_sent": reply_not_sent},
-                500)
+    return page(request, "error.html", {"kind": "damaged", "reply_not_sent": reply_not_sent,
+                                        "here": "/"}, 500)
 
 
 def show_thread(request: Request, user: User, root: Item, status_code: int = 200,

@@ -427,7 +427,9 @@ def error_page(request: Request, status_code: int, headers: dict[str, str] | Non
     except Exception:
         request.state.user = None
     kind = {404: "not-found", 413: "too-large"}.get(status_code, "bad-request")
-    return page(request, "error.html", {"kind": kind}, status_code, headers)
+    # The switcher returns home: an error page must not echo its URL (a 404 for an unknown
+    # id and for someone else's message look exactly the same).
+    return page(request, "error.html", {"kind": kind, "here": "/"}, status_code, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -438,7 +440,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def csrf_error(request: Request, exc: Exception) -> Response:
     request.state.user = None  # don't touch the session for a forged or stale form
-    return page(request, "error.html", {"kind": "csrf"}, 403)
+    return page(request, "error.html", {"kind": "csrf", "here": "/"}, 403)
 
 
 FALLBACK_500 = ("<!doctype html><meta charset=utf-8><title>Something went wrong</title>"
@@ -450,7 +452,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
     and it must not need the database, which may be what failed."""
     request.state.user = None
     try:
-        response = page(request, "error.html", {"kind": "server"}, 500)
+        response = page(request, "error.html", {"kind": "server", "here": "/"}, 500)
     except Exception:
         response = HTMLResponse(FALLBACK_500, status_code=500)
     add_security_headers(response.headers, portal(request).secure_cookies)

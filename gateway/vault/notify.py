@@ -72,8 +72,8 @@ def build_notification(*, notify_from: str, sender: str, recipient: str, link: s
     message["Date"] = format_datetime(datetime.fromtimestamp(time.time(), timezone.utc))
     message["Message-ID"] = make_msgid(domain=notify_from.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"
-    message["Content-Language"] = language
     message.set_content(_environment(False).get_template("mail/notification.txt").render(values))
     html = _environment(True).get_template("mail/notification.html").render(values)
     message.add_alternative(html, subtype="html")
+    message["Content-Language"] = language  # after the parts: set_content drops Content-*
     return message.as_bytes(policy=email.policy.SMTP)
