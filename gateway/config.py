@@ -155,9 +155,22 @@ class PickupConfig:
     max_reply_size: int = 104857600  # total of a portal reply with its attachments
     # Reverse proxies whose X-Forwarded-For is believed; [] = none (the connecting address counts).
     trusted_proxies: list[str] = field(default_factory=list)
+    sign_in: str = "both"            # "password", "code" (emailed each time) or "both"
+    default_language: str = "en"     # notifications and first visits; pages follow Accept-Language
+    require_name: bool = False       # ask first and last name at registration
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies]
+
+
+def portal_languages() -> tuple[str, ...]:
+    """The languages the portal and its mail speak: English, and every catalog shipped in
+    the templates package (locale/LANG/LC_MESSAGES/messages.mo): drop one in to add one."""
+    from gateway.resources import TEMPLATES_DIR
+
+    found = {path.parent.parent.name
+             for path in (TEMPLATES_DIR / "locale").glob("*/LC_MESSAGES/messages.mo")}
+    return ("en", *sorted(found - {"en"}))
 
 
 @dataclass
@@ -305,6 +318,12 @@ def validate(config: Config) -> Config:
         raise ConfigError("pickup.retention_days must be between 1 and pickup.max_retention_days")
     if not re.fullmatch(r"#[0-9a-fA-F]{6}", config.pickup.brand_color):
         raise ConfigError("pickup.brand_color must look like #1d4ed8")
+    if config.pickup.sign_in not in ("password", "code", "both"):
+        raise ConfigError(f"pickup.sign_in: {config.pickup.sign_in!r} is not \"password\","
+                          " \"code\" or \"both\"")
+    if config.pickup.default_language not in portal_languages():
+        raise ConfigError(f"pickup.default_language: {config.pickup.default_language!r} is not"
+                          f" one of {', '.join(portal_languages())}")
     for domain in config.internal.domains:
         if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"internal.domains: {domain!r} is not a domain like org.example"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from gateway.ops.logs import portal_sign_in
+from pickup import i18n
 from pickup.accounts import TooManyFailures, User, normalize_address
 from pickup.pages import path_for
 from pickup.passwords import PASSWORD_MAX, PASSWORD_MIN
@@ -20,6 +21,7 @@ from pickup.views import (
     anonymous_message,
     client_ip,
     current_user,
+    language,
     page,
     password_errors,
     portal,
@@ -27,6 +29,7 @@ from pickup.views import (
     read_form,
     redirect,
     start_session,
+    tr,
     wake_up,
 )
 
@@ -44,6 +47,7 @@ def account_page(request: Request, user: User, status_code: int = 200, notice: s
     return page(request, "account.html", {
         "zones": zone_names(), "notice": notice, "errors": errors or {},
         "password_min": PASSWORD_MIN, "password_max": PASSWORD_MAX,
+        "sign_in": portal(request).config.pickup.sign_in,
     }, status_code)
 
 
@@ -57,7 +61,7 @@ async def set_time_zone(request: Request) -> Response:
         zone = valid_zone(form.get("time_zone", "").strip())
         if zone is None:
             return account_page(request, user, 400, errors={
-                "time_zone": "Choose your time zone from the list."})
+                "time_zone": tr(request)("Choose your time zone from the list.")})
         portal(request).accounts.set_time_zone(user.address, zone)
         return redirect(request, "account", query="notice=time-zone")
 
@@ -72,18 +76,19 @@ async def change_password(request: Request) -> Response:
         if user is None:
             return redirect(request, "login")
         app = portal(request)
+        _ = tr(request)
         errors: dict[str, str] = {}
         if not form.get("current_password"):
-            errors["current_password"] = "Enter your current password."
+            errors["current_password"] = _("Enter your current password.")
         else:
             try:
                 if app.accounts.authenticate(user.address, form["current_password"],
                                              client_ip(request)) is None:
-                    errors["current_password"] = "That is not your current password."
+                    errors["current_password"] = _("That is not your current password.")
             except TooManyFailures:
-                errors["current_password"] = ("Too many wrong passwords. Please wait 15 minutes, "
-                                              "or sign out and reset your password.")
-        errors.update(password_errors(form, user.address))
+                errors["current_password"] = _("Too many wrong passwords. Please wait 15"
+                                               " minutes, or sign out and reset your password.")
+        errors.update(password_errors(request, form, user.address))
         if errors:
             return account_page(request, user, 400, errors=errors)
         app.accounts.change_password(user.address, app.accounts.hash_password(form["password"]))
@@ -129,7 +134,8 @@ async def forgot(request: Request) -> Response:
         if "@" not in address or len(address) > 320:
             return page(request, "forgot.html", {
                 "pickup": None, "values": {"address": address}, "errors": {
-                    "address": "Enter your whole email address, like name@example.com."}}, 400)
+                    "address": tr(request)(
+                        "Enter your whole email address, like name@example.com.")}}, 400)
         return send_reset(request, address, "")
 
     return await wake_up(request, await run_in_threadpool(run))
@@ -155,8 +161,10 @@ def send_reset(request: Request, address: str, pickup_id: str) -> Response:
     if token is not None:
         link = app.public_url(request, "reset", token=token)
         now = app.store.clock()
-        queue_mail(request, address,
-                   app.mailer.password_reset(address, link, int(RESET_LIFETIME // 60), now))
+        user = app.accounts.get_user(address)
+        mail_language = (user.language if user else "") or language(request)
+        queue_mail(request, address, app.mailer.password_reset(
+            address, link, int(RESET_LIFETIME // 60), now, mail_language))
         if pickup_id:
             app.store.audit(pickup_id, "reset-link-sent", client_ip(request))
     return page(request, "forgot_sent.html", {"address": address,
@@ -180,7 +188,7 @@ async def reset(request: Request) -> Response:
         link = app.resets.peek(token)
         if link is None:
             return page(request, "reset.html", {"link": None}, 404)
-        errors = password_errors(form, link.address)
+        errors = password_errors(request, form, link.address)
         if errors:
             return page(request, "reset.html", {
                 "link": link, "errors": errors, "password_min": PASSWORD_MIN,
@@ -201,3 +209,34 @@ async def reset(request: Request) -> Response:
         return start_session(request, user, target)
 
     return await wake_up(request, await run_in_threadpool(run))
+
+
+# -- language --------------------------------------------------------------------------------
+
+def _local_path(target: str) -> str:
+    """Where to go back to: a path of this site only (never //host or a scheme)."""
+    if not target.startswith("/") or target.startswith("//") or "\\" in target \
+            or any(ord(ch) < 33 for ch in target):
+        return "/"
+    return target[:2000]
+
+
+async def set_language(request: Request) -> Response:
+    """The language switcher on every page (a POST form: CSRF-checked like every other):
+    remembered in a cookie, and for the account when signed in."""
+    form = await read_form(request)
+
+    def run() -> Response:
+        chosen = i18n.supported(form.get("language", ""))
+        target = _local_path(form.get("next", "/"))
+        response = RedirectResponse(target, status_code=303)
+        if chosen is None:
+            return response
+        user = current_user(request)
+        if user is not None:
+            portal(request).accounts.set_language(user.address, chosen)
+        response.set_cookie(i18n.LANGUAGE_COOKIE, chosen, max_age=365 * 86400, path="/",
+                            httponly=True, samesite="lax", secure=portal(request).secure_cookies)
+        return response
+
+    return await run_in_threadpool(run)

@@ -129,16 +129,35 @@ class Accounts:
         return IssuedCode(outcome, code if outcome is CodeSend.SENT else "")
 
     def redeem_code(self, address: str, code: str, password_hash: str, first_name: str,
-                    last_name: str, time_zone: str) -> tuple[CodeCheck, int]:
+                    last_name: str, time_zone: str, language: str = "") -> tuple[CodeCheck, int]:
         """Check CODE and, when right, create the account in the same transaction.
         Returns the outcome and the attempts left for this code.
 
         A code only ever creates an account: an existing password is changed with the
         current password or a reset link, never by whoever holds a fresh code."""
         address = normalize_address(address)
-        user = NewUser(address, first_name, last_name, password_hash, time_zone)
+        user = NewUser(address, first_name, last_name, password_hash, time_zone, language)
         redeemed = self.store.redeem_code(user, self._code_hash(address, code), CODE_LIMITS)
         return redeemed.outcome, redeemed.attempts_left
+
+    def redeem_sign_in_code(self, address: str, code: str, client: str) -> tuple[CodeCheck, int]:
+        """Spend CODE, the newest emailed to ADDRESS, to sign in (no account is created or
+        changed). Wrong codes count as failed sign-ins; raises TooManyFailures while sign-in
+        is paused for this address or client, like a password would."""
+        address = normalize_address(address)
+        paused = self.throttle.paused(address, client)
+        if paused is not None:
+            raise TooManyFailures(paused)
+        redeemed = self.store.redeem_sign_in_code(address, self._code_hash(address, code),
+                                                  CODE_LIMITS)
+        if redeemed.outcome is CodeCheck.OK:
+            self.throttle.clear_account(address)
+        else:
+            self.throttle.record_failure(address, client)
+        return redeemed.outcome, redeemed.attempts_left
+
+    def set_language(self, address: str, language: str) -> None:
+        self.store.set_language(normalize_address(address), language)
 
     # -- sessions ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from gateway.config import Config, parse_duration
 from gateway.storage.protocols import Storage
-from pickup import account_views, message_views, reply_views, views
+from pickup import account_views, code_views, message_views, reply_views, views
 from pickup.accounts import Accounts
 from pickup.brand import load_brand
 from pickup.mail import Mailer
@@ -60,7 +60,11 @@ def routes() -> list[Route | Mount]:
         Route("/", message_views.home, name="home"),
         Route("/login", views.login_form, name="login"),
         Route("/login", views.login, methods=["POST"], name="login_submit"),
+        Route("/login/code", code_views.login_send, methods=["POST"], name="login_code"),
+        Route("/login/code/check", code_views.login_check, methods=["POST"],
+              name="login_code_check"),
         Route("/logout", views.logout, methods=["POST"], name="logout"),
+        Route("/language", account_views.set_language, methods=["POST"], name="set_language"),
         Route("/forgot", account_views.forgot_form, name="forgot"),
         Route("/forgot", account_views.forgot, methods=["POST"], name="forgot_submit"),
         Route("/reset/{token:str}", account_views.reset_form, name="reset"),
@@ -75,6 +79,11 @@ def routes() -> list[Route | Mount]:
         Route(message, message_views.message, name="message"),
         Route(f"{message}/login", views.message_login, methods=["POST"], name="message_login"),
         Route(f"{message}/code", views.request_code, methods=["POST"], name="request_code"),
+        Route(f"{message}/sign-in-code", code_views.message_form, name="message_code"),
+        Route(f"{message}/sign-in-code", code_views.message_send, methods=["POST"],
+              name="message_code_send"),
+        Route(f"{message}/sign-in-code/check", code_views.message_check, methods=["POST"],
+              name="message_code_check"),
         Route(f"{message}/verify", views.verify_form, name="verify_form"),
         Route(f"{message}/verify", views.verify, methods=["POST"], name="verify"),
         Route(f"{message}/forgot", account_views.message_forgot_form, name="message_forgot"),
@@ -82,6 +91,9 @@ def routes() -> list[Route | Mount]:
               name="message_forgot_submit"),
         Route(f"{message}/body", message_views.body, name="body"),
         Route(f"{message}/print", message_views.print_view, name="print"),
+        Route(f"{message}/message.eml", message_views.export_message, name="export_message"),
+        Route(f"{message}/conversation.eml", message_views.export_conversation,
+              name="export_conversation"),
         Route(f"{message}/reply", reply_views.reply, methods=["POST"], name="reply"),
         Route(f"{message}/attachments/{{number:int}}", message_views.attachment, name="attachment"),
         Route(f"{message}/inline/{{number:int}}", message_views.inline, name="inline"),
@@ -116,7 +128,7 @@ def create_app(config: Config, store: Storage, wake_queue: Callable[[], None] = 
         resets=Resets(store),
         threads=Threads(store),
         csrf=csrf,
-        pages=Pages(brand, csrf, config.pickup.templates_dir),
+        pages=Pages(brand, csrf, config.pickup.templates_dir, config.pickup.default_language),
         mailer=Mailer(config.notify.from_, config.pickup.organization,
                       config.pickup.templates_dir),
         brand=brand,

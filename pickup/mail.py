@@ -33,10 +33,14 @@ def template_loader(override_dir: str, package_dir: Path) -> jinja2.BaseLoader:
 
 @cache
 def mail_environment(templates_dir: str) -> jinja2.Environment:
+    from pickup import i18n  # i18n needs gateway.config, which this module must not
+
     # Plain text mail: autoescaping would turn '&' in a link or name into '&amp;'.
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=template_loader(templates_dir, TEMPLATES), autoescape=False,
         undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    i18n.install(env)
+    return env
 
 
 class Mailer:
@@ -45,7 +49,7 @@ class Mailer:
         self.organization = organization
         self.env = mail_environment(templates_dir)
 
-    def compose(self, *, to: str, subject: str, template: str, now: float,
+    def compose(self, *, to: str, subject: str, template: str, now: float, language: str,
                 **values: Any) -> bytes:
         message = EmailMessage()
         message["From"] = formataddr((self.organization, self.notify_from))
@@ -56,25 +60,48 @@ class Mailer:
         message["Auto-Submitted"] = "auto-generated"
         message["X-Auto-Response-Suppress"] = "All"  # no out-of-office replies to a robot
         message.set_content(self.env.get_template(f"mail/{template}").render(
-            organization=self.organization, address=to, **values))
+            organization=self.organization, address=to, language=language, **values))
+        message["Content-Language"] = language  # after set_content, which drops Content-*
         return message.as_bytes(policy=email.policy.SMTP)
 
-    def verification(self, to: str, code: str, link: str, minutes: int, now: float) -> bytes:
-        return self.compose(
-            to=to, subject=f"Your verification code for {self.organization} secure messages",
-            template="verify_code.txt", now=now, code=code, link=link, minutes=minutes)
+    def localized_subject(self, language: str, text: str) -> str:
+        from pickup import i18n
+        return i18n.gettext_for(language)(text) % {"organization": self.organization}
 
-    def password_reset(self, to: str, link: str, minutes: int, now: float) -> bytes:
+    def verification(self, to: str, code: str, link: str, minutes: int, now: float,
+                     language: str = "en") -> bytes:
         return self.compose(
-            to=to, subject=f"Reset your password for {self.organization} secure messages",
-            template="password_reset.txt", now=now, link=link, minutes=minutes)
+            to=to, subject=self.localized_subject(
+                language, "Your verification code for %(organization)s secure messages"),
+            template="verify_code.txt", now=now, language=language, code=code, link=link,
+            minutes=minutes)
 
-    def registered(self, to: str, when: str, link: str, now: float) -> bytes:
+    def sign_in_code(self, to: str, code: str, link: str, minutes: int, now: float,
+                     language: str = "en") -> bytes:
         return self.compose(
-            to=to, subject=f"Your account for {self.organization} secure messages",
-            template="registered.txt", now=now, when=when, link=link)
+            to=to, subject=self.localized_subject(
+                language, "Your sign-in code for %(organization)s secure messages"),
+            template="sign_in_code.txt", now=now, language=language, code=code, link=link,
+            minutes=minutes)
 
-    def password_changed(self, to: str, when: str, link: str, now: float) -> bytes:
+    def password_reset(self, to: str, link: str, minutes: int, now: float,
+                       language: str = "en") -> bytes:
         return self.compose(
-            to=to, subject=f"Your password for {self.organization} secure messages was changed",
-            template="password_changed.txt", now=now, when=when, link=link)
+            to=to, subject=self.localized_subject(
+                language, "Reset your password for %(organization)s secure messages"),
+            template="password_reset.txt", now=now, language=language, link=link,
+            minutes=minutes)
+
+    def registered(self, to: str, when: str, link: str, now: float,
+                   language: str = "en") -> bytes:
+        return self.compose(
+            to=to, subject=self.localized_subject(
+                language, "Your account for %(organization)s secure messages"),
+            template="registered.txt", now=now, language=language, when=when, link=link)
+
+    def password_changed(self, to: str, when: str, link: str, now: float,
+                         language: str = "en") -> bytes:
+        return self.compose(
+            to=to, subject=self.localized_subject(
+                language, "Your password for %(organization)s secure messages was changed"),
+            template="password_changed.txt", now=now, language=language, when=when, link=link)

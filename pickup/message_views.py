@@ -3,8 +3,10 @@ print view, and attachment downloads. Every one needs a signed-in owner."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.header import Header
 from typing import Any
 
 from starlette.requests import Request
@@ -117,8 +119,8 @@ def thread_entries(request: Request, root: Item) -> list[Entry] | None:
 
 def damaged_page(request: Request, reply_not_sent: bool = False) -> Response:
     """The message cannot be opened: say so, in the portal's layout (never a traceback)."""
-    return page(request, "error.html", {"kind": "damaged", "reply_not_sent": reply_not_sent},
-                500)
+    return page(request, "error.html", {"kind": "damaged", "reply_not_sent": reply_not_sent,
+                                        "here": "/"}, 500)
 
 
 def show_thread(request: Request, user: User, root: Item, status_code: int = 200,
@@ -260,3 +262,92 @@ def inline(request: Request) -> Response:
         "Content-Disposition": render.content_disposition(download.filename, "inline"),
         "X-Content-Type-Options": "nosniff",
     })
+
+
+# -- export before deletion ------------------------------------------------------------------
+
+def _export_name(subject: str, suffix: str) -> str:
+    """A file name from the subject: letters, digits and a few marks, at most 60 of them."""
+    kept = "".join(ch if ch.isalnum() or ch in " -_.,()" else " " for ch in subject)
+    name = " ".join(kept.split())[:60].strip(" .") or "message"
+    return f"{name}{suffix}.eml"
+
+
+def _export_response(request: Request, root: Item, streams: list[MessageStream],
+                     name: str) -> Response:
+    """STREAMS as one .eml: a single message as it was stored (the decrypted original,
+    attachments and all), several as a multipart/digest of message/rfc822 parts, which
+    mail programs open as the conversation's messages. Streamed with its Content-Length,
+    so that a copy damaged while it is read ends as a failed download, never a whole file."""
+    if len(streams) == 1:
+        framing: list[bytes] = [b"", b""]
+    else:
+        boundary = "sealgate-" + secrets.token_hex(16)
+        head = ("MIME-Version: 1.0\r\n"
+                f"Subject: {Header(name.removesuffix('.eml'), 'utf-8').encode()}\r\n"
+                f'Content-Type: multipart/digest; boundary="{boundary}"\r\n\r\n')
+        separator = f"\r\n--{boundary}\r\n\r\n".encode()
+        framing = [head.encode() + separator[2:]]
+        framing += [separator] * (len(streams) - 1)
+        framing.append(f"\r\n--{boundary}--\r\n".encode())
+    total = sum(len(piece) for piece in framing) + sum(stream.size for stream in streams)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for piece, stream in zip(framing, streams, strict=False):
+                if piece:
+                    yield piece
+                yield from stream.chunks()
+            if framing[-1]:
+                yield framing[-1]
+        finally:
+            for stream in streams:
+                stream.close()
+
+    return StreamingResponse(chunks(), media_type="message/rfc822", headers={
+        "Content-Disposition": render.content_disposition(name),
+        "Content-Length": str(total),
+        "X-Content-Type-Options": "nosniff",
+    })
+
+
+def _export(request: Request, whole_conversation: bool) -> Response:
+    user = current_user(request)
+    if user is None:  # signed out meanwhile: the message page asks to sign in
+        return redirect(request, "message", pickup_id=request.path_params["pickup_id"])
+    root = owned_item(request, user)
+    if root.kind != MESSAGE:
+        return redirect(request, "export_conversation" if whole_conversation else
+                        "export_message", pickup_id=root.root_id)
+    app = portal(request)
+    items = [root, *app.threads.replies(root)] if whole_conversation else [root]
+    try:
+        subject = render.summary(read_headers(app.store, root.id)).subject
+    except (KeyError, *DAMAGED):
+        raise not_found() from None
+    streams: list[MessageStream] = []
+    try:
+        for item in items:
+            try:
+                streams.append(app.store.open_pickup_stream(item.id))
+            except KeyError:
+                if item is root:
+                    raise
+    except (KeyError, *DAMAGED):
+        for stream in streams:
+            stream.close()
+        raise not_found() from None
+    app.store.audit(root.id, "export", client_ip(request),
+                    f"conversation of {len(streams)}" if whole_conversation else "message")
+    suffix = "" if not whole_conversation else " (conversation)"
+    return _export_response(request, root, streams, _export_name(subject, suffix))
+
+
+def export_message(request: Request) -> Response:
+    """The message as an .eml file, to keep before it is deleted."""
+    return _export(request, whole_conversation=False)
+
+
+def export_conversation(request: Request) -> Response:
+    """The message and every reply in its thread, as one .eml file."""
+    return _export(request, whole_conversation=True)

@@ -15,27 +15,37 @@ from starlette.responses import Response
 from starlette.templating import Jinja2Templates
 
 from gateway.resources import TEMPLATES_DIR
+from pickup import i18n
 from pickup.brand import Brand
 from pickup.mail import template_loader
 from pickup.render import MAX_MIME_DEPTH, linkify, visible
 from pickup.security import Csrf
-from pickup.timezones import DEFAULT_ZONE, format_day, format_time
+from pickup.timezones import DEFAULT_ZONE
 
 TEMPLATES = TEMPLATES_DIR
 PORTAL_TEMPLATES = TEMPLATES / "portal"
 STATIC_DIR = PORTAL_TEMPLATES / "static"
 
 
-def filesize(size: int) -> str:
+def filesize(size: int, language: str = "en") -> str:
     """'1.5 MB': in units of 1024, as file managers (and the 100 MB reply limit) count."""
+    from babel.numbers import format_decimal
     if size < 1024:
-        return "1 byte" if size == 1 else f"{size} bytes"
+        return i18n.translations(language).ngettext("%(num)d byte", "%(num)d bytes",
+                                                    size) % {"num": size}
     value = float(size)
     for unit in ("KB", "MB", "GB"):  # noqa: B007 (unit is read after the loop)
         value /= 1024
         if value < 1024:
             break
-    return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    shown = format_decimal(round(value, 1) if value < 10 else round(value), "#,##0.#",
+                           locale=language)
+    return f"{shown} {unit}"
+
+
+@jinja2.pass_context
+def _filesize(context: Any, size: int) -> str:
+    return filesize(size, context["language"])
 
 
 def path_for(request: Request, name: str, /, **params: Any) -> str:
@@ -50,12 +60,12 @@ def _path_for(context: Any, name: str, /, **params: Any) -> str:
 
 @jinja2.pass_context
 def _when(context: Any, value: float | datetime | None) -> str:
-    return format_time(value, context["time_zone"])
+    return i18n.format_time(value, context["time_zone"], context["language"])
 
 
 @jinja2.pass_context
 def _day(context: Any, value: float | datetime | None) -> str:
-    return format_day(value, context["time_zone"])
+    return i18n.format_day(value, context["time_zone"], context["language"])
 
 
 @cache
@@ -71,20 +81,37 @@ def portal_environment(templates_dir: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    i18n.install(env)
     env.filters["when"] = _when
     env.filters["day"] = _day
-    env.filters["filesize"] = filesize
+    env.filters["filesize"] = _filesize
     env.filters["linkify"] = linkify
     env.filters["visible"] = visible  # envelope addresses: bidi controls written out
     env.globals["path_for"] = _path_for
     env.globals["max_mime_depth"] = MAX_MIME_DEPTH
+    env.globals["native_name"] = i18n.native_name
     return env
 
 
+def language_of(request: Request, default: str) -> str:
+    """The page language of REQUEST (see pickup.i18n), decided once per request."""
+    if hasattr(request.state, "language"):
+        found: str = request.state.language
+        return found
+    user = getattr(request.state, "user", None)
+    language = i18n.request_language(request.cookies.get(i18n.LANGUAGE_COOKIE),
+                                     user.language if user else None,
+                                     request.headers.get("accept-language", ""), default)
+    request.state.language = language
+    return language
+
+
 class Pages:
-    def __init__(self, brand: Brand, csrf: Csrf, templates_dir: str = "") -> None:
+    def __init__(self, brand: Brand, csrf: Csrf, templates_dir: str = "",
+                 default_language: str = "en") -> None:
         self.brand = brand
         self.csrf = csrf
+        self.default_language = default_language
         self.templates = Jinja2Templates(env=portal_environment(templates_dir))
 
     def render(self, request: Request, name: str, context: dict[str, Any] | None = None,
@@ -94,7 +121,11 @@ class Pages:
             return self.csrf.form_token(self.csrf.cookie_for(request))
 
         user = getattr(request.state, "user", None)
+        language = language_of(request, self.default_language)
         values: dict[str, Any] = {
+            "language": language,
+            "languages": i18n.languages(),
+            "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             "organization": self.brand.organization,
             "has_logo": self.brand.logo is not None,
             "user": user,

@@ -4,6 +4,7 @@ rules ("one digit, one symbol"): they make passwords harder to remember, not to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -22,17 +23,28 @@ def is_common(password: str) -> bool:
     return password.lower() in common_passwords()
 
 
-def password_problem(password: str, confirmation: str, address: str = "") -> tuple[str, str] | None:
-    """Which field is wrong and why, in words for the form; None when PASSWORD can be used."""
+def _same(text: str) -> str:
+    return text
+
+
+def password_problem(password: str, confirmation: str, address: str = "",
+                     _: Callable[[str], str] = _same) -> tuple[str, str] | None:
+    """Which field is wrong and which rule it breaks, in words for the form (translated by
+    _); None when PASSWORD can be used."""
     if len(password) < PASSWORD_MIN:
-        return "password", f"Use at least {PASSWORD_MIN} characters."
+        return "password", _("Too short: use at least %(num)d characters.") % {
+            "num": PASSWORD_MIN}
     if len(password) > PASSWORD_MAX:
-        return "password", f"Use at most {PASSWORD_MAX} characters."
+        return "password", _("Too long: use at most %(num)d characters.") % {"num": PASSWORD_MAX}
     lowered = password.lower()
-    if is_common(password) or (address and lowered in (address.lower(),
-                                                        address.lower().partition("@")[0])):
-        return "password", ("This password is too easy to guess: it is one of the most common "
-                            "passwords, or your email address. Please choose another.")
+    if address and lowered in (address.lower(), address.lower().partition("@")[0]):
+        return "password", _("This password is your email address, or the part before the @."
+                             " Please choose one that has nothing to do with your address.")
+    if is_common(password):
+        return "password", _("This password is on the list of the most common passwords, which"
+                             " attackers try first. Please choose another: a few unrelated words"
+                             " make a strong one.")
     if password != confirmation:
-        return "password_confirm", "The two passwords are not the same. Please type them again."
+        return "password_confirm", _("The two passwords are not the same. Please type them"
+                                     " again.")
     return None

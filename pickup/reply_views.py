@@ -22,7 +22,17 @@ from pickup.message_views import DAMAGED, damaged_page, read_headers, show_threa
 from pickup.pages import filesize
 from pickup.security import CSRF_FIELD
 from pickup.threads import MESSAGE, Item
-from pickup.views import client_ip, current_user, not_found, owned_item, portal, redirect, wake_up
+from pickup.views import (
+    client_ip,
+    current_user,
+    language,
+    not_found,
+    owned_item,
+    portal,
+    redirect,
+    tr,
+    wake_up,
+)
 
 MAX_TEXT_BYTES = 1024 * 1024  # the typed reply; attachments are counted separately
 MAX_FILES = 20
@@ -65,8 +75,9 @@ async def reply(request: Request) -> Response:
     if not length.isdigit() or int(length) > limit + FORM_OVERHEAD:
         # Past the limit before reading anything: the typed text cannot be kept either.
         await _drain(request, DRAIN_FACTOR * limit)
-        errors = {"attachments": too_large_message(int(length) if length.isdigit() else 0,
-                                                   limit) + " Your reply was not sent."}
+        errors = {"attachments": too_large_message(
+            int(length) if length.isdigit() else 0, limit, language(request)) + " " + tr(
+                request)("Your reply was not sent.")}
         return await run_in_threadpool(show_thread, request, user, root, 413,
                                        {"values": {}, "errors": errors})
     try:
@@ -107,10 +118,16 @@ def _owner_and_root(request: Request) -> tuple[User, Item] | Response:
     return user, root
 
 
-def too_large_message(total: int, limit: int) -> str:
-    size = f"add up to {filesize(total)}" if total else "are too large"
-    return (f"The attachments {size}; one reply can carry at most {filesize(limit)} in "
-            "total. Please remove some, or send them in more than one reply.")
+def too_large_message(total: int, limit: int, language: str = "en") -> str:
+    from pickup.i18n import gettext_for
+    _ = gettext_for(language)
+    if total:
+        return _("The attachments add up to %(total)s; one reply can carry at most %(limit)s in"
+                 " total. Please remove some, or send them in more than one reply.") % {
+            "total": filesize(total, language), "limit": filesize(limit, language)}
+    return _("The attachments are too large; one reply can carry at most %(limit)s in total."
+             " Please remove some, or send them in more than one reply.") % {
+        "limit": filesize(limit, language)}
 
 
 def send_reply(request: Request, user: User, root: Item, form: FormData) -> Response:
@@ -123,9 +140,9 @@ def send_reply(request: Request, user: User, root: Item, form: FormData) -> Resp
     total = sum(upload.size or 0 for upload in uploads)
     errors: dict[str, str] = {}
     if not text.strip() and not uploads:
-        errors["text"] = "Write your reply, or attach a file."
+        errors["text"] = tr(request)("Write your reply, or attach a file.")
     if total > limit:
-        errors["attachments"] = too_large_message(total, limit)
+        errors["attachments"] = too_large_message(total, limit, language(request))
     if errors:
         return show_thread(request, user, root, 400, {"values": {"text": text}, "errors": errors})
 

@@ -39,7 +39,7 @@ def valid_zone(name: str) -> str | None:
 
 
 @cache
-def _zone(name: str) -> tzinfo:
+def zone_info(name: str) -> tzinfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -55,7 +55,7 @@ def format_time(value: float | datetime | None, zone: str = DEFAULT_ZONE) -> str
     a printout still says which zone it was."""
     if value is None:
         return ""
-    local = _moment(value).astimezone(_zone(zone))
+    local = _moment(value).astimezone(zone_info(zone))
     return local.strftime("%d %b %Y, %H:%M ") + (local.tzname() or zone)
 
 
@@ -63,4 +63,4 @@ def format_day(value: float | datetime | None, zone: str = DEFAULT_ZONE) -> str:
     """'14 Dec 2026': for deletion dates, where the hour is noise."""
     if value is None:
         return ""
-    return _moment(value).astimezone(_zone(zone)).strftime("%d %b %Y")
+    return _moment(value).astimezone(zone_info(zone)).strftime("%d %b %Y")

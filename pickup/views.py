@@ -16,6 +16,7 @@ Rules every endpoint follows:
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from gateway.config import Config
 from gateway.ops.logs import portal_sign_in, portal_sign_in_failed
 from gateway.storage.protocols import Route, Storage
+from pickup import i18n
 from pickup.accounts import (
     CODE_DIGITS,
     CODE_LIFETIME,
@@ -42,12 +44,12 @@ from pickup.accounts import (
 )
 from pickup.brand import Brand
 from pickup.mail import Mailer
-from pickup.pages import Pages, path_for
+from pickup.pages import Pages, language_of, path_for
 from pickup.passwords import PASSWORD_MAX, PASSWORD_MIN, password_problem
 from pickup.resets import Resets
 from pickup.security import CSRF_FIELD, Csrf, add_security_headers
 from pickup.threads import MESSAGE, Item, Threads
-from pickup.timezones import DEFAULT_ZONE, format_time, valid_zone
+from pickup.timezones import DEFAULT_ZONE, valid_zone
 
 SESSION_COOKIE = "sealgate_session"
 MAX_FORM_BYTES = 64 * 1024
@@ -94,9 +96,22 @@ def current_user(request: Request) -> User | None:
     return user
 
 
+def language(request: Request) -> str:
+    """The language of this request's page (and of mail it sends); see pickup.i18n. The
+    signed-in account's saved choice counts where the request has resolved its user."""
+    return language_of(request, portal(request).config.pickup.default_language)
+
+
+def tr(request: Request) -> i18n.Gettext:
+    """gettext in this request's language, for messages made in Python."""
+    return i18n.gettext_for(language(request))
+
+
 def page(request: Request, name: str, context: dict[str, Any] | None = None,
          status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    language(request)
     response = portal(request).pages.render(request, name, context, status_code, headers)
+    response.headers["Content-Language"] = language(request)
     if getattr(request.state, "session_ended", False):
         response.delete_cookie(SESSION_COOKIE, path="/")  # stale: stop sending it
     return response
@@ -183,9 +198,9 @@ def start_session(request: Request, user: User, target: str) -> Response:
     return response
 
 
-def password_errors(form: dict[str, str], address: str) -> dict[str, str]:
+def password_errors(request: Request, form: dict[str, str], address: str) -> dict[str, str]:
     problem = password_problem(form.get("password", ""), form.get("password_confirm", ""),
-                               address)
+                               address, tr(request))
     return {problem[0]: problem[1]} if problem else {}
 
 
@@ -194,10 +209,11 @@ def account_notice(request: Request, user_address: str, kind: str) -> None:
     app = portal(request)
     now = app.store.clock()
     user = app.accounts.get_user(user_address)
-    when = format_time(now, user.time_zone if user else DEFAULT_ZONE)
+    mail_language = (user.language if user else "") or language(request)
+    when = i18n.format_time(now, user.time_zone if user else DEFAULT_ZONE, mail_language)
     link = app.public_url(request, "login")
     compose = app.mailer.registered if kind == "registered" else app.mailer.password_changed
-    queue_mail(request, user_address, compose(user_address, when, link, now))
+    queue_mail(request, user_address, compose(user_address, when, link, now, mail_language))
 
 
 # -- signed out: home and sign in ----------------------------------------------------------
@@ -211,6 +227,7 @@ def login_page(request: Request, item: Item | None = None, status_code: int = 20
     return page(request, "login.html", {
         "pickup": item.pickup if item else None, "values": values or {}, "errors": errors or {},
         "notice": notice, "password_max": PASSWORD_MAX,
+        "sign_in": portal(request).config.pickup.sign_in,
     }, status_code)
 
 
@@ -239,23 +256,29 @@ async def message_login(request: Request) -> Response:
 
 def sign_in(request: Request, form: dict[str, str], item: Item | None) -> Response:
     """Check address and password; arriving from a message, the address is the message's."""
+    if portal(request).config.pickup.sign_in == "code":
+        raise not_found()  # passwords are not used: the sign-in page asks for a code
+    _ = tr(request)
     address = item.pickup.recipient if item else normalize_address(form.get("address", ""))
     password = form.get("password", "")
     errors: dict[str, str] = {}
     if not address:
-        errors["address"] = "Enter your email address."
+        errors["address"] = _("Enter your email address.")
     elif "@" not in address or len(address) > 320:
-        errors["address"] = "Enter your whole email address, like name@example.com."
+        errors["address"] = _("Enter your whole email address, like name@example.com.")
     if not password:
-        errors["password"] = "Enter your password."
+        errors["password"] = _("Enter your password.")
     if not errors:
         try:
             user = portal(request).accounts.authenticate(address, password, client_ip(request))
         except TooManyFailures as paused:
             portal_sign_in_failed(address, client_ip(request), f"paused-{paused.reason}")
-            where = "this address" if paused.reason == "account" else "your network"
-            errors["password"] = (f"Too many wrong passwords for {where}. Please wait 15 minutes "
-                                  "and try again, or reset your password.")
+            errors["password"] = (
+                _("Too many wrong passwords for this address. Please wait 15 minutes and try"
+                  " again, or reset your password.")
+                if paused.reason == "account" else
+                _("Too many wrong passwords for your network. Please wait 15 minutes and try"
+                  " again, or reset your password."))
         else:
             if user is not None:
                 portal_sign_in(address, client_ip(request), "password")
@@ -265,7 +288,8 @@ def sign_in(request: Request, form: dict[str, str], item: Item | None) -> Respon
                                                                   pickup_id=item.id))
                 return start_session(request, user, path_for(request, "home"))
             portal_sign_in_failed(address, client_ip(request), "wrong-password")
-            errors["password"] = "The email address or password is not right. Please try again."
+            errors["password"] = _("The email address or password is not right. Please try"
+                                   " again.")
     return login_page(request, item, 400, {"address": address}, errors)
 
 
@@ -299,7 +323,8 @@ def send_code(request: Request) -> Response:
     if issued.outcome is CodeSend.SENT:
         link = app.public_url(request, "verify_form", pickup_id=found.id)
         content = app.mailer.verification(recipient, issued.code, link,
-                                          int(CODE_LIFETIME // 60), app.store.clock())
+                                          int(CODE_LIFETIME // 60), app.store.clock(),
+                                          language(request))
         queue_mail(request, recipient, content)
         app.store.audit(found.id, "code-sent", client_ip(request))
     return redirect(request, "verify_form", query=f"notice={issued.outcome.value}",
@@ -318,10 +343,12 @@ def verify_form(request: Request) -> Response:
 def verify_page(request: Request, item: Item, status_code: int = 200, notice: str = "",
                 values: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                 ) -> Response:
+    pickup_config = portal(request).config.pickup
     return page(request, "verify.html", {
         "pickup": item.pickup, "notice": notice, "values": values or {},
         "errors": errors or {}, "code_digits": CODE_DIGITS, "password_min": PASSWORD_MIN,
-        "password_max": PASSWORD_MAX,
+        "password_max": PASSWORD_MAX, "require_name": pickup_config.require_name,
+        "ask_password": pickup_config.sign_in != "code",
     }, status_code)
 
 
@@ -336,27 +363,37 @@ def check_code(request: Request, form: dict[str, str]) -> Response:
     if isinstance(found, Response):
         return found
     app = portal(request)
+    _ = tr(request)
     recipient = found.pickup.recipient
     code = normalize_code(form.get("code", ""))
     first_name = " ".join(form.get("first_name", "").split())
     last_name = " ".join(form.get("last_name", "").split())
     time_zone = valid_zone(form.get("time_zone", "").strip()) or DEFAULT_ZONE
+    ask_password = app.config.pickup.sign_in != "code"
 
     errors: dict[str, str] = {}
     if not (code.isdigit() and len(code) == CODE_DIGITS):
-        errors["code"] = f"Enter the {CODE_DIGITS}-digit code from the email we sent you."
-    for field, label, value in (("first_name", "first name", first_name),
-                                ("last_name", "last name", last_name)):
+        errors["code"] = _("Enter the %(digits)d-digit code from the email we sent you.") % {
+            "digits": CODE_DIGITS}
+    for field, missing, too_long, value in (
+            ("first_name", _("Enter your first name."),
+             _("Enter your first name in at most %(num)d ordinary characters."), first_name),
+            ("last_name", _("Enter your last name."),
+             _("Enter your last name in at most %(num)d ordinary characters."), last_name)):
         if not value:
-            errors[field] = f"Enter your {label}."
+            if app.config.pickup.require_name:
+                errors[field] = missing
         elif len(value) > NAME_MAX or not value.isprintable():
-            errors[field] = f"Enter your {label} in at most {NAME_MAX} ordinary characters."
-    errors.update(password_errors(form, recipient))
+            errors[field] = too_long % {"num": NAME_MAX}
+    if ask_password:
+        errors.update(password_errors(request, form, recipient))
 
     if not errors:
+        # Signing in by code only: a password nobody knows (it is never shown or sent).
+        password = form["password"] if ask_password else secrets.token_urlsafe(32)
         outcome, left = app.accounts.redeem_code(
-            recipient, code, app.accounts.hash_password(form["password"]), first_name,
-            last_name, time_zone)
+            recipient, code, app.accounts.hash_password(password), first_name,
+            last_name, time_zone, language(request))
         if outcome is CodeCheck.OK:
             portal_sign_in(recipient, client_ip(request), "code")
             app.store.audit(found.id, "registered", client_ip(request))
@@ -368,13 +405,14 @@ def check_code(request: Request, form: dict[str, str]) -> Response:
             return redirect(request, "message", pickup_id=found.id)
         if outcome is CodeCheck.WRONG:
             portal_sign_in_failed(recipient, client_ip(request), "wrong-code")
-            tries = "1 try" if left == 1 else f"{left} tries"
-            errors["code"] = (f"That code is not right. Check the most recent email from us "
-                              f"and try again ({tries} left).")
+            tries = i18n.translations(language(request)).ngettext(
+                "%(num)d try", "%(num)d tries", left) % {"num": left}
+            errors["code"] = _("That code is not right. Check the most recent email from us and"
+                               " try again (%(tries)s left).") % {"tries": tries}
         else:
             portal_sign_in_failed(recipient, client_ip(request), "code-no-longer-valid")
-            errors["code"] = ("This code is no longer valid: it has expired, was already used, "
-                              "or was typed wrong too many times. Ask for a new code below.")
+            errors["code"] = _("This code is no longer valid: it has expired, was already used,"
+                               " or was typed wrong too many times. Ask for a new code below.")
             code = ""
     values = {"code": code, "first_name": first_name, "last_name": last_name,
               "time_zone": form.get("time_zone", "")}
@@ -389,7 +427,9 @@ def error_page(request: Request, status_code: int, headers: dict[str, str] | Non
     except Exception:
         request.state.user = None
     kind = {404: "not-found", 413: "too-large"}.get(status_code, "bad-request")
-    return page(request, "error.html", {"kind": kind}, status_code, headers)
+    # The switcher returns home: an error page must not echo its URL (a 404 for an unknown
+    # id and for someone else's message look exactly the same).
+    return page(request, "error.html", {"kind": kind, "here": "/"}, status_code, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -400,7 +440,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def csrf_error(request: Request, exc: Exception) -> Response:
     request.state.user = None  # don't touch the session for a forged or stale form
-    return page(request, "error.html", {"kind": "csrf"}, 403)
+    return page(request, "error.html", {"kind": "csrf", "here": "/"}, 403)
 
 
 FALLBACK_500 = ("<!doctype html><meta charset=utf-8><title>Something went wrong</title>"
@@ -412,7 +452,7 @@ async def server_error(request: Request, exc: Exception) -> Response:
     and it must not need the database, which may be what failed."""
     request.state.user = None
     try:
-        response = page(request, "error.html", {"kind": "server"}, 500)
+        response = page(request, "error.html", {"kind": "server", "here": "/"}, 500)
     except Exception:
         response = HTMLResponse(FALLBACK_500, status_code=500)
     add_security_headers(response.headers, portal(request).secure_cookies)

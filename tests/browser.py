@@ -41,6 +41,10 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# axe-core, the npm package, which scripts/test installs into .axe/ (never fetched at run time).
+AXE_JS = Path(__file__).resolve().parent.parent / ".axe/node_modules/axe-core/axe.min.js"
+# WCAG 2.2 A and AA, and the earlier versions it includes.
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
 DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=360, height=740)
 
@@ -84,14 +88,16 @@ class Watch:
 
 @contextmanager
 def chromium(profile: Path, javascript: bool = True, time_zone: str = "America/New_York",
-             ) -> Iterator[BrowserContext]:
+             locale: str = "en-GB") -> Iterator[BrowserContext]:
     """A headless Chromium with a fresh user data dir at PROFILE."""
     executable = require_chromium()
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=executable, headless=True, args=CHROMIUM_ARGS,
-            java_script_enabled=javascript, timezone_id=time_zone, locale="en-GB",
+            java_script_enabled=javascript, timezone_id=time_zone, locale=locale,
             viewport=DESKTOP, accept_downloads=True)
+        # axe-core needs script; a JavaScript-off context cannot run it (see assert_accessible)
+        context.sealgate_javascript = javascript  # type: ignore[attr-defined]
         try:
             yield context
         finally:
@@ -100,17 +106,52 @@ def chromium(profile: Path, javascript: bool = True, time_zone: str = "America/N
 
 def shoot(page: Page, name: str) -> None:
     """Screenshots of PAGE at desktop and phone widths (tests/artifacts/NAME-*.png), and the
-    checks every page must pass: nothing wider than a 360 px phone, every field labelled."""
+    checks every page must pass: nothing wider than a 360 px phone, every field labelled,
+    and no axe-core violation of WCAG 2.2 AA at either width."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.set_viewport_size(DESKTOP)
     page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    assert_accessible(page, f"{name} (desktop)")
     page.set_viewport_size(PHONE)
     page.wait_for_timeout(50)  # let a resized message frame settle
     page.screenshot(path=str(ARTIFACTS / f"{name}-phone.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"{name}: {width} px wide on a {PHONE['width']} px phone"
     assert_fields_labelled(page, name)
+    assert_accessible(page, f"{name} (phone)")
     page.set_viewport_size(DESKTOP)
+
+
+def axe_source() -> str:
+    if not AXE_JS.exists():
+        pytest.fail(f"{AXE_JS} is missing: the browser tests run axe-core, which scripts/test "
+                    "installs with npm (npm install --prefix .axe axe-core). They must run.")
+    return AXE_JS.read_text(encoding="utf-8")
+
+
+def axe_violations(page: Page) -> list[str]:
+    """axe-core's WCAG 2.2 A/AA violations on PAGE as it is now, one line each. axe is put
+    in by Playwright's evaluate (DevTools), which the page's CSP does not govern, so the
+    page keeps its real policy. The message body frame is the sender's HTML, not ours: it
+    is left out (its document is checked where it opens on its own)."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source() + "\n;undefined")
+    found: list[str] = page.evaluate("""async (tags) => {
+        const result = await axe.run(document, {runOnly: {type: 'tag', values: tags},
+                                                iframes: false, resultTypes: ['violations']});
+        return result.violations.map(v => `${v.id} (${v.impact}): ${v.help}: ` +
+            v.nodes.map(n => n.target.join(' ')).slice(0, 5).join(', '));
+    }""", AXE_TAGS)
+    return found
+
+
+def assert_accessible(page: Page, name: str) -> None:
+    """No axe-core violation on PAGE. Pages seen with JavaScript off are checked where the
+    same page is shot with it on (test_browser_journey, test_browser_recipients)."""
+    if not getattr(page.context, "sealgate_javascript", True):
+        return
+    violations = axe_violations(page)
+    assert violations == [], f"{name}: axe-core found:\n" + "\n".join(violations)
 
 
 def assert_fields_labelled(page: Page, name: str) -> None:

@@ -193,8 +193,6 @@ def test_password_rules_are_explained(client: TestClient, store: Store, pid: str
     assert 'id="password-error"' in short.text
     mismatch = submit_verification(client, pid, code, password_confirm="different thing")
     assert 'id="password_confirm-error"' in mismatch.text and "not the same" in mismatch.text
-    missing = submit_verification(client, pid, code, first_name=" ", last_name="")
-    assert "Enter your first name" in missing.text and "Enter your last name" in missing.text
     assert count(store, "users") == 0
     # Form errors did not use up the code.
     assert submit_verification(client, pid, code).url.path == f"/m/{pid}"

@@ -41,6 +41,7 @@ class User:
     first_name: str
     last_name: str
     time_zone: str = "UTC"
+    language: str = ""  # the portal language chosen ("en", "es"); "" = not chosen yet
 
     @property
     def display_name(self) -> str:
@@ -62,6 +63,7 @@ class NewUser:
     last_name: str
     password_hash: str
     time_zone: str = "UTC"
+    language: str = ""
 
 
 @dataclass(frozen=True)
@@ -135,12 +137,17 @@ class PortalStore(Protocol):
     def set_password(self, address: str, password_hash: str) -> None:
         """A new password; it ends every session of the account."""
     def set_time_zone(self, address: str, zone: str) -> None: ...
+    def set_language(self, address: str, language: str) -> None: ...
 
     def issue_code(self, address: str, code_hash: str, limits: CodeLimits) -> CodeSend:
         """Store a new code (earlier ones stop working) unless LIMITS say wait."""
     def redeem_code(self, user: NewUser, code_hash: str, limits: CodeLimits) -> CodeRedemption:
         """Check the newest code of USER's address and, when it matches, create USER (and end
         any session of the address) in the same unit of work."""
+    def redeem_sign_in_code(self, address: str, code_hash: str,
+                            limits: CodeLimits) -> CodeRedemption:
+        """Check the newest code of ADDRESS, which has an account, and spend it when it
+        matches (OK): signing in by code. Changes no account; INVALID when ADDRESS has none."""
 
     def start_session(self, token_hash: str, address: str, idle_timeout: float,
                       replacing: str | None = None) -> None:

@@ -151,6 +151,12 @@ def messages_smtputf8(db: Database) -> None:
     db.table("messages").add_column("smtputf8", int, not_null_default=0)
 
 
+@migration
+def portal_user_language(db: Database) -> None:
+    """The portal language a recipient chose ("" = not chosen: Accept-Language decides)."""
+    db.table("users").add_column("language", str, not_null_default="")
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

@@ -10,7 +10,7 @@ import email.policy
 from gateway.config import Config
 from gateway.storage.ids import new_pickup_id
 from gateway.storage.protocols import QueueStore, Report, Route, StagedPickup
-from gateway.vault.notify import build_notification
+from gateway.vault.notify import build_notification, notification_language
 from gateway.vault.retention import EXPIRES_HEADER, expiry_time
 
 NOTIFICATION_REASON = "pickup notification"
@@ -37,10 +37,12 @@ class PickupStage:
         holding it stores its own pickup, one only)."""
         pickup_id = new_pickup_id()  # before the notification: it links to the pickup
         expires = self.expiry_for(message_id, received)
+        language, zone = notification_language(self.store, rcpt,
+                                               self.config.pickup.default_language)
         notification = build_notification(
             notify_from=self.config.notify.from_, sender=sender, recipient=rcpt,
             link=self.link(pickup_id), expires=expires,
-            organization=self.config.pickup.organization,
+            organization=self.config.pickup.organization, language=language, time_zone=zone,
         )
         return self.store.stage_pickup(StagedPickup(
             message_id, sender, rcpt, expires, pickup_id, f"stored for pickup: {reason}",

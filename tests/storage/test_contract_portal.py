@@ -250,3 +250,48 @@ def test_accounts_and_sessions_survive_reopening(storage: Storage,
     again = reopen()
     assert again.get_user(PAT) is not None and again.find_session("s1") is not None
     assert again.count_login_failures("account:a", 0) == 1
+
+
+# -- signing in by code and the chosen language -----------------------------------------------
+
+def test_a_sign_in_code_is_spent_without_changing_the_account(storage: Storage,
+                                                              clock: FakeClock) -> None:
+    registered(storage).start_session("s1", PAT, idle_timeout=600)
+    clock.advance(LIMITS.resend_interval)
+    assert storage.issue_code(PAT, "code-2", LIMITS) is CodeSend.SENT
+    assert storage.redeem_sign_in_code(PAT, "code-2", LIMITS).outcome is CodeCheck.OK
+    assert storage.redeem_sign_in_code(PAT, "code-2", LIMITS).outcome is CodeCheck.INVALID
+    credentials = storage.get_credentials(PAT)
+    assert credentials is not None and credentials.password_hash == "hash-1"
+    assert storage.find_session("s1") is not None
+
+
+def test_a_sign_in_code_stops_after_the_allowed_wrong_tries(storage: Storage,
+                                                            clock: FakeClock) -> None:
+    registered(storage)
+    clock.advance(LIMITS.resend_interval)
+    assert storage.issue_code(PAT, "code-2", LIMITS) is CodeSend.SENT
+    wrong = storage.redeem_sign_in_code(PAT, "nope", LIMITS)
+    assert (wrong.outcome, wrong.attempts_left) == (CodeCheck.WRONG, 1)
+    assert storage.redeem_sign_in_code(PAT, "nope", LIMITS).outcome is CodeCheck.INVALID
+    assert storage.redeem_sign_in_code(PAT, "code-2", LIMITS).outcome is CodeCheck.INVALID
+
+
+def test_a_sign_in_code_expires(storage: Storage, clock: FakeClock) -> None:
+    registered(storage)
+    clock.advance(LIMITS.resend_interval)
+    assert storage.issue_code(PAT, "code-2", LIMITS) is CodeSend.SENT
+    clock.advance(LIMITS.lifetime + 1)
+    assert storage.redeem_sign_in_code(PAT, "code-2", LIMITS).outcome is CodeCheck.INVALID
+
+
+def test_a_sign_in_code_needs_an_account(storage: Storage) -> None:
+    storage.issue_code(PAT, "code-1", LIMITS)
+    assert storage.redeem_sign_in_code(PAT, "code-1", LIMITS).outcome is CodeCheck.INVALID
+    assert storage.get_user(PAT) is None
+
+
+def test_language_is_kept(storage: Storage) -> None:
+    registered(storage).set_language(PAT, "es")
+    user = storage.get_user(PAT)
+    assert user is not None and user.language == "es"

@@ -129,6 +129,10 @@ MIGRATIONS = [
         # Leases: renewals and still_claimed look up one owner's claims.
         "CREATE INDEX recipients_claimed ON recipients (claimed_by) WHERE state = 'delivering'",
     )),
+    Migration("portal_user_language", (
+        # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
+        "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
+    )),
 ]
 
 

@@ -29,7 +29,8 @@ DAY = 86400.0
 
 
 def _user(row: Row) -> User:
-    return User(row["address"], row["first_name"], row["last_name"], row["time_zone"])
+    return User(row["address"], row["first_name"], row["last_name"], row["time_zone"],
+                row["language"] or "")
 
 
 def _lock_address(cursor: Cursor, address: str) -> None:
@@ -74,6 +75,11 @@ class PostgresPortal(PostgresPart):
             cursor.execute("UPDATE users SET time_zone = %s WHERE address = %s",
                            (zone, address))
 
+    def set_language(self, address: str, language: str) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute("UPDATE users SET language = %s WHERE address = %s",
+                           (language, address))
+
     # -- verification codes ------------------------------------------------------------
 
     def issue_code(self, address: str, code_hash: str, limits: CodeLimits) -> CodeSend:
@@ -113,11 +119,31 @@ class PostgresPortal(PostgresPart):
                 return CodeRedemption(CodeCheck.WRONG if left else CodeCheck.INVALID, left)
             cursor.execute("UPDATE verifications SET used = true WHERE id = %s", (row["id"],))
             cursor.execute("INSERT INTO users (address, first_name, last_name, password_hash,"
-                           " created, password_changed, time_zone)"
-                           " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                           " created, password_changed, time_zone, language)"
+                           " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
                            (user.address, user.first_name, user.last_name, user.password_hash,
-                            now, now, user.time_zone))
+                            now, now, user.time_zone, user.language))
             cursor.execute("DELETE FROM sessions WHERE address = %s", (user.address,))
+        return CodeRedemption(CodeCheck.OK, limits.max_attempts - row["attempts"])
+
+    def redeem_sign_in_code(self, address: str, code_hash: str,
+                            limits: CodeLimits) -> CodeRedemption:
+        now = self.clock()
+        with self.db.transaction() as cursor:
+            _lock_address(cursor, address)
+            if not _has_user(cursor, address):
+                return CodeRedemption(CodeCheck.INVALID, 0)
+            row = cursor.execute("SELECT * FROM verifications WHERE address = %s AND NOT used"
+                                 " ORDER BY id DESC LIMIT 1", (address,)).fetchone()
+            if row is None or row["expires"] <= now or row["attempts"] >= limits.max_attempts:
+                return CodeRedemption(CodeCheck.INVALID, 0)
+            if not hmac.compare_digest(code_hash, row["code_hash"]):
+                attempts = row["attempts"] + 1
+                cursor.execute("UPDATE verifications SET attempts = %s, used = %s WHERE id = %s",
+                               (attempts, attempts >= limits.max_attempts, row["id"]))
+                left = limits.max_attempts - attempts
+                return CodeRedemption(CodeCheck.WRONG if left else CodeCheck.INVALID, left)
+            cursor.execute("UPDATE verifications SET used = true WHERE id = %s", (row["id"],))
         return CodeRedemption(CodeCheck.OK, limits.max_attempts - row["attempts"])
 
     # -- sessions ----------------------------------------------------------------------

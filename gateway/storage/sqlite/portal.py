@@ -26,7 +26,8 @@ DAY = 86400.0
 
 
 def _user(row: sqlite3.Row) -> User:
-    return User(row["address"], row["first_name"], row["last_name"], row["time_zone"])
+    return User(row["address"], row["first_name"], row["last_name"], row["time_zone"],
+                row["language"] or "")
 
 
 def _set_password(db: sqlite3.Connection, address: str, password_hash: str, now: float) -> None:
@@ -60,6 +61,10 @@ class SQLitePortal(SQLitePart):
     def set_time_zone(self, address: str, zone: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE users SET time_zone=? WHERE address=?", (zone, address))
+
+    def set_language(self, address: str, language: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE users SET language=? WHERE address=?", (language, address))
 
     # -- verification codes ------------------------------------------------------------
 
@@ -97,10 +102,30 @@ class SQLitePortal(SQLitePart):
                 return CodeRedemption(CodeCheck.WRONG if left else CodeCheck.INVALID, left)
             db.execute("UPDATE verifications SET used=1 WHERE id=?", (row["id"],))
             db.execute("INSERT INTO users (address, first_name, last_name, password_hash,"
-                       " created, password_changed, time_zone) VALUES (?,?,?,?,?,?,?)",
+                       " created, password_changed, time_zone, language)"
+                       " VALUES (?,?,?,?,?,?,?,?)",
                        (user.address, user.first_name, user.last_name, user.password_hash,
-                        now, now, user.time_zone))
+                        now, now, user.time_zone, user.language))
             db.execute("DELETE FROM sessions WHERE address=?", (user.address,))
+        return CodeRedemption(CodeCheck.OK, limits.max_attempts - row["attempts"])
+
+    def redeem_sign_in_code(self, address: str, code_hash: str,
+                            limits: CodeLimits) -> CodeRedemption:
+        now = self.clock()
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM users WHERE address=?", (address,)).fetchone():
+                return CodeRedemption(CodeCheck.INVALID, 0)
+            row = db.execute("SELECT * FROM verifications WHERE address=? AND used=0"
+                             " ORDER BY id DESC LIMIT 1", (address,)).fetchone()
+            if row is None or row["expires"] <= now or row["attempts"] >= limits.max_attempts:
+                return CodeRedemption(CodeCheck.INVALID, 0)
+            if not hmac.compare_digest(code_hash, row["code_hash"]):
+                attempts = row["attempts"] + 1
+                db.execute("UPDATE verifications SET attempts=?, used=? WHERE id=?",
+                           (attempts, int(attempts >= limits.max_attempts), row["id"]))
+                left = limits.max_attempts - attempts
+                return CodeRedemption(CodeCheck.WRONG if left else CodeCheck.INVALID, left)
+            db.execute("UPDATE verifications SET used=1 WHERE id=?", (row["id"],))
         return CodeRedemption(CodeCheck.OK, limits.max_attempts - row["attempts"])
 
     # -- sessions ----------------------------------------------------------------------
