@@ -36,6 +36,7 @@ from gateway.tls.verdict import (
     judge,
     judge_handshake_failure,
     judge_no_starttls,
+    server_name,
     sts_allows,
 )
 
@@ -410,7 +411,7 @@ class Deliverer:
                 raise TLSFailure(verdict)
             return
         try:
-            await client.starttls(server_hostname=tls_name if _is_address(name) else name,
+            await client.starttls(server_hostname=server_name(name, tls_name),
                                   tls_context=self._contexts[need.requirement])
         except aiosmtplib.SMTPResponseException as exc:
             raise TLSFailure(judge_handshake_failure(
@@ -509,13 +510,6 @@ class Deliverer:
         result.reply = f"{peer} said: {final.code} {final.message}"
         return result
 
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class _StaleConnection(Exception):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import enum
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from gateway.tls.verdict import (
     judge,
     judge_handshake_failure,
     judge_no_starttls,
+    server_name,
 )
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ async def _session(host: HostProbe, port: int, context: ssl.SSLContext, timeout:
         if not host.starttls_offered:
             return False
         try:
-            sni = host.checked_name if _is_address(host.name) else host.name
+            sni = server_name(host.name, host.checked_name)
             await client.starttls(server_hostname=sni, tls_context=context)
         except aiosmtplib.SMTPResponseException as exc:
             host.tls_error = f"STARTTLS refused: {exc.code} {exc.message}"
@@ -343,13 +343,6 @@ async def _session(host: HostProbe, port: int, context: ssl.SSLContext, timeout:
     finally:
         await _close(client, raw)
 
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _facts(der: bytes) -> CertFacts:

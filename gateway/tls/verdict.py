@@ -242,3 +242,14 @@ def certificate_names_host(leaf_der: bytes, host: str) -> bool:
     except x509.ExtensionNotFound:
         return False
     return address in san.value.get_values_for_type(x509.IPAddress)
+
+
+def server_name(host: str, name_for_an_address: str) -> str:
+    """The name to send in SNI and to check the certificate against when connecting to
+    HOST: HOST itself, or NAME_FOR_AN_ADDRESS when HOST is an IP address (SNI carries host
+    names only, RFC 6066 3)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return name_for_an_address
