@@ -26,7 +26,7 @@ from tests.fakes.mx_host import FakeMX
 from tests.fakes.ports import free_port
 from tests.gateway_process import REPO, GatewayProcess, GatewaySettings
 from tests.journey import stored_pickups
-from tests.process_tree import wait_for_workers, workers
+from tests.process_tree import wait_for_workers, wait_until_gone, workers
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
 
@@ -161,15 +161,18 @@ def test_counts_of_a_killed_runner_stay_counted(metered: MeteredGateway,
     wait_for_mail(mx_hosts["tls"], f"{unique}@tls.test")
     counted = metered.wait_for(series, 1)
     assert metered.process is not None
-    for pid in workers(metered.process.pid, "delivery"):
+    killed = workers(metered.process.pid, "delivery")
+    for pid in killed:
         os.kill(pid, signal.SIGKILL)
+    # Until the kernel has reaped them, the killed pids still look like serving workers.
+    wait_until_gone(killed)
     wait_for_workers(metered.process.pid, "delivery", 2)
     assert metered.value(series) >= counted
 
 
 def test_readyz_fails_while_a_runner_does_not_turn(metered: MeteredGateway) -> None:
     assert metered.process is not None
-    runner = workers(metered.process.pid, "delivery")[0]
+    runner = wait_for_workers(metered.process.pid, "delivery", 2)[0]
     os.kill(runner, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 30
