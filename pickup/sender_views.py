@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from gateway.storage.protocols import AuditEvent, Pickup, SenderLink, Storage
 from gateway.vault.sender_links import find_sender_link
-from gateway.vault.unnotified import NOTIFICATION_FAILED, NOTIFIED
+from gateway.vault.unnotified import NOTIFICATION_DELAYED, NOTIFICATION_FAILED, NOTIFIED
 from pickup.views import client_ip, not_found, page, portal, read_form, redirect
 
 DOWNLOADS = ("download", "export")
@@ -32,6 +32,7 @@ class RecipientStatus:
     recipient: str
     stored: float
     notified: float | None
+    notification_delayed: float | None  # still being retried at delivery.delay_warning
     notification_failed: float | None
     opened: float | None
     downloaded: float | None
@@ -46,6 +47,7 @@ def _first(events: list[AuditEvent], names: tuple[str, ...]) -> float | None:
 def recipient_status(store: Storage, pickup: Pickup) -> RecipientStatus:
     events = store.audit_events(pickup.id)
     return RecipientStatus(pickup.recipient, pickup.created, _first(events, (NOTIFIED,)),
+                           _first(events, (NOTIFICATION_DELAYED,)),
                            _first(events, (NOTIFICATION_FAILED,)), pickup.read_at,
                            _first(events, DOWNLOADS), pickup.replied_at, pickup.expires)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 
 from gateway.storage.store import Route, Store
+from gateway.vault.expiry import housekeeping
 from gateway.vault.sender_links import sender_link_url
-from gateway.vault.unnotified import NOTIFICATION_FAILED, NOTIFIED
+from gateway.vault.unnotified import NOTIFICATION_DELAYED, NOTIFICATION_FAILED, NOTIFIED
 from tests.portal_fixtures import (
     PATIENT,
     SENDER,
@@ -89,6 +90,14 @@ def test_the_status_says_when_a_recipient_could_not_be_notified(client: TestClie
     queue_id = stored_for(store, PATIENT)
     store.audit(copy_of(store, queue_id, PATIENT), NOTIFICATION_FAILED, "", "550 no such user")
     assert "Notified Could not be notified" in section_of(
+        client.get(sender_path(store, queue_id)), PATIENT)
+
+
+def test_the_status_says_when_the_email_to_a_recipient_is_delayed(client: TestClient,
+                                                                  store: Store) -> None:
+    queue_id = stored_for(store, PATIENT)
+    store.audit(copy_of(store, queue_id, PATIENT), NOTIFICATION_DELAYED, "", "451 4.7.5 later")
+    assert "Notified Not yet: the email to them is delayed" in section_of(
         client.get(sender_path(store, queue_id)), PATIENT)
 
 
@@ -225,3 +234,12 @@ def test_the_pages_are_in_spanish_for_a_spanish_browser(client: TestClient,
     status = client.get(path, headers=headers)
     assert "Su mensaje seguro" in status.text and "Todavía no" in status.text
     assert "¿Revocar este mensaje?" in client.get(f"{path}/revoke", headers=headers).text
+
+
+def test_housekeeping_forgets_the_links_of_expired_messages(store: Store,
+                                                            clock: FakeClock) -> None:
+    link_id = sender_path(store, stored_for(store, PATIENT)).split("/")[2].split(".")[0]
+    clock.advance(7 * DAY)
+    housekeeping(store, history_retention=30 * DAY)
+    clock.advance(-7 * DAY)  # gone from the store, not merely past its expiry
+    assert store.get_sender_link(link_id) is None
