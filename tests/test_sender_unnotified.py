@@ -15,8 +15,9 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.conftest import assert_no_mail, make_message, wait_for_mail
+from tests.conftest import POLICY_HTTPS_IP, assert_no_mail, make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
+from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
 
@@ -42,6 +43,19 @@ def deferring_mx(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
     with FakeMX(DEFERRING_IP, mx_port, name="mx.deferring.test", offer_starttls=False,
                 rcpt_reply="451 4.7.5 come back later") as host:
         yield host
+
+
+@pytest.fixture(scope="module")
+def strict_sts_domain(fake_dns: FakeDNS, policy_https: FakeHTTPS) -> str:
+    """A domain enforcing an MTA-STS policy its own MX fails: its certificate is for another
+    name. Confidential mail to it is stored; its notification cannot be sent either."""
+    domain = "sts-unnotified.test"
+    fake_dns.add(domain, "MX", "10 mx.bad-cert.test.")
+    fake_dns.add(f"_mta-sts.{domain}", "TXT", '"v=STSv1; id=20261202;"')
+    fake_dns.add(f"mta-sts.{domain}", "A", POLICY_HTTPS_IP)
+    policy_https.serve_policy(domain, "version: STSv1\nmode: enforce\nmx: mx.bad-cert.test\n"
+                                      "max_age: 86400\n")
+    return domain
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +160,15 @@ def test_a_notification_deferred_past_the_delay_warning_tells_the_sender_once(
     time.sleep(3 * DELAY_WARNING)  # more attempts, each deferred again (retry_max is 2 s)
     assert len(reports_to(mx_hosts["relay"], sender)) == 1
     assert len(audit_events(warning_gateway, rcpt, "notification-delayed")) == 1
+
+
+def test_a_notification_held_back_by_the_recipients_mta_sts_policy_tells_the_sender(
+        warning_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], strict_sts_domain: str,
+        storage_backend: str, unique: str) -> None:
+    sender, rcpt = f"{unique}@relay.test", f"{unique}@{strict_sts_domain}"
+    warning_gateway.send(confidential(sender, rcpt))
+    report = wait_for_mail(mx_hosts["relay"], sender, timeout=DELAY_WARNING + 30)
+    fields = delivery_status(report.content)
+    assert fields["Final-Recipient"] == f"rfc822; {rcpt}" and fields["Action"] == "delayed"
+    assert b"has NOT been told" in report.content
+    assert_no_mail(mx_hosts["bad-cert"], rcpt)  # neither the message nor its notification
