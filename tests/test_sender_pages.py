@@ -176,6 +176,7 @@ def test_after_a_revoke_the_page_says_so_and_offers_no_revoke(client: TestClient
     page = revoke(client, path)
     assert "You revoked this message on" in page.text
     assert "Revoke this message" not in page.text
+    assert "until they pick it up" not in page.text  # nothing is kept any more
     assert client.get(f"{path}/revoke", follow_redirects=False).status_code == 303
 
 
