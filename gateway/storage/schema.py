@@ -157,6 +157,18 @@ def portal_user_language(db: Database) -> None:
     db.table("users").add_column("language", str, not_null_default="")
 
 
+@migration
+def create_sender_links(db: Database) -> None:
+    """The sender's receipt links: the hash of each secret, bound to a message and sender."""
+    db.table("sender_links").create(
+        {"link_id": str, "secret_hash": str, "message_id": str, "sender": str,
+         "created": float, "expires": float, "revoked_at": float},
+        pk="link_id", not_null={"secret_hash", "message_id", "sender", "created", "expires"},
+    )
+    db.table("sender_links").create_index(["expires"])
+    db.table("pickups").create_index(["message_id"], if_not_exists=True)
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)
