@@ -133,6 +133,15 @@ MIGRATIONS = [
         # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
         "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
     )),
+    Migration("delivery_status_notifications", (
+        # RFC 3461: what the sender asked of DSNs, per message (RET, ENVID) and per
+        # recipient (NOTIFY, ORCPT), and whether the policy asks for a receipt.
+        "ALTER TABLE messages ADD COLUMN dsn_ret text NOT NULL DEFAULT ''",
+        "ALTER TABLE messages ADD COLUMN dsn_envid text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN dsn_notify text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN dsn_orcpt text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN receipt boolean NOT NULL DEFAULT false",
+    )),
 ]
 
 
