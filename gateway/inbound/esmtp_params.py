@@ -17,8 +17,8 @@ from aiosmtpd.smtp import Envelope
 from gateway.inbound import codes
 from gateway.storage.protocols import EnvelopeDSN
 
-__all__ = ["GatewayEnvelope", "ParamError", "RecipientDSN", "decode_xtext", "encode_xtext",
-           "mail_dsn", "rcpt_dsn", "take_params"]
+__all__ = ["GatewayEnvelope", "ParamError", "RecipientDSN", "decode_xtext", "mail_dsn",
+           "rcpt_dsn", "take_params"]
 
 MAIL_PARAMS = frozenset({"RET", "ENVID"})
 RCPT_PARAMS = frozenset({"NOTIFY", "ORCPT"})
@@ -86,12 +86,6 @@ def decode_xtext(text: str, param: str) -> str:
         raise ParamError(codes.DSN_PARAM_SYNTAX.format(
             param=param, why="not xtext (RFC 3461 4: printable ASCII, + and = as +XX)"))
     return re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
-
-
-def encode_xtext(text: str) -> str:
-    """TEXT as xtext, for passing ENVID and ORCPT on to the next hop."""
-    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}"
-                   for c in text)
 
 
 def mail_dsn(ours: dict[str, str]) -> EnvelopeDSN:

@@ -24,7 +24,8 @@ Clock = Callable[[], float]
 
 __all__ = [
     "Attempt", "AttemptRecord", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck",
-    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "EnvelopeDSN", "HostTLS", "IncomingMessage",
+    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "EnvelopeDSN", "HostTLS",
+    "IncomingMessage",
     "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
     "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
     "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "Session",
