@@ -279,7 +279,7 @@ class Deliverer:
 
     @metrics.timed_delivery("internal")
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
-                    content: bytes) -> DomainResult:
+                    content: bytes, dsn: DSNRequest | None = None) -> DomainResult:
         """Hand a message to the organization's own mail server (portal replies), no MX lookup."""
         try:
             ipaddress.ip_address(host)
@@ -289,7 +289,8 @@ class Deliverer:
         if not addresses:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 internal relay {host} has no address")
         return await self._try_hosts([MXHost(host, 0, addresses)], sender, rcpts, content,
-                                     TLSRequirement.OPPORTUNISTIC, port, standards=False)
+                                     TLSRequirement.OPPORTUNISTIC, port, standards=False,
+                                     dsn=dsn)
 
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
