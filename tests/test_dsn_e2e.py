@@ -107,7 +107,8 @@ def test_a_success_receipt_says_delivered_with_host_tls_and_authentication(
     assert block["X-Sealgate-TLS-Authentication"] == "pkix"
     text = readable_text(receipt.content)
     assert f"<{rcpt}>: delivered to mx.dsn.verified.test [{DSN_MX_IP}]" in text
-    assert "authenticated by PKIX" in text
+    assert "The server was authenticated by PKIX" in text
+    assert block["Diagnostic-Code"].startswith("smtp; 250 2.0.0")
     assert b"Confidential body text" not in receipt.content
     assert returned_part(receipt.content).get_content_type() == "text/rfc822-headers"
 

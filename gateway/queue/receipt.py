@@ -21,6 +21,7 @@ page with its revoke link, for one.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,14 +35,16 @@ __all__ = ["AUTHENTICATION_TEXT", "HandedOver", "StoredForPickup", "build_receip
 
 # How the text for people names each way of authenticating the server.
 AUTHENTICATION_TEXT = {
-    Authentication.DANE_EE: "DANE-EE (its key matched the domain's DNSSEC-signed TLSA record)",
-    Authentication.DANE_TA: "DANE-TA (its certificate chains to the trust anchor in the"
-                            " domain's DNSSEC-signed TLSA record)",
-    Authentication.MTA_STS: "MTA-STS enforce (PKIX certificate and a host name listed in the"
-                            " domain's MTA-STS policy)",
-    Authentication.PKIX: "PKIX (a certificate from a trusted authority, for the host's name)",
-    Authentication.NONE: "not at all (the certificate was not checked)",
+    Authentication.DANE_EE: "DANE-EE: its key matched the domain's DNSSEC-signed TLSA record",
+    Authentication.DANE_TA: "DANE-TA: its certificate chains to the trust anchor in the"
+                            " domain's DNSSEC-signed TLSA record",
+    Authentication.MTA_STS: "MTA-STS enforce: a certificate from a trusted authority, for a"
+                            " host name the domain's MTA-STS policy lists",
+    Authentication.PKIX: "PKIX: a certificate from a trusted authority, for the host's name",
+    Authentication.NONE: "not at all: its certificate was not checked",
 }
+_INDENT = " " * 6
+_WIDTH = 76
 
 
 @dataclass(frozen=True)
@@ -59,18 +62,25 @@ class HandedOver:
     relayed: bool = False
     orcpt: str = ""
 
+    @property
+    def server_reply(self) -> str:
+        """The host's reply without our "host[address] said:" in front of it."""
+        return " ".join(self.reply.partition(" said: ")[2].split()) or self.reply
+
     def lines(self) -> list[str]:
         where = f"{self.host} [{self.address}]" if self.address else self.host
         verb = "relayed to" if self.relayed else "delivered to"
         if self.tls_version:
-            how = [f"over {self.tls_version} ({self.cipher or 'cipher unknown'});",
-                   f"the server was authenticated by {AUTHENTICATION_TEXT[self.authentication]}."]
+            how = [f"Encrypted with {self.tls_version} ({self.cipher or 'cipher unknown'}).",
+                   f"The server was authenticated by {AUTHENTICATION_TEXT[self.authentication]}."]
         else:
-            how = ["WITHOUT encryption (the server did not offer TLS)."]
-        said = [f"It said: {' '.join(self.reply.split())}"] if self.reply else []
+            how = ["Sent WITHOUT encryption: the server did not offer TLS."]
+        if self.reply:
+            how.append(f"Its reply: {self.server_reply}")
         if self.relayed:
-            said.append("That server does not send delivery notifications: this is the last.")
-        return [f"  <{self.rcpt}>: {verb} {where}", *(f"      {line}" for line in how + said)]
+            how.append("That server does not send delivery notifications: this is the last"
+                       " report about this copy.")
+        return [f"  <{self.rcpt}>: {verb} {where}", *_wrapped(how)]
 
     def report(self) -> RecipientReport:
         extra = [("X-Sealgate-Delivery", "smtp"),
@@ -80,7 +90,7 @@ class HandedOver:
         authentication = self.authentication if self.tls_version else Authentication.NONE
         extra.append(("X-Sealgate-TLS-Authentication", authentication.value))
         return RecipientReport(self.rcpt, "relayed" if self.relayed else "delivered", "2.0.0",
-                               self.reply, self.orcpt, self.host, tuple(extra))
+                               self.server_reply, self.orcpt, self.host, tuple(extra))
 
 
 @dataclass(frozen=True)
@@ -98,16 +108,21 @@ class StoredForPickup:
 
     def lines(self) -> list[str]:
         day = datetime.fromtimestamp(self.expires, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return [f"  <{self.rcpt}>: stored encrypted (AES-256-GCM) for pickup",
-                "      The recipient was sent a notification to collect it in the portal,",
-                "      after proving they own the address.",
-                f"      It will be destroyed on {day}, read or not."]
+        return [f"  <{self.rcpt}>: stored encrypted (AES-256-GCM) for pickup", *_wrapped([
+            "The recipient was sent a notification to collect it in the portal, after"
+            " proving they own the address.", f"It will be destroyed on {day}, read or not."])]
 
     def report(self) -> RecipientReport:
         return RecipientReport(self.rcpt, "delivered", "2.0.0", "", self.orcpt,
                                extra=(("X-Sealgate-Delivery", "pickup"),
                                       ("X-Sealgate-Pickup-Expires", self.expiry),
                                       ("X-Sealgate-Pickup-Notification", "queued")))
+
+
+def _wrapped(sentences: list[str]) -> list[str]:
+    return [line for sentence in sentences
+            for line in textwrap.wrap(sentence, _WIDTH, initial_indent=_INDENT,
+                                      subsequent_indent=_INDENT)]
 
 
 def build_receipt(*, reporting_mta: str, sender: str, queue_id: str, original: bytes,
