@@ -91,3 +91,14 @@ def test_xtext_decodes_hex_escapes_and_encodes_them_back() -> None:
 def test_xtext_refuses_lower_case_hex() -> None:
     with pytest.raises(ParamError):
         decode_xtext("a+2b", "ENVID")
+
+
+def test_rcpt_has_room_for_an_orcpt_of_500_characters(gateway: GatewayProcess) -> None:
+    orcpt = "rfc822;" + "o" * 480 + "@x.test"  # RFC 3461 4.2: up to 500 characters
+    assert len(orcpt) == 494
+    assert rcpt_reply(gateway, f"NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt}") == codes.OK_RECIPIENT
+
+
+def test_mail_takes_an_envid_of_100_characters_beside_size_and_ret(
+        gateway: GatewayProcess) -> None:
+    assert mail_reply(gateway, f"SIZE=1000 RET=HDRS ENVID={'e' * 100}") == codes.OK_SENDER
