@@ -160,6 +160,7 @@ def test_a_receipt_for_a_copy_stored_for_pickup_says_so_with_its_expiry(
     assert block["X-Sealgate-Pickup-Expires"]
     text = readable_text(receipt.content)
     assert "stored encrypted (AES-256-GCM) for pickup" in text and "will be destroyed on" in text
+    assert "A notification is on its way to the recipient" in text
     assert b"Confidential body" not in receipt.content
 
 

@@ -109,8 +109,9 @@ class StoredForPickup:
     def lines(self) -> list[str]:
         day = datetime.fromtimestamp(self.expires, UTC).strftime("%Y-%m-%d %H:%M UTC")
         return [f"  <{self.rcpt}>: stored encrypted (AES-256-GCM) for pickup", *_wrapped([
-            "The recipient was sent a notification to collect it in the portal, after"
-            " proving they own the address.", f"It will be destroyed on {day}, read or not."])]
+            "A notification is on its way to the recipient, who collects the message in the"
+            " portal after proving they own the address.",
+            f"It will be destroyed on {day}, read or not."])]
 
     def report(self) -> RecipientReport:
         return RecipientReport(self.rcpt, "delivered", "2.0.0", "", self.orcpt,
