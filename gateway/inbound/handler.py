@@ -324,6 +324,10 @@ class Acceptance:
         routes = self._with_dsn([route_for(d.recipient, d, self.handler.config.internal.domains)
                                  for d in self.decisions])
         dsn = self.envelope.dsn if isinstance(self.envelope, GatewayEnvelope) else EnvelopeDSN()
+        if dsn.ret == "FULL" and any(d.confidential for d in self.decisions):
+            # Fail closed: confidential for one recipient is confidential content for all,
+            # so no report (ours or a next hop's) may carry it back.
+            dsn = dataclasses.replace(dsn, ret="HDRS")
         future = self.handler.store.submit_enqueue(
             self.envelope.mail_from or "", routes, spool, self.ip,
             smtputf8=self.envelope.smtp_utf8, dsn=dsn)
