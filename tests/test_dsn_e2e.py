@@ -23,7 +23,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 
-DSN_MX_IP, REFUSING_MX_IP = "127.0.0.90", "127.0.0.91"
+DSN_MX_IP, REFUSING_MX_IP, SERIAL_MX_IP = "127.0.0.90", "127.0.0.91", "127.0.0.94"
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,16 @@ def dsn_host(fake_dns: FakeDNS, mx_port: int, ca: trustme.CA) -> Iterator[FakeMX
     fake_dns.add("mx.dsn.verified.test", "A", DSN_MX_IP)
     with FakeMX(DSN_MX_IP, mx_port, name="mx.dsn.verified.test", dsn=True,
                 tls_cert=leaf(ca, "mx.dsn.verified.test")) as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def serial_dsn_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
+    """MX of dsn-serial.test: offers DSN but not PIPELINING (one command at a time)."""
+    fake_dns.add("dsn-serial.test", "MX", "10 mx.dsn-serial.test.")
+    fake_dns.add("mx.dsn-serial.test", "A", SERIAL_MX_IP)
+    with FakeMX(SERIAL_MX_IP, mx_port, name="mx.dsn-serial.test", dsn=True,
+                pipelining=False) as host:
         yield host
 
 
@@ -64,6 +74,18 @@ def test_dsn_parameters_go_on_as_xtext_to_a_next_hop_that_offers_dsn(
     got = wait_for_mail(dsn_host, rcpt)
     assert got.mail_params == ["RET=HDRS", "ENVID=Env+2B1"]
     assert got.rcpt_params[rcpt] == ["NOTIFY=FAILURE,DELAY", f"ORCPT=rfc822;Orig+2B{unique}@x.test"]
+
+
+def test_dsn_parameters_go_on_to_a_next_hop_without_pipelining_too(
+        gateway: GatewayProcess, serial_dsn_host: FakeMX, unique: str,
+        storage_backend: str) -> None:
+    rcpt = f"{unique}@dsn-serial.test"
+    send_with_dsn(gateway, make_message(f"{unique}@relay.test", rcpt, "Hello"),
+                  {rcpt: ["NOTIFY=SUCCESS", "ORCPT=rfc822;x+2By@clinic.test"]}, ["ENVID=s1"])
+    got = wait_for_mail(serial_dsn_host, rcpt)
+    assert not got.pipelined
+    assert (got.mail_params, got.rcpt_params[rcpt]) == (
+        ["ENVID=s1"], ["NOTIFY=SUCCESS", "ORCPT=rfc822;x+2By@clinic.test"])
 
 
 def test_ret_full_goes_on_as_hdrs_for_confidential_mail(
