@@ -35,13 +35,16 @@ __all__ = ["AUTHENTICATION_TEXT", "HandedOver", "StoredForPickup", "build_receip
 
 # How the text for people names each way of authenticating the server.
 AUTHENTICATION_TEXT = {
-    Authentication.DANE_EE: "DANE-EE: its key matched the domain's DNSSEC-signed TLSA record",
-    Authentication.DANE_TA: "DANE-TA: its certificate chains to the trust anchor in the"
-                            " domain's DNSSEC-signed TLSA record",
-    Authentication.MTA_STS: "MTA-STS enforce: a certificate from a trusted authority, for a"
-                            " host name the domain's MTA-STS policy lists",
-    Authentication.PKIX: "PKIX: a certificate from a trusted authority, for the host's name",
-    Authentication.NONE: "not at all: its certificate was not checked",
+    Authentication.DANE_EE: "The server was authenticated by DANE-EE: its key matched the"
+                            " domain's DNSSEC-signed TLSA record.",
+    Authentication.DANE_TA: "The server was authenticated by DANE-TA: its certificate chains"
+                            " to the trust anchor in the domain's DNSSEC-signed TLSA record.",
+    Authentication.MTA_STS: "The server was authenticated by MTA-STS enforce: a certificate"
+                            " from a trusted authority, for a host name the domain's MTA-STS"
+                            " policy lists.",
+    Authentication.PKIX: "The server was authenticated by PKIX: a certificate from a trusted"
+                         " authority, for the host's name.",
+    Authentication.NONE: "The server was not authenticated: its certificate was not checked.",
 }
 _INDENT = " " * 6
 _WIDTH = 76
@@ -72,7 +75,7 @@ class HandedOver:
         verb = "relayed to" if self.relayed else "delivered to"
         if self.tls_version:
             how = [f"Encrypted with {self.tls_version} ({self.cipher or 'cipher unknown'}).",
-                   f"The server was authenticated by {AUTHENTICATION_TEXT[self.authentication]}."]
+                   AUTHENTICATION_TEXT[self.authentication]]
         else:
             how = ["Sent WITHOUT encryption: the server did not offer TLS."]
         if self.reply:
