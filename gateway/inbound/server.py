@@ -192,8 +192,8 @@ class GatewaySMTP(SMTP):
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
-        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870), " SMTPUTF8" (RFC 6531) and
-        # RET and ENVID (RFC 3461 5: 110 more on MAIL, 500 more on RCPT).
+        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870), " SMTPUTF8" (RFC 6531), and the
+        # 110 characters RFC 3461 adds for RET and ENVID; on RCPT its 500 for NOTIFY, ORCPT.
         self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10 + 110
         self.command_size_limits["RCPT"] = self.command_size_limit + 500
         lines = [self.hostname, f"SIZE {self.data_size_limit}", "8BITMIME", "SMTPUTF8",
