@@ -100,7 +100,7 @@ def test_command_line_longer_than_the_read_buffer_is_refused(gateway: GatewayPro
 def test_overlong_mail_command_is_refused(gateway: GatewayProcess) -> None:
     with bad_input_case(gateway), RawSMTP(gateway.smtp_port) as smtp:
         smtp.command("EHLO client.clinic.test")
-        reply = smtp.command(f"MAIL FROM:<{'a' * 600}@clinic.test>")
+        reply = smtp.command(f"MAIL FROM:<{'a' * 700}@clinic.test>")
         assert reply.startswith("500 5.5.2 Command line too long")
 
 

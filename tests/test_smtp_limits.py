@@ -29,7 +29,7 @@ def wait_until_closed(smtp: RawSMTP, timeout: float = 30.0) -> None:
 def test_ehlo_advertises_only_what_is_implemented(gateway: GatewayProcess) -> None:
     with RawSMTP(gateway.smtp_port) as smtp:
         assert extensions(smtp.command("EHLO client.clinic.test")) == {
-            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES", "HELP"}
+            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "HELP"}
 
 
 def test_auth_is_not_advertised_after_starttls(starttls_gateway: GatewayProcess,
@@ -41,7 +41,7 @@ def test_auth_is_not_advertised_after_starttls(starttls_gateway: GatewayProcess,
         assert smtp.command("STARTTLS").startswith("220")
         smtp.sock = context.wrap_socket(smtp.sock, server_hostname="127.0.0.1")
         assert extensions(smtp.command("EHLO client.clinic.test")) == {
-            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES", "HELP"}
+            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "HELP"}
         assert smtp.command("AUTH PLAIN AGZvbwBiYXI=") == codes.AUTH_NOT_OFFERED
 
 

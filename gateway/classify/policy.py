@@ -31,7 +31,7 @@ from gateway.classify.rules import (
 MODES = ("require-tls", "require-verified-tls", "pickup")
 OPPORTUNISTIC = "opportunistic"
 _SECTION_KEYS = {
-    "confidential": {"subject_tags", "strip_tags", "headers"},
+    "confidential": {"subject_tags", "strip_tags", "headers", "receipts"},
     "default": {"mode"},
     "domain": {"match", "mode", "nexthop", "tls_name"},
     "rule": set(),  # checked by rules.parse_rule
@@ -100,6 +100,7 @@ class DomainRule:
 class Policy:
     subject_tags: list[tuple[str, Origin]] = field(default_factory=list)
     strip_tags: bool = True
+    receipts: bool = False  # confidential mail gets a receipt for its sender (DSN success)
     headers: dict[str, list[str]] = field(default_factory=dict)
     header_origins: dict[str, Origin] = field(default_factory=dict)
     default_mode: str = "require-tls"
@@ -191,6 +192,11 @@ def _merge_confidential(policy: Policy, path: str, lines: list[str], table: dict
             line = _line_of(lines, r"^\s*strip_tags\s*=", start)
             raise PolicyError(f"{path}:{line}: strip_tags must be true or false")
         policy.strip_tags = table["strip_tags"]
+    if "receipts" in table:
+        if not isinstance(table["receipts"], bool):
+            line = _line_of(lines, r"^\s*receipts\s*=", start)
+            raise PolicyError(f"{path}:{line}: receipts must be true or false")
+        policy.receipts = table["receipts"]
     headers = table.get("headers", {})
     line = _line_of(lines, r"^\s*headers\s*=|^\s*\[\s*confidential\.headers\s*\]", start)
     if not isinstance(headers, dict):

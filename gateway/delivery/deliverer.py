@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import aiosmtplib
 
+from gateway.delivery.dsn_options import DSNRequest
 from gateway.delivery.mx import LookupStatus, MXHost, MXResolver
 from gateway.delivery.pipeline import data_payload, envelope_lines, exchange
 from gateway.delivery.pool import ConnectionPool, close_quietly
@@ -100,6 +101,13 @@ class DomainResult:
     refused: dict[str, str] = field(default_factory=dict)      # permanent, per recipient
     deferred: dict[str, str] = field(default_factory=dict)     # temporary, per recipient
     attempts: list[HostAttempt] = field(default_factory=list)
+    next_hop_dsn: bool = False  # the host that took it offers DSN: the request went with it
+
+    @property
+    def delivered_by(self) -> HostAttempt | None:
+        """The attempt whose host took the message (the last one), if it was delivered."""
+        return self.attempts[-1] if self.outcome is Outcome.DELIVERED and self.attempts \
+            else None
 
     @property
     def tls_reason(self) -> str:
@@ -170,13 +178,15 @@ class Deliverer:
 
     @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
-                      requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
+                      requirement: TLSRequirement, smtputf8: bool = False,
+                      dsn: DSNRequest | None = None) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
-        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7."""
+        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7. DSN: the
+        sender's DSN request, passed on to a host that offers DSN."""
         nexthop = self.nexthops(domain) if self.nexthops is not None else None
         if nexthop is not None:
             return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
-                                                  requirement, smtputf8)
+                                                  requirement, smtputf8, dsn)
         lookup = await self.resolver.lookup(domain)
         if lookup.status is LookupStatus.TEMPORARY:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
@@ -194,13 +204,14 @@ class Deliverer:
         if lookup.hosts and not hosts:
             return _sts_mismatch(lookup.hosts, requirement)
         result = await self._try_hosts(hosts, sender, rcpts, content, requirement, sts=sts,
-                                       smtputf8=smtputf8)
+                                       smtputf8=smtputf8, dsn=dsn)
         self._learn(domain, result.attempts)
         return result
 
     async def _deliver_to_nexthop(self, domain: str, nexthop: NextHop, sender: str,
                                   rcpts: list[str], content: bytes,
-                                  requirement: TLSRequirement, smtputf8: bool) -> DomainResult:
+                                  requirement: TLSRequirement, smtputf8: bool,
+                                  dsn: DSNRequest | None = None) -> DomainResult:
         """The policy's nexthop instead of DOMAIN's MX hosts: the route's requirement on
         its hosts, DANE for hosts found by name, no MTA-STS (RFC 8461 is about MX hosts)."""
         from gateway.delivery.nexthop import nexthop_hosts
@@ -216,7 +227,7 @@ class Deliverer:
                                           for h in lookup.hosts])
         result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement,
                                        nexthop.port, standards=not nexthop.is_address,
-                                       smtputf8=smtputf8)
+                                       smtputf8=smtputf8, dsn=dsn)
         self._learn(domain, result.attempts)
         return result
 
@@ -268,7 +279,7 @@ class Deliverer:
 
     @metrics.timed_delivery("internal")
     async def relay(self, host: str, port: int, sender: str, rcpts: list[str],
-                    content: bytes) -> DomainResult:
+                    content: bytes, dsn: DSNRequest | None = None) -> DomainResult:
         """Hand a message to the organization's own mail server (portal replies), no MX lookup."""
         try:
             ipaddress.ip_address(host)
@@ -278,12 +289,13 @@ class Deliverer:
         if not addresses:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 internal relay {host} has no address")
         return await self._try_hosts([MXHost(host, 0, addresses)], sender, rcpts, content,
-                                     TLSRequirement.OPPORTUNISTIC, port, standards=False)
+                                     TLSRequirement.OPPORTUNISTIC, port, standards=False,
+                                     dsn=dsn)
 
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
                          sts: STSPolicy | None = None, standards: bool = True,
-                         smtputf8: bool = False) -> DomainResult:
+                         smtputf8: bool = False, dsn: DSNRequest | None = None) -> DomainResult:
         """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
         port = port or self.settings.port
@@ -300,7 +312,7 @@ class Deliverer:
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
                                               need, attempt, port, smtputf8,
-                                              host.tls_name or host.name)
+                                              host.tls_name or host.name, dsn)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -309,12 +321,13 @@ class Deliverer:
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, need: HostRequirement,
                         attempt: HostAttempt, port: int, smtputf8: bool = False,
-                        tls_name: str = "") -> DomainResult | None:
+                        tls_name: str = "", dsn: DSNRequest | None = None
+                        ) -> DomainResult | None:
         """A final result from this host, or None to try the next one. TLS_NAME: the name
         its certificate must carry (a nexthop's), when not NAME."""
         try:
             result = await self._transaction(name, address, sender, rcpts, content, need,
-                                             attempt, port, smtputf8, tls_name or name)
+                                             attempt, port, smtputf8, tls_name or name, dsn)
             if result is not None:
                 attempt.reply = result.reply
             return result
@@ -322,7 +335,7 @@ class Deliverer:
             if exc.verdict.fallback_to_plaintext:
                 plaintext = HostRequirement(TLSRequirement.NONE)
                 return await self._try_host(name, address, sender, rcpts, content, plaintext,
-                                            attempt, port, smtputf8, tls_name)
+                                            attempt, port, smtputf8, tls_name, dsn)
             attempt.tls_failure, attempt.reply = exc.reason, str(exc)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
@@ -337,7 +350,8 @@ class Deliverer:
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, need: HostRequirement,
                            attempt: HostAttempt, port: int, smtputf8: bool = False,
-                           tls_name: str = "") -> DomainResult | None:
+                           tls_name: str = "", dsn: DSNRequest | None = None
+                           ) -> DomainResult | None:
         tls_name = tls_name or name
         key = (name, address, port, need, tls_name)
         reused = await self._reuse(key, attempt)
@@ -345,14 +359,14 @@ class Deliverer:
         try:
             try:
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8, reused=reused is not None)
+                                          smtputf8, reused=reused is not None, dsn=dsn)
             except _StaleConnection:
                 # The server closed the idle connection before our envelope reached it: no
                 # message went out, so a fresh connection may carry it.
                 await close_quietly(client, wait=True)
                 client = await self._open(name, address, port, need, attempt, tls_name)
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8)
+                                          smtputf8, dsn=dsn)
         except BaseException:
             await close_quietly(client, wait=True)
             raise
@@ -446,7 +460,7 @@ class Deliverer:
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
                     rcpts: list[str], content: bytes, smtputf8: bool = False,
-                    reused: bool = False) -> DomainResult:
+                    reused: bool = False, dsn: DSNRequest | None = None) -> DomainResult:
         if client.is_ehlo_or_helo_needed:  # a plaintext retry has not greeted yet
             await _greet(client)
         if smtputf8 and not client.supports_extension("smtputf8"):
@@ -454,14 +468,21 @@ class Deliverer:
                      " needs (RFC 6531)")
             return DomainResult(Outcome.PERMANENT, reply, refused={r: reply for r in rcpts})
         options, encoding = (["SMTPUTF8"], "utf-8") if smtputf8 else ([], "ascii")
+        # RFC 3461 6.2.1: the request goes on only to a host that offers DSN.
+        passed = dsn if dsn is not None and not dsn.empty and \
+            client.supports_extension("dsn") else None
+        options += passed.mail_options() if passed else []
+        rcpt_options = {r: passed.rcpt_options(r) for r in rcpts} if passed else {}
         if client.supports_extension("pipelining"):
-            return await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
-                                              content, options, encoding, reused)
+            result = await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
+                                                content, options, encoding, reused, rcpt_options)
+            result.next_hop_dsn = client.supports_extension("dsn")
+            return result
         await client.mail(sender, options=options, encoding=encoding)
-        result = DomainResult(Outcome.DELIVERED, "")
+        result = DomainResult(Outcome.DELIVERED, "", next_hop_dsn=client.supports_extension("dsn"))
         for rcpt in rcpts:
             try:
-                await client.rcpt(rcpt, encoding=encoding)
+                await client.rcpt(rcpt, options=rcpt_options.get(rcpt, []), encoding=encoding)
                 result.accepted.append(rcpt)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 _refused(result, rcpt, exc.code, exc.message)
@@ -474,13 +495,14 @@ class Deliverer:
 
     async def _send_pipelined(self, client: aiosmtplib.SMTP, peer: str, sender: str,
                               rcpts: list[str], content: bytes, options: list[str],
-                              encoding: str, reused: bool = False) -> DomainResult:
+                              encoding: str, reused: bool = False,
+                              rcpt_options: dict[str, list[str]] | None = None) -> DomainResult:
         """RFC 2920: MAIL, every RCPT and DATA in one write, the replies read in order; then
         the message. Two round trips instead of 3 + recipients; same results per recipient.
         REUSED: the connection sat idle in the pool; if the server has dropped it meanwhile
         (closed, or 421 closing), _StaleConnection says so before anything was sent."""
         timeout = self.settings.timeout
-        group = envelope_lines(sender, rcpts, options, encoding)
+        group = envelope_lines(sender, rcpts, options, encoding, rcpt_options)
         try:
             mail, *rcpt_replies, data = await exchange(client, group, len(rcpts) + 2, timeout)
         except aiosmtplib.SMTPServerDisconnected:

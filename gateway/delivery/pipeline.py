@@ -27,14 +27,20 @@ _MAX_LINE = 8192            # a reply line longer than this is not SMTP (RFC 532
 _MAX_REPLY_BYTES = 1 << 20  # and a group's replies together never come near this
 
 
-def envelope_lines(sender: str, rcpts: list[str], options: list[str], encoding: str) -> bytes:
+def envelope_lines(sender: str, rcpts: list[str], options: list[str], encoding: str,
+                   rcpt_options: dict[str, list[str]] | None = None) -> bytes:
     """MAIL FROM, one RCPT TO per recipient and DATA: the group RFC 2920 lets a client send
-    at once (DATA last, since what follows depends on its reply)."""
-    lines = [b"MAIL FROM:" + _address(sender, encoding) + b"".join(b" " + o.encode("ascii")
-                                                                 for o in options)]
-    lines += [b"RCPT TO:" + _address(rcpt, encoding) for rcpt in rcpts]
+    at once (DATA last, since what follows depends on its reply). RCPT_OPTIONS: parameters
+    by recipient (DSN's NOTIFY and ORCPT)."""
+    lines = [b"MAIL FROM:" + _address(sender, encoding) + _params(options)]
+    lines += [b"RCPT TO:" + _address(rcpt, encoding) + _params((rcpt_options or {}).get(rcpt, []))
+              for rcpt in rcpts]
     lines.append(b"DATA")
     return b"".join(line + b"\r\n" for line in lines)
+
+
+def _params(options: list[str]) -> bytes:
+    return b"".join(b" " + o.encode("ascii") for o in options)
 
 
 def data_payload(content: bytes) -> bytes:

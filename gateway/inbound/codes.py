@@ -28,6 +28,9 @@ LINE_TOO_LONG: Final = "500 5.6.0 Line too long: text lines are limited to 998 o
 NO_HEADERS: Final = "550 5.6.0 Message refused: no header section"
 STORE_FAILED: Final = "451 4.3.0 Temporary failure storing the message, try again later"
 INSUFFICIENT_STORAGE: Final = "452 4.3.1 Insufficient system storage, try again later"
+# RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) with a bad value, or given twice.
+DSN_PARAM_SYNTAX: Final = "501 5.5.4 Invalid {param} parameter: {why}"
+DSN_PARAM_TWICE: Final = "501 5.5.4 The {param} parameter may be given only once"
 AUTH_NOT_OFFERED: Final = "502 5.5.1 AUTH is not offered here"
 # Sent before closing: a silent client, and one over the connection caps.
 IDLE_TIMEOUT: Final = "421 4.4.2 Idle for too long, closing the connection"

@@ -9,6 +9,7 @@ are committed, so an accepted message survives a crash.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -36,6 +37,7 @@ from gateway.classify.policy import (
 from gateway.config import Config, parse_duration
 from gateway.delivery.mx import make_resolver
 from gateway.inbound import codes
+from gateway.inbound.esmtp_params import GatewayEnvelope, RecipientDSN
 from gateway.inbound.headers import (
     HELO_UNSAFE,
     protocol_name,
@@ -47,7 +49,7 @@ from gateway.inbound.headers import (
 from gateway.ops.metrics import accepted, refused
 from gateway.storage import is_storage_full, storage_errors
 from gateway.storage.ids import new_queue_id
-from gateway.storage.protocols import IncomingMessage, Storage
+from gateway.storage.protocols import EnvelopeDSN, IncomingMessage, Route, Storage
 
 log = logging.getLogger("sealgate.smtp")
 _HEAD_END = b"\r\n\r\n"
@@ -207,6 +209,7 @@ class Acceptance:
         # decision (at the end of data) needs besides it.
         self.body_scan: BodyScan | None = None
         self._classified: tuple[Policy, HeaderSection] | None = None
+        self.receipts = False  # the policy's [confidential] receipts, when classified
         self.message_id = ""  # the Message-ID field, for the log
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
@@ -264,6 +267,7 @@ class Acceptance:
             return
         self.message_id = next((f.unfolded.strip() for f in section.named("message-id")), "")
         policy = self.handler.policy()
+        self.receipts = policy.receipts
         sender = self.envelope.mail_from or ""
         # The header-only decision (tag stripping needs it now); with body rules it is taken
         # again at the end of data with what the body scan found.
@@ -317,11 +321,16 @@ class Acceptance:
                                  content=content) for rcpt in self.envelope.rcpt_tos]
 
     async def _queue(self, spool: IncomingMessage) -> str:
-        routes = [route_for(d.recipient, d, self.handler.config.internal.domains)
-                  for d in self.decisions]
+        routes = self._with_dsn([route_for(d.recipient, d, self.handler.config.internal.domains)
+                                 for d in self.decisions])
+        dsn = self.envelope.dsn if isinstance(self.envelope, GatewayEnvelope) else EnvelopeDSN()
+        if dsn.ret == "FULL" and any(d.confidential for d in self.decisions):
+            # Fail closed: confidential for one recipient is confidential content for all,
+            # so no report (ours or a next hop's) may carry it back.
+            dsn = dataclasses.replace(dsn, ret="HDRS")
         future = self.handler.store.submit_enqueue(
             self.envelope.mail_from or "", routes, spool, self.ip,
-            smtputf8=self.envelope.smtp_utf8)
+            smtputf8=self.envelope.smtp_utf8, dsn=dsn)
         self.spool = None  # the writer owns it now, and removes it if it fails
         try:
             await asyncio.wrap_future(future)
@@ -339,6 +348,17 @@ class Acceptance:
         accepted([str(d.mode) for d in self.decisions])
         self.handler.on_queued()
         return codes.QUEUED.format(queue_id=self.queue_id)
+
+    def _with_dsn(self, routes: list[Route]) -> list[Route]:
+        """ROUTES (in RCPT order) with each recipient's NOTIFY and ORCPT, and the receipt
+        the policy asks for confidential mail (never for a null sender: nobody to tell)."""
+        asked = (self.envelope.rcpt_dsn if isinstance(self.envelope, GatewayEnvelope)
+                 else [])
+        asked = asked + [RecipientDSN()] * (len(routes) - len(asked))
+        receipts = self.receipts and bool(self.envelope.mail_from)
+        return [dataclasses.replace(route, notify=dsn.notify, orcpt=dsn.orcpt,
+                                    receipt=receipts and route.confidential)
+                for route, dsn in zip(routes, asked, strict=False)]
 
     def _failure_reply(self, exc: BaseException | None) -> str:
         """452 when the disk is full, 451 otherwise: one line for the admin, no traceback."""

@@ -20,6 +20,16 @@ from aiosmtpd.smtp import SMTP, syntax
 from gateway.config import Config, parse_duration
 from gateway.inbound import codes
 from gateway.inbound.data_stream import ContentCheck, read_data
+from gateway.inbound.esmtp_params import (
+    MAIL_PARAMS,
+    RCPT_PARAMS,
+    GatewayEnvelope,
+    ParamError,
+    RecipientDSN,
+    mail_dsn,
+    rcpt_dsn,
+    take_params,
+)
 from gateway.inbound.handler import RelayHandler
 from gateway.inbound.headers import received_header, rewrite_subject, split_message
 from gateway.inbound.limits import ConnectionLimits
@@ -58,6 +68,17 @@ def path_is_valid(arg: str, keyword: str, null_allowed: bool) -> bool:
         return True
     match = _PATH.match(path)
     return match is not None and len(match.group(1).encode()) <= _MAX_MAILBOX
+
+
+def path_end(arg: str, keyword: str) -> int | None:
+    """Where the path of ARG ("FROM:<path> params") ends, or None when it is not a valid
+    path (then aiosmtpd or path_is_valid answers)."""
+    if arg[:len(keyword)].upper() != keyword:
+        return None
+    start = len(arg) - len(arg[len(keyword):].lstrip(" "))
+    path = arg[start:]
+    match = re.match(r"<>(?= |$)", path) or _PATH.match(path)
+    return None if match is None else start + len(match.group(0).rstrip(" "))
 
 
 def _has_undecodable_bytes(text: str) -> bool:
@@ -178,10 +199,12 @@ class GatewaySMTP(SMTP):
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
-        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870) and " SMTPUTF8" (RFC 6531).
-        self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10
+        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870), " SMTPUTF8" (RFC 6531), and the
+        # 110 characters RFC 3461 adds for RET and ENVID; on RCPT its 500 for NOTIFY, ORCPT.
+        self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10 + 110
+        self.command_size_limits["RCPT"] = self.command_size_limit + 500
         lines = [self.hostname, f"SIZE {self.data_size_limit}", "8BITMIME", "SMTPUTF8",
-                 "PIPELINING", "ENHANCEDSTATUSCODES"]
+                 "PIPELINING", "DSN", "ENHANCEDSTATUSCODES"]
         if self.tls_context and not self._tls_protocol:
             lines.append("STARTTLS")
         lines.append("HELP")
@@ -203,7 +226,27 @@ class GatewaySMTP(SMTP):
             if not path_is_valid(arg, "FROM:", null_allowed=True):
                 await self.push(codes.BAD_SENDER_SYNTAX)
                 return
+            try:
+                arg = self._take_mail_params(arg)
+            except ParamError as exc:
+                await self.push(str(exc))
+                return
         await super().smtp_MAIL(arg)
+
+    def _create_envelope(self) -> GatewayEnvelope:
+        return GatewayEnvelope()
+
+    def _take_mail_params(self, arg: str) -> str:
+        """ARG without RET and ENVID, which go on the envelope unless a MAIL was taken."""
+        end = path_end(arg, "FROM:")
+        if end is None or self.session is None or not self.session.extended_smtp:
+            return arg  # aiosmtpd refuses parameters after HELO, and bad paths
+        taken = take_params(arg, end, MAIL_PARAMS)
+        dsn = mail_dsn(taken.ours)
+        envelope = self.envelope
+        if isinstance(envelope, GatewayEnvelope) and envelope.mail_from is None:
+            envelope.dsn = dsn
+        return taken.rest
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if arg and self.session is not None and self.session.host_name and \
@@ -214,7 +257,25 @@ class GatewaySMTP(SMTP):
             if not path_is_valid(arg, "TO:", null_allowed=False):
                 await self.push(codes.BAD_RECIPIENT_SYNTAX)
                 return
+            try:
+                arg, dsn = self._take_rcpt_params(arg)
+            except ParamError as exc:
+                await self.push(str(exc))
+                return
+            envelope = self.envelope
+            before = len(envelope.rcpt_tos)
+            await super().smtp_RCPT(arg)
+            if isinstance(envelope, GatewayEnvelope) and len(envelope.rcpt_tos) > before:
+                envelope.rcpt_dsn.append(dsn)  # the recipient was taken: its NOTIFY, ORCPT
+            return
         await super().smtp_RCPT(arg)
+
+    def _take_rcpt_params(self, arg: str) -> tuple[str, RecipientDSN]:
+        end = path_end(arg, "TO:")
+        if end is None or self.session is None or not self.session.extended_smtp:
+            return arg, RecipientDSN()
+        taken = take_params(arg, end, RCPT_PARAMS)
+        return taken.rest, rcpt_dsn(taken.ours)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd parses every path with the email header parser (a tenth of a

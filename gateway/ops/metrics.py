@@ -226,6 +226,11 @@ def dsn_built(delayed: bool, double_bounce: bool) -> None:
     DSNS.labels("double-bounce" if double_bounce else "delay" if delayed else "failure").inc()
 
 
+def receipt_built() -> None:
+    """A success DSN (delivered, relayed, stored for pickup): a receipt for the sender."""
+    DSNS.labels("success").inc()
+
+
 def purged(what: str, count: int = 1) -> None:
     PURGED.labels(what).inc(count)
 

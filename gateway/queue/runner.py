@@ -14,6 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from gateway.classify.internal import report_route
 from gateway.delivery.deliverer import (
@@ -24,11 +25,19 @@ from gateway.delivery.deliverer import (
     Outcome,
 )
 from gateway.delivery.dkim import DKIMSigner
+from gateway.delivery.dsn_options import DSNRequest
 from gateway.loop_guard import RepeatedErrors
 from gateway.ops import metrics
 from gateway.ops.logs import outcome
 from gateway.queue.dsn import build_dsn
 from gateway.queue.model import Mode, State
+from gateway.queue.notify_request import (
+    dsn_request,
+    wants_delay,
+    wants_failure,
+    wants_receipt,
+)
+from gateway.queue.receipt import HandedOver, StoredForPickup, build_receipt
 from gateway.storage.protocols import (
     Attempt,
     AttemptRecord,
@@ -282,12 +291,13 @@ class QueueRunner:
         if self.signer is not None and (not first.client or self.sign_relayed):
             content = self.signer.sign(content)
         rcpts = [i.rcpt for i in items]
+        dsn: DSNRequest = dsn_request(items)
         if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
-                                              content)
+                                              content, dsn=dsn)
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                             REQUIREMENT_FOR_MODE[first.mode],
-                                            smtputf8=first.smtputf8)
+                                            smtputf8=first.smtputf8, dsn=dsn)
 
     def _attempts_of(self, items: list[QueuedRecipient], result: DomainResult
                      ) -> list[AttemptRecord]:
@@ -330,7 +340,7 @@ class QueueRunner:
         """Record the outcome of every recipient of the group, its reports and ATTEMPTS in
         one unit of the store's group commit (one savepoint: all or none), awaited here."""
         first = items[0]
-        rcpts = {i.rcpt for i in items}
+        by_rcpt = {i.rcpt: i for i in items}
         if result.outcome is Outcome.TLS_UNAVAILABLE and (first.confidential
                                                           or first.mode == Mode.PICKUP):
             self._keep_attempts(attempts)  # flushed at the end of this turn
@@ -338,13 +348,16 @@ class QueueRunner:
             return
         plan: list[tuple[Settlement, Settled]] = []
         if result.outcome is Outcome.DELIVERED:
-            self._bounce(plan, first, {r: v for r, v in result.refused.items() if r in rcpts})
-            self._record(plan, first, [r for r in result.accepted if r in rcpts], State.DELIVERED,
-                         result.reply)
+            self._bounce(plan, first, {r: v for r, v in result.refused.items() if r in by_rcpt},
+                         by_rcpt)
+            delivered = [r for r in result.accepted if r in by_rcpt]
+            self._record(plan, first, delivered, State.DELIVERED, result.reply,
+                         self._receipt_for_delivered([by_rcpt[r] for r in delivered], result))
             self._defer(plan, [i for i in items if i.rcpt in result.deferred], result)
         elif result.outcome is Outcome.PERMANENT:
             self._bounce(plan, first,
-                         {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
+                         {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items},
+                         by_rcpt)
         else:
             self._defer(plan, items, result)
         # Read before the commit: settling the notification may remove its spool.
@@ -403,7 +416,7 @@ class QueueRunner:
                                [owed.pickup.recipient], owed.reply))
 
     def _record(self, plan: list[tuple[Settlement, Settled]], first: QueuedRecipient,
-                rcpts: list[str], state: str, reply: str) -> None:
+                rcpts: list[str], state: str, reply: str, report: Report | None = None) -> None:
         if not rcpts:
             return
 
@@ -411,16 +424,43 @@ class QueueRunner:
             if settled:
                 log.info("%s to %s: %s (%s)", first.message_id, ",".join(settled), state, reply,
                          extra=outcome(state, first.message_id, settled, reply))
+            if settled and report is not None:
+                self.wake()
 
-        plan.append((Settlement(first.message_id, dict.fromkeys(rcpts, reply), state), then))
+        plan.append((Settlement(first.message_id, dict.fromkeys(rcpts, reply), state,
+                                report=report), then))
+
+    def _receipt_for_delivered(self, items: list[QueuedRecipient], result: DomainResult
+                               ) -> Report | None:
+        """The receipt for those of ITEMS that asked for one (NOTIFY=SUCCESS, or the policy),
+        telling how the copy left: queued with their settlement."""
+        wanted = [i for i in items if wants_receipt(i)]
+        took = result.delivered_by
+        if not wanted or took is None:
+            return None
+        first = wanted[0]
+        copies = [HandedOver(i.rcpt, took.host, took.address, took.reply, took.tls_version,
+                             took.cipher, took.authentication, not result.next_hop_dsn,
+                             i.orcpt) for i in wanted]
+        receipt = build_receipt(reporting_mta=self.retry.reporting_mta, sender=first.sender,
+                                queue_id=first.message_id,
+                                original=self._original_headers(first), arrival=first.received,
+                                copies=copies, envid=first.dsn.envid)
+        return Report("", report_route(first.sender, DSN_REASON, self.retry.internal_domains),
+                      receipt)
 
     def _bounce(self, plan: list[tuple[Settlement, Settled]], first: QueuedRecipient,
-                failures: dict[str, str]) -> None:
+                failures: dict[str, str],
+                items: dict[str, QueuedRecipient] | None = None) -> None:
         """Settle FAILURES as bounced and, in the same transaction, queue the report: a DSN to
-        the sender, or for a bounce that bounced, a postmaster copy (never a DSN to <>)."""
+        the sender (for the recipients whose NOTIFY asks for failures), or for a bounce that
+        bounced, a postmaster copy (never a DSN to <>). ITEMS: the claimed recipients."""
         if not failures:
             return
-        report = self._bounce_report(first, failures)
+        items = items or {first.rcpt: first}
+        told = {r: v for r, v in failures.items() if not first.sender
+                or wants_failure(items.get(r, first))}
+        report = self._bounce_report(first, told, items) if told else None
 
         def then(settled: list[str]) -> None:
             for rcpt in settled:
@@ -433,9 +473,15 @@ class QueueRunner:
 
         plan.append((Settlement(first.message_id, failures, State.BOUNCED, report=report), then))
 
-    def _bounce_report(self, first: QueuedRecipient, failures: dict[str, str]) -> Report | None:
+    def _bounce_report(self, first: QueuedRecipient, failures: dict[str, str],
+                       items: dict[str, QueuedRecipient]) -> Report | None:
         if first.sender:
-            return self._report(first, first.sender, DSN_REASON, failures, delayed=False)
+            reported = [items.get(r, first) for r in failures]
+            # RET=FULL returns the body only when no reported copy is confidential.
+            full = first.dsn.ret == "FULL" and not any(i.confidential for i in reported)
+            return self._report(first, first.sender, DSN_REASON, failures, delayed=False,
+                                orcpts={i.rcpt: i.orcpt for i in reported if i.orcpt},
+                                full=full)
         if self.retry.alerts_to and first.reason != POSTMASTER_REASON:
             return self._report(first, self.retry.alerts_to, POSTMASTER_REASON, failures,
                                 double_bounce=True)
@@ -453,15 +499,20 @@ class QueueRunner:
                                       failures[rcpt], report=told))
 
     def _report(self, first: QueuedRecipient, to: str, reason: str, failures: dict[str, str],
-                delayed: bool = False, double_bounce: bool = False) -> Report:
+                delayed: bool = False, double_bounce: bool = False,
+                orcpts: dict[str, str] | None = None, full: bool = False) -> Report:
         dsn = build_dsn(reporting_mta=self.retry.reporting_mta, sender=to,
-                        queue_id=first.message_id, original=self._original_headers(first),
+                        queue_id=first.message_id, original=self._original_headers(first, full),
                         failures=failures, arrival=first.received, delayed=delayed,
-                        double_bounce=double_bounce)
+                        double_bounce=double_bounce, envid=first.dsn.envid if not double_bounce
+                        else "", orcpts=orcpts, full=full)
         return Report("", report_route(to, reason, self.retry.internal_domains), dsn)
 
-    def _original_headers(self, first: QueuedRecipient) -> bytes:
+    def _original_headers(self, first: QueuedRecipient, full: bool = False) -> bytes:
+        """The header section of FIRST's message; with FULL, the whole message."""
         try:
+            if full:
+                return self.store.read_spool(first.message_id)
             return self.store.read_spool_headers(first.message_id)
         except FileNotFoundError:  # the report goes out without them rather than never
             log.error("%s: spool file missing; reporting without the original headers",
@@ -483,9 +534,10 @@ class QueueRunner:
                 self._bounce(plan, item, {item.rcpt: f"4.4.7 delivery time expired: {reply}"})
                 continue
             report = None
-            if item.sender and self._crossed_delay_warning(item):
+            if item.sender and wants_delay(item) and self._crossed_delay_warning(item):
                 report = self._report(item, item.sender, DSN_REASON, {item.rcpt: reply},
-                                      delayed=True)
+                                      delayed=True,
+                                      orcpts={item.rcpt: item.orcpt} if item.orcpt else None)
             plan.append((Settlement(item.message_id, {item.rcpt: reply}, State.DEFERRED,
                                     self._next_attempt(item), report=report),
                          self._deferred_then(item, reply, report is not None)))
@@ -506,8 +558,10 @@ class QueueRunner:
 
     async def _to_pickup(self, items: list[QueuedRecipient], reason: str) -> None:
         for item in items:
+            receipt = self._pickup_receipt if wants_receipt(item) else None
             stored = await asyncio.to_thread(self.pickup.store_for_pickup, item.message_id,
-                                             item.sender, item.rcpt, item.received, reason)
+                                             item.sender, item.rcpt, item.received, reason,
+                                             partial(receipt, item) if receipt else None)
             if stored is None:
                 log.warning("%s to %s: not stored for pickup: its claim was taken over",
                             item.message_id, item.rcpt,
@@ -517,3 +571,14 @@ class QueueRunner:
                      extra=outcome("stored-for-pickup", item.message_id, [item.rcpt], reason))
             metrics.pickup_stored()
         self.wake()  # the notifications just queued
+
+    def _pickup_receipt(self, item: QueuedRecipient, expires: float) -> Report:
+        """The receipt for ITEM's copy, stored for pickup until EXPIRES (blocking: it reads
+        the original's header section; called by the pickup stage in its worker thread)."""
+        receipt = build_receipt(reporting_mta=self.retry.reporting_mta, sender=item.sender,
+                                queue_id=item.message_id,
+                                original=self._original_headers(item), arrival=item.received,
+                                copies=[StoredForPickup(item.rcpt, expires, item.orcpt)],
+                                envid=item.dsn.envid)
+        return Report("", report_route(item.sender, DSN_REASON, self.retry.internal_domains),
+                      receipt)

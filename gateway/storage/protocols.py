@@ -24,7 +24,8 @@ Clock = Callable[[], float]
 
 __all__ = [
     "Attempt", "AttemptRecord", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck",
-    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "HostTLS", "IncomingMessage",
+    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "EnvelopeDSN", "HostTLS",
+    "IncomingMessage",
     "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
     "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
     "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "SenderLink",
@@ -407,6 +408,15 @@ class QueueInspection(Protocol):
 
 
 @dataclass(frozen=True)
+class EnvelopeDSN:
+    """What the sender asked of delivery status notifications for a whole message
+    (RFC 3461 4.3, 4.4): RET "FULL", "HDRS" or "" (not given); ENVID decoded, "" if none."""
+
+    ret: str = ""
+    envid: str = ""
+
+
+@dataclass(frozen=True)
 class Route:
     """How one recipient is to be handled, decided at accept time by the policy."""
 
@@ -414,6 +424,11 @@ class Route:
     confidential: bool = False
     mode: str = "opportunistic"
     reason: str = ""
+    # RFC 3461 4.1, 4.2: NOTIFY "" (not given), "NEVER" or a comma list of SUCCESS, FAILURE,
+    # DELAY; ORCPT "addr-type;address" (decoded), "" if none.
+    notify: str = ""
+    orcpt: str = ""
+    receipt: bool = False  # the policy asks for a receipt ([confidential] receipts = true)
 
     @property
     def domain(self) -> str:
@@ -436,6 +451,10 @@ class QueuedRecipient:
     updated: float = 0.0  # time of the previous attempt
     reason: str = ""      # why the route was chosen; for mail Sealgate wrote, what it is
     smtputf8: bool = False  # received with SMTPUTF8: the next hop must offer it (RFC 6531)
+    notify: str = ""      # as Route.notify
+    orcpt: str = ""       # as Route.orcpt
+    receipt: bool = False  # as Route.receipt
+    dsn: EnvelopeDSN = field(default_factory=EnvelopeDSN)  # the message's RET and ENVID
 
 
 @dataclass(frozen=True)
@@ -482,6 +501,7 @@ class StagedPickup:
     pickup_id: str
     reply: str
     notification: Report
+    receipt: Report | None = None  # a receipt for the sender (DSN success), queued with it
 
 
 class IncomingMessage(Protocol):
@@ -520,13 +540,14 @@ class QueueStore(Protocol):
     def incoming_spool(self, message_id: str) -> IncomingMessage:
         """An empty message to fill as it arrives, then to submit_enqueue under MESSAGE_ID."""
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False,
+                       dsn: EnvelopeDSN | None = None) -> Future[str]:
         """Queue SPOOL (from incoming_spool) for ROUTES; the future holds the queue id once
         content and recipients are durable (say 250 then), or the error: then nothing of
         the message is left."""
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[bytes],
                 client: str = "", message_id: str | None = None,
-                smtputf8: bool = False) -> str:
+                smtputf8: bool = False, dsn: EnvelopeDSN | None = None) -> str:
         """submit_enqueue() of CONTENT (bytes, or chunks in order), waited for."""
     def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Store CHUNKS (consumed once, never held whole) as the content of a message not

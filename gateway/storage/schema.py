@@ -169,6 +169,17 @@ def create_sender_links(db: Database) -> None:
     db.table("pickups").create_index(["message_id"], if_not_exists=True)
 
 
+@migration
+def delivery_status_notifications(db: Database) -> None:
+    """RFC 3461: what the sender asked of DSNs, per message (RET, ENVID) and per recipient
+    (NOTIFY, ORCPT), and whether the policy asks for a receipt for the recipient."""
+    db.table("messages").add_column("dsn_ret", str, not_null_default="")
+    db.table("messages").add_column("dsn_envid", str, not_null_default="")
+    db.table("recipients").add_column("dsn_notify", str, not_null_default="")
+    db.table("recipients").add_column("dsn_orcpt", str, not_null_default="")
+    db.table("recipients").add_column("receipt", int, not_null_default=0)
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+from collections.abc import Callable
 
 from gateway.config import Config
 from gateway.storage.ids import new_pickup_id
@@ -31,10 +32,12 @@ class PickupStage:
         return f"{self.config.pickup.base_url.rstrip('/')}/m/{pickup_id}"
 
     def store_for_pickup(self, message_id: str, sender: str, rcpt: str, received: float,
-                         reason: str) -> str | None:
+                         reason: str, receipt: Callable[[float], Report] | None = None
+                         ) -> str | None:
         """Blocking (encrypts and fsyncs): call from a worker thread. Returns the pickup id,
         or None when the recipient's lease was lost: then nothing is stored (the runner now
-        holding it stores its own pickup, one only)."""
+        holding it stores its own pickup, one only). RECEIPT: makes the sender's receipt
+        from the expiry time, queued with the notification."""
         pickup_id = new_pickup_id()  # before the notification: it links to the pickup
         expires = self.expiry_for(message_id, received)
         language, zone = notification_language(self.store, rcpt,
@@ -48,4 +51,4 @@ class PickupStage:
         return self.store.stage_pickup(StagedPickup(
             message_id, sender, rcpt, expires, pickup_id, f"stored for pickup: {reason}",
             Report(self.config.notify.from_, Route(rcpt, reason=NOTIFICATION_REASON),
-                   notification)))
+                   notification), receipt(expires) if receipt is not None else None))

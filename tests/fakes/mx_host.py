@@ -12,7 +12,7 @@ import asyncio
 import ssl
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +41,9 @@ class ReceivedMessage:
     peer_port: int = 0  # tells connections apart: reused connections share it
     pipelined: bool = False  # RCPT TO and DATA had arrived already when MAIL FROM was read
     tls_resumed: bool = False  # the TLS handshake resumed an earlier session
+    # DSN parameters (RFC 3461) as sent, case kept: of MAIL, and of each RCPT by address.
+    mail_params: list[str] = field(default_factory=list)
+    rcpt_params: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -84,6 +87,8 @@ class _Handler:
         session.host_name = hostname  # defining the hook makes this ours too
         if self._mx.pipelining:  # RFC 2920; aiosmtpd itself reads commands one by one anyway
             responses.insert(len(responses) - 1, "250-PIPELINING")
+        if self._mx.dsn:  # RFC 3461
+            responses.insert(len(responses) - 1, "250-DSN")
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -136,9 +141,43 @@ class _Handler:
             helo=session.host_name,
             pipelined=self._pipelined.get(envelope, False),
             tls_resumed=_resumed(session),
+            mail_params=list(getattr(server, "dsn_mail", [])),
+            rcpt_params=dict(getattr(server, "dsn_rcpt", {})),
         )
         count = self._mx._record(message)
         return f"250 2.0.0 OK queued as {self._mx.name}-{count}"
+
+
+_DSN_PARAMS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
+
+
+class _DSNSMTP(SMTP):
+    """aiosmtpd refuses parameters it does not know: with `dsn` on, the DSN ones are taken
+    out of MAIL and RCPT first and kept as sent, for tests to read."""
+
+    def __init__(self, *args: Any, dsn: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dsn = dsn
+        self.dsn_mail: list[str] = []
+        self.dsn_rcpt: dict[str, list[str]] = {}
+
+    def _take(self, arg: str | None) -> tuple[str | None, list[str]]:
+        if arg is None or not self.dsn:
+            return arg, []
+        words = arg.split(" ")
+        ours = [w for w in words if w.upper().startswith(_DSN_PARAMS)]
+        return " ".join(w for w in words if w not in ours), ours
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, self.dsn_mail = self._take(arg)
+        self.dsn_rcpt = {}
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, ours = self._take(arg)
+        if arg is not None and ours:
+            self.dsn_rcpt[arg.partition("<")[2].partition(">")[0]] = ours
+        await super().smtp_RCPT(arg)
 
 
 class _MXController(Controller):
@@ -159,8 +198,9 @@ class _MXController(Controller):
         self._live: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def factory(self) -> SMTP:
-        smtp = SMTP(
+        smtp = _DSNSMTP(
             self.handler,
+            dsn=self._mx.dsn,
             hostname=self._mx.name,
             tls_context=self._mx._tls_context(),
             require_starttls=False,
@@ -190,7 +230,8 @@ class FakeMX:
     (e.g. "451 4.3.0 try later"); `rcpt_replies` does the same per recipient address;
     `offer_starttls` controls whether a host that has a certificate advertises STARTTLS,
     `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do;
-    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered. These and
+    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered; `dsn` whether
+    it advertises DSN (RFC 3461) and takes its parameters (recorded per message). These and
     `tls_cert` may be changed while running; TLS settings apply from the next connection on.
     """
 
@@ -207,6 +248,7 @@ class FakeMX:
         smtputf8: bool = True,
         pipelining: bool = True,
         rcpt_replies: dict[str, str] | None = None,
+        dsn: bool = False,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -217,6 +259,7 @@ class FakeMX:
         self.offer_starttls = offer_starttls
         self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
         self.pipelining = pipelining
+        self.dsn = dsn
         self.drop_next_mail = False  # one shot: close the connection at the next MAIL FROM
         self.rcpt_replies = dict(rcpt_replies or {})
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None

@@ -142,6 +142,15 @@ MIGRATIONS = [
         "CREATE INDEX sender_links_expires ON sender_links (expires)",
         "CREATE INDEX IF NOT EXISTS pickups_message ON pickups (message_id)",
     )),
+    Migration("delivery_status_notifications", (
+        # RFC 3461: what the sender asked of DSNs, per message (RET, ENVID) and per
+        # recipient (NOTIFY, ORCPT), and whether the policy asks for a receipt.
+        "ALTER TABLE messages ADD COLUMN dsn_ret text NOT NULL DEFAULT ''",
+        "ALTER TABLE messages ADD COLUMN dsn_envid text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN dsn_notify text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN dsn_orcpt text NOT NULL DEFAULT ''",
+        "ALTER TABLE recipients ADD COLUMN receipt boolean NOT NULL DEFAULT false",
+    )),
 ]
 
 

@@ -38,6 +38,7 @@ from gateway.storage.postgres.spool import spool_blob
 from gateway.storage.protocols import (
     Attempt,
     AttemptRecord,
+    EnvelopeDSN,
     IncomingMessage,
     QueuedRecipient,
     Report,
@@ -160,14 +161,15 @@ class PostgresQueue(PostgresPickups):
         return PostgresIncoming(self, message_id)
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False,
+                       dsn: EnvelopeDSN | None = None) -> Future[str]:
         if not isinstance(spool, PostgresIncoming):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
 
         def rows(cursor: Cursor) -> str:
             spool.write_rest(cursor)
             self.insert_queue_rows(cursor, spool.message_id, sender, routes, spool.size,
-                                   client, smtputf8)
+                                   client, smtputf8, dsn)
             return spool.message_id
 
         done = self.submit(rows)
@@ -175,7 +177,8 @@ class PostgresQueue(PostgresPickups):
         return done
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
-                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
+                client: str = "", message_id: str | None = None, smtputf8: bool = False,
+                dsn: EnvelopeDSN | None = None) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         try:
             for chunk in [content] if isinstance(content, bytes) else content:
@@ -185,7 +188,7 @@ class PostgresQueue(PostgresPickups):
         except BaseException:
             spool.discard()
             raise
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn).result()
 
     def read_spool_chunks(self, message_id: str) -> Iterator[bytes]:
         # Looked up before the first chunk is asked for: a missing one fails the call itself.
@@ -330,6 +333,8 @@ class PostgresQueue(PostgresPickups):
             self._insert_pickup(cursor, keys, staged.pickup_id, staged.message_id,
                                 staged.sender, staged.rcpt, staged.expires)
             self._queue_report(cursor, staged.notification, new_queue_id())
+            if staged.receipt is not None:
+                self._queue_report(cursor, staged.receipt, new_queue_id())
             self._release_content_if_done(cursor, staged.message_id)
         return staged.pickup_id
 
@@ -411,7 +416,9 @@ def _queued_recipient(row: Row) -> QueuedRecipient:
     return QueuedRecipient(row["message_id"], row["sender"], row["rcpt"], row["domain"],
                            row["confidential"], Mode(row["mode"]), row["attempts"],
                            row["received"], row["client"] or "", row["updated"],
-                           row["reason"] or "", row["smtputf8"])
+                           row["reason"] or "", row["smtputf8"], row["dsn_notify"],
+                           row["dsn_orcpt"], row["receipt"],
+                           EnvelopeDSN(row["dsn_ret"], row["dsn_envid"]))
 
 
 # One statement claims (see claim_due): groups (message, domain) of due rows, and of rows
@@ -446,7 +453,8 @@ UPDATE recipients r SET state = %(delivering)s, claimed_by = %(me)s, lease_until
   FROM locked l, messages m
  WHERE r.seq = l.seq AND m.id = r.message_id
 RETURNING r.message_id, r.rcpt, r.domain, r.confidential, r.mode, r.attempts, r.updated,
-          r.reason, m.sender, m.received, m.client, m.smtputf8
+          r.reason, m.sender, m.received, m.client, m.smtputf8, r.dsn_notify, r.dsn_orcpt,
+          r.receipt, m.dsn_ret, m.dsn_envid
 """
 
 # Locks the rows a subquery selects in one order (see submit_settlements).

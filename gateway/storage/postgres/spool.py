@@ -13,6 +13,7 @@ from typing import BinaryIO
 from gateway.queue.model import State
 from gateway.storage.postgres.blobs import Chunk, blob_chunks, open_blob_file, write_blob
 from gateway.storage.postgres.connection import Cursor, FetchBinary, PostgresPart
+from gateway.storage.protocols import EnvelopeDSN
 from gateway.storage.store import Route, new_queue_id
 
 
@@ -52,18 +53,20 @@ class PostgresSpool(PostgresPart):
 
     def insert_queue_rows(self, cursor: Cursor, message_id: str, sender: str,
                           routes: list[Route], size: int, client: str = "",
-                          smtputf8: bool = False) -> None:
+                          smtputf8: bool = False, dsn: EnvelopeDSN | None = None) -> None:
         now = self.clock()
+        dsn = dsn or EnvelopeDSN()
         cursor.execute("INSERT INTO messages (id, sender, received, size, spool, client,"
-                       " smtputf8) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                       " smtputf8, dsn_ret, dsn_envid)"
+                       " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                        (message_id, sender, now, size, spool_blob(message_id), client,
-                        smtputf8))
+                        smtputf8, dsn.ret, dsn.envid))
         cursor.executemany(
             "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason,"
-            " state, attempts, next_attempt, last_reply, updated)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, '', %s)",
+            " state, attempts, next_attempt, last_reply, updated, dsn_notify, dsn_orcpt,"
+            " receipt) VALUES (%s, %s, %s, %s, %s, %s, %s, 0, %s, '', %s, %s, %s, %s)",
             [(message_id, r.rcpt, r.domain, r.confidential, r.mode, r.reason, State.QUEUED.value,
-              now, now) for r in routes])
+              now, now, r.notify, r.orcpt, r.receipt) for r in routes])
 
     def _spool_chunks(self, message_id: str) -> Iterator[bytes]:
         try:

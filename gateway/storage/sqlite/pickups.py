@@ -43,6 +43,10 @@ class SQLitePickups(SQLiteSpoolRelease):
         notification = staged.notification
         notification_id = new_queue_id()
         self.spool_files.write(notification_id, [notification.content])
+        receipt = staged.receipt
+        receipt_id = new_queue_id() if receipt is not None else None
+        if receipt is not None and receipt_id is not None:
+            self.spool_files.write(receipt_id, [receipt.content])
 
         def settle_and_notify(db: sqlite3.Connection, _pickup_id: str) -> bool:
             # Like every settlement: only while this owner holds the lease.
@@ -51,6 +55,9 @@ class SQLitePickups(SQLiteSpoolRelease):
                 return False
             insert_message(db, notification_id, notification.sender, [notification.route],
                            len(notification.content), self.clock())
+            if receipt is not None and receipt_id is not None:
+                insert_message(db, receipt_id, receipt.sender, [receipt.route],
+                               len(receipt.content), self.clock())
             return True
 
         try:
@@ -58,6 +65,8 @@ class SQLitePickups(SQLiteSpoolRelease):
                        staged.pickup_id, settle_and_notify)
         except BaseException as exc:
             self.spool_files.discard(notification_id)  # never queued: a retry writes anew
+            if receipt_id is not None:
+                self.spool_files.discard(receipt_id)
             if isinstance(exc, _LeaseLost):
                 return None
             raise

@@ -22,6 +22,7 @@ from gateway.storage.ids import new_queue_id
 from gateway.storage.protocols import (
     Attempt,
     AttemptRecord,
+    EnvelopeDSN,
     IncomingMessage,
     QueuedRecipient,
     Report,
@@ -69,26 +70,28 @@ class SQLiteQueue(SQLiteSpoolRelease):
         return self.spool_files.incoming(message_id)
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False,
+                       dsn: EnvelopeDSN | None = None) -> Future[str]:
         if not isinstance(spool, IncomingSpool):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
         message_id = spool.final.name.removesuffix(".eml")
 
         def rows(db: sqlite3.Connection) -> str:
             insert_message(db, message_id, sender, routes, spool.size, self.clock(), client,
-                           smtputf8)
+                           smtputf8, dsn)
             return message_id
 
         return self.committer.submit(spool, rows)
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
-                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
+                client: str = "", message_id: str | None = None, smtputf8: bool = False,
+                dsn: EnvelopeDSN | None = None) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         for chunk in [content] if isinstance(content, bytes) else content:
             spool.add(chunk)
             if spool.needs_spill:  # a large message is never whole in memory
                 spool.spill()
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn).result()
 
     def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
         message_id = new_queue_id()
@@ -125,7 +128,7 @@ class SQLiteQueue(SQLiteSpoolRelease):
             return []
         ids = sorted({r["message_id"] for r in rows})
         messages = {m["id"]: m for m in db.execute(
-            "SELECT id, sender, received, client, smtputf8 FROM messages"
+            "SELECT id, sender, received, client, smtputf8, dsn_ret, dsn_envid FROM messages"
             " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
         claimed = [_queued_recipient(r, messages[r["message_id"]]) for r in rows
                    if r["message_id"] in messages]
@@ -278,18 +281,22 @@ class SQLiteQueue(SQLiteSpoolRelease):
 
 
 def insert_message(db: sqlite3.Connection, message_id: str, sender: str, routes: list[Route],
-                   size: int, now: float, client: str = "", smtputf8: bool = False) -> None:
+                   size: int, now: float, client: str = "", smtputf8: bool = False,
+                   dsn: EnvelopeDSN | None = None) -> None:
     """The rows of a message whose spool file is written, inside the caller's transaction."""
+    dsn = dsn or EnvelopeDSN()
     db.execute(
-        "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8)"
-        " VALUES (?,?,?,?,?,?,?)",
-        (message_id, sender, now, size, f"{message_id}.eml", client, int(smtputf8)),
+        "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8, dsn_ret,"
+        " dsn_envid) VALUES (?,?,?,?,?,?,?,?,?)",
+        (message_id, sender, now, size, f"{message_id}.eml", client, int(smtputf8), dsn.ret,
+         dsn.envid),
     )
     db.executemany(
         "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
-        " attempts, next_attempt, last_reply, updated) VALUES (?,?,?,?,?,?,?,0,?,'',?)",
-        [(message_id, r.rcpt, r.domain, int(r.confidential), r.mode, r.reason, QUEUED, now, now)
-         for r in routes],
+        " attempts, next_attempt, last_reply, updated, dsn_notify, dsn_orcpt, receipt)"
+        " VALUES (?,?,?,?,?,?,?,0,?,'',?,?,?,?)",
+        [(message_id, r.rcpt, r.domain, int(r.confidential), r.mode, r.reason, QUEUED, now, now,
+          r.notify, r.orcpt, int(r.receipt)) for r in routes],
     )
 
 
@@ -350,7 +357,8 @@ allowed AS (
      WHERE r.nth_in_domain + coalesce(b.groups, 0) <= :per_domain)
 UPDATE recipients SET state = :delivering, claimed_by = :me, lease_until = :until
  WHERE rowid IN (SELECT id FROM allowed WHERE nth_group <= :groups)
-RETURNING message_id, rcpt, domain, confidential, mode, attempts, updated, reason
+RETURNING message_id, rcpt, domain, confidential, mode, attempts, updated, reason,
+          dsn_notify, dsn_orcpt, receipt
 """
 
 _PENDING_SQL = "SELECT 1 FROM recipients WHERE message_id=? AND state IN (?, ?, ?) LIMIT 1"
@@ -364,7 +372,9 @@ def _queued_recipient(row: sqlite3.Row, message: sqlite3.Row) -> QueuedRecipient
     return QueuedRecipient(row["message_id"], message["sender"], row["rcpt"], row["domain"],
                            bool(row["confidential"]), Mode(row["mode"]), row["attempts"],
                            message["received"], message["client"] or "", row["updated"],
-                           row["reason"] or "", bool(message["smtputf8"]))
+                           row["reason"] or "", bool(message["smtputf8"]),
+                           row["dsn_notify"], row["dsn_orcpt"], bool(row["receipt"]),
+                           EnvelopeDSN(message["dsn_ret"], message["dsn_envid"]))
 
 
 def new_report_writer() -> ThreadPoolExecutor:
