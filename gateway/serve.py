@@ -54,7 +54,7 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
                                  ca_file=config.delivery.ca_file)
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
                           nexthops=PolicyNexthops(config.policy_dir))
-    return QueueRunner(store, deliverer, PickupStage(config, store), retry,
+    return QueueRunner(store, deliverer, PickupStage(config, store, links=store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 
 

@@ -5,8 +5,10 @@ reports honour NOTIFY, ENVID, ORCPT and RET, and never return confidential conte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import trustme
 
@@ -186,6 +188,20 @@ def test_a_receipt_for_a_copy_stored_for_pickup_says_so_with_its_expiry(
     assert "stored encrypted (AES-256-GCM) for pickup" in text and "will be destroyed on" in text
     assert "A notification is on its way to the recipient" in text
     assert b"Confidential body" not in receipt.content
+
+
+def test_a_pickup_receipt_links_to_the_senders_status_page(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str,
+        storage_backend: str) -> None:
+    sender, rcpt = f"{unique}@relay.test", f"{unique}@patients.test"  # policy: always pickup
+    send_with_dsn(gateway, make_message(sender, rcpt, "[secure] Scan", "Confidential body"),
+                  {rcpt: ["NOTIFY=SUCCESS"]})
+    text = readable_text(wait_for_mail(mx_hosts["relay"], sender).content)
+    found = re.search(re.escape(gateway.portal_url) + r"/s/[0-9a-f]{16}\.[A-Za-z0-9_-]{43}", text)
+    assert found, text
+    page = httpx.get(found.group(0), timeout=10)
+    assert page.status_code == 200
+    assert rcpt in page.text
 
 
 def test_no_receipt_without_notify_success(

@@ -579,6 +579,8 @@ class QueueRunner:
                                 queue_id=item.message_id,
                                 original=self._original_headers(item), arrival=item.received,
                                 copies=[StoredForPickup(item.rcpt, expires, item.orcpt)],
-                                envid=item.dsn.envid)
+                                envid=item.dsn.envid,
+                                note=self.pickup.receipt_note(item.message_id, item.sender,
+                                                              expires))
         return Report("", report_route(item.sender, DSN_REASON, self.retry.internal_domains),
                       receipt)

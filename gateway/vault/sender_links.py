@@ -41,18 +41,34 @@ def issue_sender_link(store: SenderLinkStore, message_id: str, sender: str) -> s
     pickups = [p for p in store.message_pickups(message_id) if _same_sender(p.sender, sender)]
     if not pickups:
         raise NoStoredMessage(f"no stored message {message_id} from {sender}")
+    return _new_link(store, message_id, pickups[0].sender, max(p.expires for p in pickups))
+
+
+def _new_link(store: SenderLinkStore, message_id: str, sender: str, expires: float) -> str:
     link_id = secrets.token_hex(LINK_ID_BYTES)
     secret = secrets.token_urlsafe(SECRET_BYTES)
-    store.put_sender_link(SenderLink(link_id, _hash(secret), message_id, pickups[0].sender,
-                                     store.clock(), max(p.expires for p in pickups)))
+    store.put_sender_link(SenderLink(link_id, _hash(secret), message_id, sender,
+                                     store.clock(), expires))
     return f"{link_id}.{secret}"
+
+
+def url_of(base_url: str, token: str) -> str:
+    return base_url.rstrip("/") + SENDER_PATH + token
+
+
+def receipt_link_url(store: SenderLinkStore, base_url: str, message_id: str, sender: str,
+                     expires: float) -> str:
+    """The URL of a new link for the receipt of a copy being stored now, until EXPIRES. Its
+    pickup row is written in the same unit of work as the receipt that carries the link, so
+    it cannot be looked up first; should that unit fail, the link leads to no copy."""
+    return url_of(base_url, _new_link(store, message_id, sender, expires))
 
 
 def sender_link_url(store: SenderLinkStore, base_url: str, message_id: str,
                     sender: str) -> str:
     """The URL of a new sender link for the receipt (pickup.base_url is BASE_URL);
     NoStoredMessage when nothing of the message is stored for SENDER."""
-    return base_url.rstrip("/") + SENDER_PATH + issue_sender_link(store, message_id, sender)
+    return url_of(base_url, issue_sender_link(store, message_id, sender))
 
 
 def find_sender_link(store: SenderLinkStore, token: str) -> SenderLink | None:

@@ -10,17 +10,23 @@ from collections.abc import Callable
 
 from gateway.config import Config
 from gateway.storage.ids import new_pickup_id
-from gateway.storage.protocols import QueueStore, Report, Route, StagedPickup
+from gateway.storage.protocols import QueueStore, Report, Route, SenderLinkStore, StagedPickup
 from gateway.vault.notify import build_notification, notification_language
 from gateway.vault.retention import EXPIRES_HEADER, expiry_time
+from gateway.vault.sender_links import receipt_link_url
 
 NOTIFICATION_REASON = "pickup notification"
 
 
 class PickupStage:
-    def __init__(self, config: Config, store: QueueStore) -> None:
+    """LINKS keeps the sender status links that receipts carry; without it, receipts say
+    what was stored but give the sender no page to follow it or revoke it."""
+
+    def __init__(self, config: Config, store: QueueStore,
+                 links: SenderLinkStore | None = None) -> None:
         self.config = config
         self.store = store
+        self.links = links
 
     def expiry_for(self, message_id: str, received: float) -> float:
         head = self.store.read_spool_headers(message_id)
@@ -30,6 +36,15 @@ class PickupStage:
 
     def link(self, pickup_id: str) -> str:
         return f"{self.config.pickup.base_url.rstrip('/')}/m/{pickup_id}"
+
+    def receipt_note(self, message_id: str, sender: str, expires: float) -> list[str]:
+        """The lines a pickup receipt adds for its sender: the status and revoke page."""
+        if self.links is None:
+            return []
+        url = receipt_link_url(self.links, self.config.pickup.base_url, message_id, sender,
+                               expires)
+        return ["See who has opened it, and revoke it if it went to the wrong person:",
+                f"  {url}"]
 
     def store_for_pickup(self, message_id: str, sender: str, rcpt: str, received: float,
                          reason: str, receipt: Callable[[float], Report] | None = None
