@@ -157,6 +157,13 @@ def portal_user_language(db: Database) -> None:
     db.table("users").add_column("language", str, not_null_default="")
 
 
+
+@migration
+def pickups_by_key(db: Database) -> None:
+    """Purge counts the pickups each key-encryption key still wraps before destroying it."""
+    db.table("pickups").create_index(["key_id"])
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

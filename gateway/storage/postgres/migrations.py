@@ -133,6 +133,19 @@ MIGRATIONS = [
         # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
         "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
     )),
+    Migration("epoch_keys", (
+        # A KEK per expiry epoch, destroyed by purge once it wraps nothing any more; the
+        # master key's id and the rotation generation in one row (keys.py).
+        """CREATE TABLE key_ring (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            master_id text NOT NULL, generation integer NOT NULL DEFAULT 0)""",
+        "INSERT INTO key_ring (master_id) SELECT master_id FROM keys ORDER BY seq DESC LIMIT 1",
+        f"""CREATE TABLE epoch_keys (
+            id {ID} PRIMARY KEY, master_id text NOT NULL, wrapped bytea NOT NULL,
+            created double precision NOT NULL)""",
+        # Purge counts the pickups each KEK still wraps.
+        "CREATE INDEX pickups_key ON pickups (key_id)",
+    )),
 ]
 
 
