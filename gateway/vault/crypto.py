@@ -102,6 +102,7 @@ class KeyRing:
         key_id = epoch_key_id(epoch, self.generation())
         path = self._path(key_id)
         if not path.exists():
+            self.prepare()
             _create_key_file(path, AESGCM.generate_key(bit_length=256))
         return key_id, self.kek(key_id)
 

@@ -34,7 +34,7 @@ def pickup_blob(pickup_id: str) -> str:
 def _pickup(row: Row) -> Pickup:
     return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
                   row["expires"], row["read_at"], row["size"], row["kind"], row["thread_id"],
-                  row["replied_at"])
+                  row["replied_at"], row["key_id"])
 
 
 class PostgresPickups(PostgresSpool):
