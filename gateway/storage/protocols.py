@@ -321,6 +321,10 @@ class KeyStore(Protocol):
         "key:<id>", by CLIENT, with DETAIL); False when there was no such key."""
     def key_destructions(self) -> list[AuditEvent]:
         """The audit events of every KEK destroyed, oldest first."""
+    def retire_epochs(self, now: float) -> None:
+        """Make sure nothing this node keeps could rebuild a destroyed KEK: where KEKs are
+        kept wrapped (PostgreSQL), move the keys that unwrap them past the epochs that are
+        gone, so that an old dump of the database stays unreadable too."""
 
 
 # -- queue inspection for admins ------------------------------------------------------------

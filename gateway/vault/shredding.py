@@ -53,4 +53,5 @@ def shred_spent_keys(store: KeyStore, now: float, client: str = PURGE_CLIENT) ->
             purged("key")
             log.info("key-encryption key %s (%s) destroyed: nothing it wrapped is left",
                      status.key_id, status.description)
+    store.retire_epochs(now)  # each node's turn, whichever node destroyed the keys
     return destroyed

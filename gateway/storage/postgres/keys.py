@@ -42,11 +42,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.storage.durable import fsync_dir
 from gateway.storage.postgres.connection import Cursor, Database, lock_key
+from gateway.storage.postgres.epoch_chain import EpochChain, day_before, fingerprint
 from gateway.storage.protocols import KEY_DESTROYED, AuditEvent, Clock, KeyUsage
 from gateway.vault import crypto
-from gateway.vault.epochs import epoch_key_id, key_epoch
+from gateway.vault.epochs import epoch_key_id, epoch_of, key_epoch
 
 MASTER_FILE = "master.key"
+CHAIN_FILES = "epoch-chain-*.key"
 NONCE_SIZE = 12
 MASTER_SIZE = 32
 
@@ -61,37 +63,79 @@ def master_id(master: bytes) -> str:
 
 
 class DatabaseKeyRing(crypto.KeyRing):
-    """crypto.KeyRing with the KEKs in the database and the master key in DIRECTORY."""
+    """crypto.KeyRing with the KEKs in the database, the master key and the epoch chain in
+    DIRECTORY."""
 
-    def __init__(self, db: Database, directory: Path) -> None:
+    def __init__(self, db: Database, directory: Path, clock: Clock = time.time) -> None:
         super().__init__(directory)
         self.db = db
+        self.clock = clock
         self.master = b""
+        self.chain = EpochChain(directory)
 
     def open(self) -> None:
-        """Load the master key, or create it on a database that has none yet; MasterKeyError
-        when this node cannot decrypt the database's keys."""
+        """Load the master key and the epoch chain, or create them on a database that has
+        none yet; MasterKeyError when this node cannot decrypt the database's keys."""
         with self.db.transaction() as cursor:
             lock_key(cursor, "sealgate:keys")
-            wanted = cursor.execute("SELECT master_id FROM key_ring").fetchone()
+            ring = cursor.execute("SELECT * FROM key_ring").fetchone()
             path = self.directory / MASTER_FILE
-            if wanted is None:
+            if ring is None:
                 self.master = _read_or_create_master(path)
                 _check_size(path, self.master)
                 cursor.execute("INSERT INTO key_ring (master_id) VALUES (%s)",
                                (master_id(self.master),))
-                return
-            if not path.exists():
-                raise MasterKeyError(
-                    f"{path} is missing: copy it from a node of this cluster (the database's"
-                    f" keys were wrapped by master key {wanted['master_id']})")
-            self.master = path.read_bytes()
-        _check_size(path, self.master)
-        if master_id(self.master) != wanted["master_id"]:
+            else:
+                self.master = _load_master(path, ring["master_id"])
+            self._join_chain(cursor, None if ring is None else ring["chain_day"],
+                             None if ring is None else ring["chain_check"])
+
+    def _join_chain(self, cursor: Cursor, furthest: date | None, check: str | None) -> None:
+        """This node's link of the epoch chain: made by the first node (on a new database or
+        one from before epoch keys), checked against the furthest link any node reached,
+        and moved up to it (a node that was down catches up)."""
+        if furthest is None:
+            if not self.chain.exists():
+                self.chain.create(day_before(self._today()))
+        elif not self.chain.exists():
             raise MasterKeyError(
-                f"{path} is master key {master_id(self.master)}, but the database's keys were"
-                f" wrapped by master key {wanted['master_id']}: copy that one from a node of"
-                " this cluster")
+                f"{self.directory}/{CHAIN_FILES} is missing: copy the keys directory"
+                " (master.key and the epoch chain) from a node of this cluster")
+        elif self.chain.day() <= furthest:
+            if fingerprint(self.chain.link_at(furthest)) != check:
+                raise MasterKeyError(
+                    f"{self.directory}/{CHAIN_FILES} is not this cluster's epoch chain: copy"
+                    " the keys directory from a node of this cluster")
+            self.chain.advance(furthest)
+        self._record_link(cursor)
+
+    def _record_link(self, cursor: Cursor) -> None:
+        day = self.chain.day()
+        cursor.execute("UPDATE key_ring SET chain_day = %s, chain_check = %s"
+                       " WHERE chain_day IS NULL OR chain_day < %s",
+                       (day, fingerprint(self.chain.link_at(day)), day))
+
+    def _today(self) -> date:
+        now = self.clock()
+        return epoch_of(now, now)
+
+    def retire_epochs(self, now: float) -> None:
+        """Move this node's epoch chain past every epoch that no KEK row needs any more: up
+        to the oldest epoch KEK left, at most to yesterday (a node whose clock is a little
+        behind may still store a message of what is yesterday here), or to the furthest
+        link another node reached."""
+        with self.db.transaction() as cursor:
+            lock_key(cursor, "sealgate:keys")
+            [ring] = cursor.execute("SELECT chain_day FROM key_ring").fetchall()
+            [oldest] = cursor.execute("SELECT min(id) AS id FROM epoch_keys").fetchall()
+            target = day_before(epoch_of(now, now))
+            oldest_epoch = key_epoch(oldest["id"]) if oldest["id"] else None
+            if oldest_epoch is not None and oldest_epoch < target:
+                target = oldest_epoch
+            if ring["chain_day"] is not None and ring["chain_day"] > target:
+                target = ring["chain_day"]  # safe: the node that reached it checked so
+            self.chain.advance(target)
+            self._record_link(cursor)
 
     def prepare(self) -> None:
         """Nothing: open() made what is needed."""
@@ -111,14 +155,18 @@ class DatabaseKeyRing(crypto.KeyRing):
 
     def epoch_key(self, epoch: date) -> tuple[str, bytes]:
         """EPOCH's KEK of the current generation; the first node that needs it makes it, and
-        a node making it at the same moment gets the one that was committed first."""
+        a node making it at the same moment gets the one that was committed first. (An
+        epoch the chain has already left, asked for by a node whose clock is behind, gets
+        the chain's first epoch instead: its KEK lives a little longer.)"""
+        epoch = max(epoch, self.chain.day())
         with self.db.transaction() as cursor:
             [row] = cursor.execute("SELECT generation FROM key_ring").fetchall()
             key_id = epoch_key_id(epoch, int(row["generation"]))
             kek = AESGCM.generate_key(bit_length=256)
-            cursor.execute("INSERT INTO epoch_keys (id, master_id, wrapped, created)"
+            wrapping = self.chain.wrapping_key(epoch, self.master)
+            cursor.execute("INSERT INTO epoch_keys (id, wrapped_by, wrapped, created)"
                            " VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING RETURNING id",
-                           (key_id, master_id(self.master), self._wrap(key_id, kek),
+                           (key_id, fingerprint(wrapping), _wrap(wrapping, key_id, kek),
                             time.time()))
             if cursor.fetchone() is not None:
                 return key_id, kek
@@ -135,7 +183,9 @@ class DatabaseKeyRing(crypto.KeyRing):
         if not found:
             raise crypto.DecryptionError(f"key-encryption key {key_id} is missing"
                                          " (destroyed once what it wrapped expired?)")
-        kek = self._unwrap(key_id, bytes(found[0]["wrapped"]))
+        epoch = key_epoch(key_id)
+        wrapping = self.master if epoch is None else self.chain.wrapping_key(epoch, self.master)
+        kek = _unwrap(wrapping, key_id, bytes(found[0]["wrapped"]))
         if legacy:
             self._cache[key_id] = kek
         return kek
@@ -157,17 +207,34 @@ class DatabaseKeyRing(crypto.KeyRing):
                        (key_id,))
         return cursor.fetchone() is not None
 
-    def _wrap(self, key_id: str, kek: bytes) -> bytes:
-        nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + AESGCM(self.master).encrypt(nonce, kek, _aad(key_id))
 
-    def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        try:
-            return AESGCM(self.master).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:],
-                                               _aad(key_id))
-        except InvalidTag:
-            raise crypto.DecryptionError(f"key-encryption key {key_id} failed authentication"
-                                         " with this node's master key") from None
+
+def _wrap(wrapping: bytes, key_id: str, kek: bytes) -> bytes:
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    return nonce + AESGCM(wrapping).encrypt(nonce, kek, _aad(key_id))
+
+
+def _unwrap(wrapping: bytes, key_id: str, wrapped: bytes) -> bytes:
+    try:
+        return AESGCM(wrapping).decrypt(wrapped[:NONCE_SIZE], wrapped[NONCE_SIZE:],
+                                        _aad(key_id))
+    except InvalidTag:
+        raise crypto.DecryptionError(f"key-encryption key {key_id} failed authentication"
+                                     " with this node's keys") from None
+
+
+def _load_master(path: Path, wanted: str) -> bytes:
+    if not path.exists():
+        raise MasterKeyError(
+            f"{path} is missing: copy it from a node of this cluster (the database's"
+            f" keys were wrapped by master key {wanted})")
+    master = path.read_bytes()
+    _check_size(path, master)
+    if master_id(master) != wanted:
+        raise MasterKeyError(
+            f"{path} is master key {master_id(master)}, but the database's keys were"
+            f" wrapped by master key {wanted}: copy that one from a node of this cluster")
+    return master
 
 
 class PostgresKeys:
@@ -199,6 +266,11 @@ class PostgresKeys:
                            " VALUES (%s, %s, %s, %s, %s)",
                            (f"key:{key_id}", self.clock(), KEY_DESTROYED, client, detail))
         return True
+
+    def retire_epochs(self, now: float) -> None:
+        ring = self.keys
+        assert isinstance(ring, DatabaseKeyRing)
+        ring.retire_epochs(now)
 
     def key_destructions(self) -> list[AuditEvent]:
         return [AuditEvent(r["pickup_id"], r["at"], r["event"], r["client"], r["detail"])

@@ -53,7 +53,7 @@ class PostgresStorage(PostgresPortal, PostgresKeys, PostgresKnowledge, PostgresA
         self.db = Database(url, pool_size, pool_timeout)
         self.db.open()
         try:
-            self.keys = DatabaseKeyRing(self.db, keys_dir)
+            self.keys = DatabaseKeyRing(self.db, keys_dir, clock)
             self.keys.open()
         except BaseException:
             self.db.close()

@@ -31,6 +31,10 @@ class SQLiteKeys(SQLitePart):
                        (f"key:{key_id}", self.clock(), KEY_DESTROYED, client, detail))
         return True
 
+    def retire_epochs(self, now: float) -> None:
+        """Nothing to do: the KEK files were the only copy of each KEK, and destroy_key
+        shredded them."""
+
     def key_destructions(self) -> list[AuditEvent]:
         return [AuditEvent(r["pickup_id"], r["at"], r["event"], r["client"] or "",
                            r["detail"] or "")
