@@ -29,3 +29,9 @@ def legacy_sealed_blob(key_id: str, kek: bytes, plaintext: bytes, blob: Path, re
     sealed = crypto.SealedKey(key_id, nonce + AESGCM(kek).encrypt(nonce, data_key, aad))
     write_durably(blob, crypto._encrypted_chunks(io.BytesIO(plaintext), data_key, key_id, aad))
     return sealed
+
+
+def legacy_wrapped_kek(master: bytes, key_id: str, kek: bytes) -> bytes:
+    """KEK as a row of the PostgreSQL `keys` table held it: wrapped by the master key."""
+    nonce = secrets.token_bytes(crypto.NONCE_SIZE)
+    return nonce + AESGCM(master).encrypt(nonce, kek, b"sealgate-kek|" + key_id.encode())
