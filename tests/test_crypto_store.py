@@ -218,3 +218,21 @@ def test_stored_pickup_streams_its_message(tmp_path: Path) -> None:
             store.open_pickup_stream(pickup_id)
     finally:
         store.close()
+
+
+def test_destroying_a_key_also_shreds_a_copy_a_crash_left_while_making_it(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, _blob = seal(ring, tmp_path)
+    key_file = ring.directory / f"kek-{sealed.key_id}.key"
+    left = ring.directory / f"{key_file.name}.0badf00d.tmp"
+    left.write_bytes(key_file.read_bytes())
+    ring.destroy(sealed.key_id)
+    assert list(ring.directory.iterdir()) == []
+
+
+def test_a_generation_file_that_is_not_a_number_is_named_in_the_error(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    ring.prepare()
+    (ring.directory / crypto.GENERATION_FILE).write_text("two\n")
+    with pytest.raises(ValueError, match="generation is not a number"):
+        seal(ring, tmp_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway.storage.postgres.epoch_chain import PREFIX
+from gateway.storage.postgres.epoch_chain import PREFIX, ChainFileError
 from gateway.storage.postgres.keys import MASTER_FILE, MasterKeyError
 from gateway.storage.postgres.storage import PostgresStorage
 from gateway.storage.store import Route
@@ -165,3 +165,13 @@ def test_the_master_key_is_a_private_file_and_not_in_the_database(
         found = conn.execute("SELECT count(*) FROM keys WHERE position(%s IN wrapped) > 0",
                              (master.read_bytes(),)).fetchone()
     assert found == (0,)
+
+
+def test_a_node_whose_epoch_chain_file_is_damaged_refuses_to_start(
+        open_pg: Callable[..., PostgresStorage], tmp_path: Path) -> None:
+    open_pg(keys_dir=tmp_path / "keys")
+    other = copy_keys(tmp_path / "keys", tmp_path, "other")
+    [link] = other.glob(f"{PREFIX}*.key")
+    link.write_bytes(b"short")
+    with pytest.raises(ChainFileError, match="is not an epoch chain link"):
+        open_pg(keys_dir=other)

@@ -87,7 +87,9 @@ class KeyRing:
         except FileNotFoundError:
             return 0
         except ValueError:
-            raise DecryptionError(f"{self.directory / GENERATION_FILE} is not a number") from None
+            raise ValueError(f"{self.directory / GENERATION_FILE} is not a number: write the"
+                             " generation the keys are at (the highest g<N> of keys list)"
+                             ) from None
 
     def rotate(self) -> int:
         """Start a new generation: pickups stored from now on get new epoch KEKs; the
@@ -125,6 +127,8 @@ class KeyRing:
         """Overwrite KEY_ID's file, unlink it and fsync the directory; False when absent."""
         self._cache.pop(key_id, None)
         path = self._path(key_id)
+        for left_by_a_crash in self.directory.glob(f"{path.name}.*.tmp"):
+            shred_file(left_by_a_crash)  # a complete copy of the key, or part of one
         if not path.exists():
             return False
         shred_file(path)

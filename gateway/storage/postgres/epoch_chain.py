@@ -35,6 +35,10 @@ PREFIX = "epoch-chain-"
 LINK_SIZE = 32
 
 
+class ChainFileError(OSError):
+    """This node's epoch chain file is missing or is not one."""
+
+
 def _step(link: bytes) -> bytes:
     return hmac.new(link, b"sealgate epoch chain step", hashlib.sha256).digest()
 
@@ -103,11 +107,12 @@ class EpochChain:
     def _link(self) -> tuple[date, bytes]:
         newest = self._newest()
         if newest is None:
-            raise DecryptionError(f"{self.directory} holds no {PREFIX}*.key file")
+            raise ChainFileError(f"{self.directory} holds no {PREFIX}*.key file: copy the keys"
+                                 " directory from a node of this cluster")
         path, day = newest
         link = path.read_bytes()
         if len(link) != LINK_SIZE:
-            raise DecryptionError(f"{path} is not an epoch chain link ({LINK_SIZE} bytes)")
+            raise ChainFileError(f"{path} is not an epoch chain link ({LINK_SIZE} bytes)")
         return day, link
 
 
