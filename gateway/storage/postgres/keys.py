@@ -5,26 +5,26 @@ Each pickup has its own data key, wrapped by a key-encryption key (KEK) as on SQ
 several nodes that would mean a message stored by one node cannot be read through another,
 and a `keys rotate` on one node is unknown to the rest. So here:
 
-- the KEKs live in the database, each wrapped (AES-256-GCM, its id as additional data) by
-  one **master key**: the KEK of each expiry epoch (gateway/vault/epochs.py) in table
-  `epoch_keys`, made by the first node that stores a pickup of that epoch and found there by
-  every other; the KEKs of the ring before epochs in table `keys`, until what they wrapped
-  has expired. Table `key_ring` holds the master key's id and the generation: a rotation
-  raises it, and every node's next pickup gets a new epoch KEK without a restart. Purge
-  deletes a KEK's row once it wraps nothing any more (gateway/vault/shredding.py).
+- the KEKs live in the database: the KEK of each expiry epoch (gateway/vault/epochs.py)
+  in table `epoch_keys`, made by the first node that stores a pickup of that epoch and
+  found there by every other, wrapped (AES-256-GCM, its id as additional data) by that
+  epoch's key from the **epoch chain** (epoch_chain.py) mixed with the **master key**; the
+  KEKs of the ring before epochs in table `keys`, wrapped by the master key alone, until
+  what they wrapped has expired. Table `key_ring` holds the master key's id, the
+  generation (a rotation raises it, and every node's next pickup gets a new epoch KEK
+  without a restart) and the furthest chain link any node reached. Purge deletes a KEK's
+  row once it wraps nothing any more, and every node's expiry turn moves its chain past
+  the epochs that are gone (gateway/vault/shredding.py): then not even a dump of the
+  database taken before holds an epoch KEK that this node's keys unwrap.
 - the master key is the file `master.key` in storage.keys_dir (default <dir>/keys), 32
-  random bytes, mode 0600, created by the first node that starts on an empty database and
-  copied by the admin to every other node, like a TLS key. It is never written to the
-  database, so a database backup alone decrypts nothing: back the master key up
-  separately (or deliberately not, for backups that must never be readable).
-- `key_ring` names the master that wraps the KEKs (`master_id`, a fingerprint, not the key),
-  so a node started with a missing or different master key refuses to start with a message
-  saying which key it needs, instead of failing on the first pickup.
-- the master key outlives every epoch: a dump of the database taken before an epoch's KEK
-  was destroyed still holds that KEK, wrapped, and this master key unwraps it. Backups of
-  the database must therefore be kept apart from master.key (see the README's key
-  handling); only on SQLite, where the KEKs themselves are files in keys_dir, does a copy
-  of the data become unreadable by destroying them.
+  random bytes, mode 0600, and the chain's link a file `epoch-chain-<YYYYMMDD>.key` next to
+  it, both created by the first node that starts on an empty database and copied by the
+  admin to every other node (the whole directory), like a TLS key. Neither is ever written
+  to the database, so a database backup alone decrypts nothing.
+- `key_ring` names the master that wraps the KEKs (`master_id`, a fingerprint, not the key)
+  and fingerprints the furthest link, so a node started with a missing or different master
+  key or chain refuses to start with a message saying what it needs, instead of failing on
+  the first pickup.
 """
 
 from __future__ import annotations
