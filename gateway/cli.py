@@ -35,8 +35,8 @@ from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
-from gateway.vault.crypto import KeyRing
-from gateway.vault.expiry import prune_history, purge_expired
+from gateway.vault.expiry import prune_history, purge
+from gateway.vault.key_report import format_key_rows, key_rows
 
 if TYPE_CHECKING:
     from gateway.diagnostics.probe import ProbeReport  # imported by cmd_probe when it runs
@@ -191,15 +191,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     with opened_store(config) as store:
-        destroyed = purge_expired(store)
+        destroyed, keys = purge(store)
         print(f"destroyed {destroyed} expired messages")
-        if destroyed and config.storage.backend == "postgresql":
+        print(f"destroyed {len(keys)} key-encryption keys that wrapped nothing else"
+              + (f": {', '.join(keys)}" if keys else ""))
+        if (destroyed or keys) and config.storage.backend == "postgresql":
             # Deleted rows keep their bytes in the tables' pages until VACUUM reuses them.
             from gateway.storage.postgres import PostgresStorage
 
             if isinstance(store, PostgresStorage):
                 store.vacuum()
-                print("vacuumed the pickups and blob_chunks tables")
+                print("vacuumed the pickups, blob_chunks and key tables")
         retention = parse_duration(config.delivery.history_retention)
         print(f"forgot {prune_history(store, retention)} settled messages older than"
               f" {config.delivery.history_retention} (delivery.history_retention)")
@@ -309,21 +311,16 @@ def admin_identity() -> str:
 
 
 def cmd_keys(config: Config, args: argparse.Namespace) -> int:
-    if config.storage.backend == "postgresql":  # the keys every node shares, in the database
-        with opened_store(config) as store:
-            keys = getattr(store, "keys", None)
-            assert isinstance(keys, KeyRing)
-            return _keys(keys, args)
-    return _keys(KeyRing(config.storage_dir / "keys"), args)
-
-
-def _keys(ring: KeyRing, args: argparse.Namespace) -> int:
-    if args.action == "list":
-        ids = ring.key_ids()
-        print("\n".join(ids) if ids else "no key-encryption keys yet (made on first start)")
-        return 0
-    print(f"new key-encryption key {ring.rotate()};"
-          f" older keys still decrypt: {', '.join(ring.key_ids())}")
+    """On PostgreSQL the keys every node shares, in the database; on SQLite the files."""
+    with opened_store(config) as store:
+        if args.action == "list":
+            rows = key_rows(store, store.clock())
+            print(json.dumps(rows, indent=2) if args.json else format_key_rows(rows))
+            return 0
+        generation = store.rotate_keys()
+    print(f"key generation {generation}: messages stored from now on get new epoch keys;"
+          " the current keys still decrypt what they wrapped and are destroyed when it has"
+          " expired")
     return 0
 
 
@@ -452,8 +449,11 @@ def parser() -> argparse.ArgumentParser:
     add(queue_actions, "delete").add_argument("id")
     queue.set_defaults(func=cmd_queue)
     keys = add(sub, "keys", help="key-encryption keys").add_subparsers(dest="action", required=True)
-    add(keys, "rotate").set_defaults(func=cmd_keys)
-    add(keys, "list").set_defaults(func=cmd_keys)
+    add(keys, "rotate", help="new epoch keys for messages stored from now on"
+        ).set_defaults(func=cmd_keys)
+    key_list = add(keys, "list", help="epochs, their message counts and destruction dates")
+    key_list.add_argument("--json", action="store_true")
+    key_list.set_defaults(func=cmd_keys)
     pickup = add(sub, "pickup", help="stored messages")
     pickup_actions = pickup.add_subparsers(dest="action", required=True)
     listing = add(pickup_actions, "list")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gateway.storage.store import Store
-from tests.conftest import make_message, wait_for_mail
+from tests.conftest import make_message
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess
 from tests.journey import stored_pickups
@@ -63,19 +62,3 @@ def test_policy_check_reports_file_and_line_and_exits_1(gateway: GatewayProcess,
     (tmp_path / "bad.toml").write_text('[default]\nmode = "sometimes"\n')
     result = gateway.cli("policy", "check", str(tmp_path))
     assert result.returncode == 1 and f"{tmp_path}/bad.toml:2: mode 'sometimes'" in result.stderr
-
-
-def test_keys_rotate_keeps_stored_messages_readable(
-        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
-    rcpt = f"{unique}@plain.test"
-    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Before rotation", "Old key"))
-    row = stored_pickups(gateway, rcpt)[0]
-    wait_for_mail(mx_hosts["plain"], rcpt)
-    result = gateway.cli("keys", "rotate")
-    assert result.returncode == 0 and row.key_id in result.stdout
-    store = Store(gateway.storage_dir)
-    try:
-        assert store.keys.ensure() != row.key_id
-        assert b"Old key" in store.open_pickup(row.id)
-    finally:
-        store.close()

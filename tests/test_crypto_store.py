@@ -1,16 +1,20 @@
-"""Encryption at rest: round trip, tamper detection, binding to the record, key rotation."""
+"""Encryption at rest: round trip, tamper detection, binding to the record, key rotation,
+epoch keys and their destruction."""
 
 from __future__ import annotations
 
 import io
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from gateway.storage.store import Route, Store
 from gateway.vault import crypto
+from tests.legacy_keys import legacy_key_file, legacy_sealed_blob
 
 MESSAGE = b"Subject: Lab results\r\nFrom: d@clinic.test\r\n\r\nHbA1c 5.4%\r\n"
+EPOCH = date(2026, 12, 23)
 
 
 @pytest.fixture
@@ -21,7 +25,8 @@ def ring(tmp_path: Path) -> crypto.KeyRing:
 def seal(ring: crypto.KeyRing, tmp_path: Path,
          plaintext: bytes = MESSAGE) -> tuple[crypto.SealedKey, Path]:
     blob = tmp_path / "m.sgb"
-    return crypto.encrypt_file(ring, io.BytesIO(plaintext), blob, "rec1", "p@x.test"), blob
+    return crypto.encrypt_file(ring, io.BytesIO(plaintext), blob, "rec1", "p@x.test",
+                               EPOCH), blob
 
 
 def test_round_trip_returns_the_plaintext(ring: crypto.KeyRing, tmp_path: Path) -> None:
@@ -66,17 +71,64 @@ def test_blob_moved_to_another_record_fails(ring: crypto.KeyRing, tmp_path: Path
         crypto.decrypt_file(ring, sealed, blob, record_id, recipient)
 
 
-def test_old_keys_still_decrypt_after_rotation(ring: crypto.KeyRing, tmp_path: Path) -> None:
+def test_data_key_is_wrapped_by_the_key_of_its_epoch(ring: crypto.KeyRing,
+                                                     tmp_path: Path) -> None:
+    sealed, _blob = seal(ring, tmp_path)
+    assert sealed.key_id == "e20261223g0" and ring.key_ids() == ["e20261223g0"]
+
+
+def test_messages_of_one_epoch_share_its_key(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    first, _ = seal(ring, tmp_path)
+    second, _ = seal(ring, tmp_path)
+    assert first.key_id == second.key_id and len(ring.key_ids()) == 1
+
+
+def test_rotation_gives_later_messages_a_new_key_and_old_keys_still_decrypt(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
     sealed, blob = seal(ring, tmp_path)
-    new_id = ring.rotate()
-    assert new_id != sealed.key_id and ring.ensure() == new_id
+    assert ring.rotate() == 1
+    newer = crypto.encrypt_file(ring, io.BytesIO(MESSAGE), tmp_path / "n.sgb", "rec2",
+                                "p@x.test", EPOCH)
+    assert newer.key_id == "e20261223g1"
     reopened = crypto.KeyRing(ring.directory)
     assert crypto.decrypt_file(reopened, sealed, blob, "rec1", "p@x.test") == MESSAGE
 
 
-def test_key_files_are_private(ring: crypto.KeyRing) -> None:
-    key_id = ring.ensure()
-    assert (ring.directory / f"kek-{key_id}.key").stat().st_mode & 0o777 == 0o600
+def test_key_files_are_private(ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, _blob = seal(ring, tmp_path)
+    assert (ring.directory / f"kek-{sealed.key_id}.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_destroyed_epoch_key_is_gone_from_the_directory_and_decrypts_nothing(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, blob = seal(ring, tmp_path)
+    assert ring.destroy(sealed.key_id)
+    assert list(ring.directory.iterdir()) == []  # no temporary copy left either
+    with pytest.raises(crypto.DecryptionError, match="missing"):
+        crypto.decrypt_file(ring, sealed, blob, "rec1", "p@x.test")
+
+
+def test_destroying_a_key_overwrites_its_file_before_unlinking_it(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, _blob = seal(ring, tmp_path)
+    key_file = ring.directory / f"kek-{sealed.key_id}.key"
+    kept = tmp_path / "second-name"
+    kept.hardlink_to(key_file)  # sees what the destruction did to the file's blocks
+    ring.destroy(sealed.key_id)
+    assert not key_file.exists() and kept.read_bytes() == bytes(32)
+
+
+def test_destroying_an_absent_key_says_so(ring: crypto.KeyRing) -> None:
+    ring.prepare()
+    assert not ring.destroy("e20261223g0")
+
+
+def test_a_key_of_the_ring_before_epochs_still_decrypts(ring: crypto.KeyRing,
+                                                        tmp_path: Path) -> None:
+    key_id, kek = legacy_key_file(ring.directory)
+    sealed = legacy_sealed_blob(key_id, kek, MESSAGE, tmp_path / "old.sgb", "rec1", "p@x.test")
+    assert crypto.decrypt_file(ring, sealed, tmp_path / "old.sgb", "rec1", "p@x.test") == MESSAGE
+    assert ring.key_ids() == [key_id]
 
 
 def test_destroyed_pickup_cannot_be_opened_and_leaves_no_blob(tmp_path: Path) -> None:
@@ -166,3 +218,21 @@ def test_stored_pickup_streams_its_message(tmp_path: Path) -> None:
             store.open_pickup_stream(pickup_id)
     finally:
         store.close()
+
+
+def test_destroying_a_key_also_shreds_a_copy_a_crash_left_while_making_it(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    sealed, _blob = seal(ring, tmp_path)
+    key_file = ring.directory / f"kek-{sealed.key_id}.key"
+    left = ring.directory / f"{key_file.name}.0badf00d.tmp"
+    left.write_bytes(key_file.read_bytes())
+    ring.destroy(sealed.key_id)
+    assert list(ring.directory.iterdir()) == []
+
+
+def test_a_generation_file_that_is_not_a_number_is_named_in_the_error(
+        ring: crypto.KeyRing, tmp_path: Path) -> None:
+    ring.prepare()
+    (ring.directory / crypto.GENERATION_FILE).write_text("two\n")
+    with pytest.raises(ValueError, match="generation is not a number"):
+        seal(ring, tmp_path)

@@ -127,9 +127,9 @@ class Senders:
 
 
 def copy_master_key(source: GatewayProcess, target: GatewayProcess) -> None:
-    keys = target.storage_dir / "keys"
-    keys.mkdir(parents=True, mode=0o700)
-    shutil.copy2(source.storage_dir / "keys" / "master.key", keys / "master.key")
+    """The keys directory (master key and epoch chain), as the README tells an admin."""
+    target.storage_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source.storage_dir / "keys", target.storage_dir / "keys")
 
 
 def in_flight(pid: int, survivor: GatewayProcess) -> int:

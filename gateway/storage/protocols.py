@@ -333,6 +333,38 @@ class AuditStore(Protocol):
         """Every event about PICKUP_ID, oldest first."""
 
 
+# -- key-encryption keys --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyUsage:
+    """One key-encryption key and what it still wraps."""
+    key_id: str
+    pickups: int                # stored messages (expired or not) whose data key it wraps
+    last_expiry: float | None   # when the last of them expires; None when there is none
+
+
+KEY_DESTROYED = "key-destroyed"  # the audit event of a destroyed KEK, about "key:<id>"
+
+
+class KeyStore(Protocol):
+    """The key-encryption keys that wrap the pickups' data keys (gateway/vault/crypto.py)."""
+
+    def key_usage(self) -> list[KeyUsage]:
+        """Every KEK there is, by key id."""
+    def rotate_keys(self) -> int:
+        """New KEKs for pickups stored from now on; returns the new generation."""
+    def destroy_key(self, key_id: str, client: str, detail: str) -> bool:
+        """Destroy KEY_ID wherever it is kept and audit it (KEY_DESTROYED about
+        "key:<id>", by CLIENT, with DETAIL); False when there was no such key."""
+    def key_destructions(self) -> list[AuditEvent]:
+        """The audit events of every KEK destroyed, oldest first."""
+    def retire_epochs(self, now: float) -> None:
+        """Make sure nothing this node keeps could rebuild a destroyed KEK: where KEKs are
+        kept wrapped (PostgreSQL), move the keys that unwrap them past the epochs that are
+        gone, so that an old dump of the database stays unreadable too."""
+
+
 # -- queue inspection for admins ------------------------------------------------------------
 
 
@@ -620,7 +652,7 @@ class QueueStore(Protocol):
 
 
 @runtime_checkable
-class Storage(PortalStore, PickupStore, KnowledgeStore, AuditStore, QueueInspection,
+class Storage(PortalStore, PickupStore, KnowledgeStore, AuditStore, KeyStore, QueueInspection,
               QueueStore, SenderLinkStore, Protocol):
     """Everything a back-end provides; `open_storage` returns one."""
 

@@ -180,6 +180,12 @@ def delivery_status_notifications(db: Database) -> None:
     db.table("recipients").add_column("receipt", int, not_null_default=0)
 
 
+@migration
+def pickups_by_key(db: Database) -> None:
+    """Purge counts the pickups each key-encryption key still wraps before destroying it."""
+    db.table("pickups").create_index(["key_id"])
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

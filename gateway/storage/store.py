@@ -23,6 +23,7 @@ from gateway.storage.ids import new_owner_id, new_pickup_id, new_queue_id
 from gateway.storage.protocols import Pickup, QueuedRecipient, Report, Route, Settlement
 from gateway.storage.schema import migrate
 from gateway.storage.sqlite.audit import SQLiteAudit, SQLiteQueueInspection
+from gateway.storage.sqlite.keys import SQLiteKeys
 from gateway.storage.sqlite.knowledge import SQLiteKnowledge
 from gateway.storage.sqlite.pickups import SQLitePickups
 from gateway.storage.sqlite.portal import SQLitePortal
@@ -38,8 +39,8 @@ __all__ = ["DEFAULT_LEASE", "Pickup", "QueuedRecipient", "Report", "Route", "Set
 Clock = Callable[[], float]
 
 
-class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQueueInspection,
-            SQLiteQueue, SQLiteSenderLinks):
+class Store(SQLitePortal, SQLitePickups, SQLiteKeys, SQLiteKnowledge, SQLiteAudit,
+            SQLiteQueueInspection, SQLiteQueue, SQLiteSenderLinks):
     def __init__(self, directory: Path, clock: Clock = time.time, owner: str | None = None,
                  lease: float = DEFAULT_LEASE) -> None:
         self.directory = directory
@@ -52,7 +53,7 @@ class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQue
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.spool_files = SpoolFiles(self.spool_dir)
         self.keys = crypto.KeyRing(directory / "keys")
-        self.keys.ensure()
+        self.keys.prepare()
         self._lock = threading.RLock()
         self.db = sqlite3.connect(directory / "sealgate.db", check_same_thread=False,
                                   isolation_level=None, timeout=30)

@@ -1,5 +1,7 @@
-"""Encryption at rest: a fresh AES-256-GCM data key per stored message, wrapped by a
-key-encryption key (KEK) that carries a key id, so KEKs can rotate while old ones decrypt.
+"""Encryption at rest: a fresh AES-256-GCM data key per stored message, wrapped by the
+key-encryption key (KEK) of the message's expiry epoch (gateway/vault/epochs.py), which
+carries a key id: purge destroys an epoch's KEK once its messages are gone
+(gateway/vault/shredding.py), and no copy of them decrypts after that.
 
 Blob layout (version 1):
     b"SGB1" | len(key_id) (1 byte) | key_id | nonce (12) | ciphertext | tag (16).
@@ -27,10 +29,12 @@ message already stored; two passes cost one extra AES pass (about 1 GB/s) and no
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,12 +42,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.storage.durable import fsync_dir, write_durably
+from gateway.storage.durable import fsync_dir, remove_durably, write_durably
+from gateway.vault.epochs import epoch_key_id, key_epoch
 
 MAGIC = b"SGB1"
 NONCE_SIZE = 12
 TAG_SIZE = 16
 CHUNK_SIZE = 1 << 20
+GENERATION_FILE = "generation"
 
 
 class DecryptionError(Exception):
@@ -61,51 +67,118 @@ def _aad(key_id: str, record_id: str, recipient: str) -> bytes:
 
 
 class KeyRing:
-    """Key-encryption keys in DIR, one file per key id, mode 0600; `current` names the active
-    one."""
+    """Key-encryption keys in DIR, one file per key id (kek-<id>.key, mode 0600): the KEK of
+    each expiry epoch, made on demand (gateway/vault/epochs.py), and the KEKs of the ring
+    before epochs, which only decrypt. `generation` holds the number of `keys rotate`s.
+
+    Epoch KEKs are read from their file each time, never cached: once purge destroyed one,
+    no process keeps it in memory."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._cache: dict[str, bytes] = {}
+        self._cache: dict[str, bytes] = {}  # legacy KEKs only
 
-    def ensure(self) -> str:
-        """The current key id, creating the first key on first start."""
-        current = self.directory / "current"
-        if current.exists():
-            return current.read_text().strip()
-        return self.rotate()
-
-    def rotate(self) -> str:
+    def prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key_id = secrets.token_hex(4)
-        path = self.directory / f"kek-{key_id}.key"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(AESGCM.generate_key(bit_length=256))
-            handle.flush()
-            os.fsync(handle.fileno())
-        write_durably(self.directory / "current", [key_id.encode()])
-        fsync_dir(self.directory)
-        return key_id
+
+    def generation(self) -> int:
+        try:
+            return int((self.directory / GENERATION_FILE).read_text())
+        except FileNotFoundError:
+            return 0
+        except ValueError:
+            raise ValueError(f"{self.directory / GENERATION_FILE} is not a number: write the"
+                             " generation the keys are at (the highest g<N> of keys list)"
+                             ) from None
+
+    def rotate(self) -> int:
+        """Start a new generation: pickups stored from now on get new epoch KEKs; the
+        current ones keep decrypting what they wrapped until it expires."""
+        self.prepare()
+        generation = self.generation() + 1
+        write_durably(self.directory / GENERATION_FILE, [str(generation).encode()])
+        return generation
+
+    def epoch_key(self, epoch: date) -> tuple[str, bytes]:
+        """The id and KEK of EPOCH in the current generation, made when it is the first."""
+        key_id = epoch_key_id(epoch, self.generation())
+        path = self._path(key_id)
+        if not path.exists():
+            self.prepare()
+            _create_key_file(path, AESGCM.generate_key(bit_length=256))
+        return key_id, self.kek(key_id)
 
     def kek(self, key_id: str) -> bytes:
-        if key_id not in self._cache:
-            if not key_id.isalnum():
-                raise DecryptionError(f"malformed key id {key_id!r}")
-            try:
-                self._cache[key_id] = (self.directory / f"kek-{key_id}.key").read_bytes()
-            except FileNotFoundError:
-                raise DecryptionError(f"key-encryption key {key_id} is missing") from None
-        return self._cache[key_id]
+        if key_id in self._cache:
+            return self._cache[key_id]
+        try:
+            kek = self._path(key_id).read_bytes()
+        except FileNotFoundError:
+            raise DecryptionError(f"key-encryption key {key_id} is missing"
+                                  " (destroyed once what it wrapped expired?)") from None
+        if key_epoch(key_id) is None:
+            self._cache[key_id] = kek
+        return kek
 
     def key_ids(self) -> list[str]:
         return sorted(p.stem.removeprefix("kek-") for p in self.directory.glob("kek-*.key"))
 
+    def destroy(self, key_id: str) -> bool:
+        """Overwrite KEY_ID's file, unlink it and fsync the directory; False when absent."""
+        self._cache.pop(key_id, None)
+        path = self._path(key_id)
+        for left_by_a_crash in self.directory.glob(f"{path.name}.*.tmp"):
+            shred_file(left_by_a_crash)  # a complete copy of the key, or part of one
+        if not path.exists():
+            return False
+        shred_file(path)
+        current = self.directory / "current"  # the ring before epochs named its newest key
+        if current.exists() and current.read_text().strip() == key_id:
+            remove_durably(current)
+        return True
 
-def seal_key(ring: KeyRing, data_key: bytes, record_id: str, recipient: str) -> SealedKey:
-    key_id = ring.ensure()
+    def _path(self, key_id: str) -> Path:
+        if not key_id.isalnum():
+            raise DecryptionError(f"malformed key id {key_id!r}")
+        return self.directory / f"kek-{key_id}.key"
+
+
+def _create_key_file(path: Path, key: bytes) -> None:
+    """KEY at PATH, complete or not at all: written and fsync'ed under a private name, then
+    linked into place, so a process that reads PATH never sees half a key. When another
+    process linked its key first, that one stays (and both use it: this one reads PATH)."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    fsync_dir(path.parent)
+
+
+def shred_file(path: Path) -> None:
+    """Overwrite PATH with zeros (fsync'ed) before unlinking it and fsync'ing its directory:
+    the key's bytes do not stay behind in the freed blocks of a simple file system. (A
+    copy-on-write or journaling-data file system, or an SSD's wear levelling, may still
+    keep old blocks; see the README on key handling.)"""
+    with path.open("r+b") as handle:
+        handle.write(bytes(os.fstat(handle.fileno()).st_size))
+        handle.flush()
+        os.fsync(handle.fileno())
+    remove_durably(path)
+
+
+def seal_key(ring: KeyRing, data_key: bytes, record_id: str, recipient: str,
+             epoch: date) -> SealedKey:
+    """DATA_KEY wrapped by the KEK of EPOCH (the expiry day of RECORD_ID)."""
+    key_id, kek = ring.epoch_key(epoch)
     nonce = secrets.token_bytes(NONCE_SIZE)
-    wrapped = AESGCM(ring.kek(key_id)).encrypt(nonce, data_key, _aad(key_id, record_id, recipient))
+    wrapped = AESGCM(kek).encrypt(nonce, data_key, _aad(key_id, record_id, recipient))
     return SealedKey(key_id, nonce + wrapped)
 
 
@@ -128,12 +201,12 @@ def _encrypted_chunks(source: BinaryIO, key: bytes, key_id: str, aad: bytes) -> 
     yield encryptor.finalize() + encryptor.tag
 
 
-def encrypt_file(
-    ring: KeyRing, source: BinaryIO, destination: Path, record_id: str, recipient: str
-) -> SealedKey:
-    """Stream SOURCE into an encrypted blob at DESTINATION; memory use is one chunk."""
+def encrypt_file(ring: KeyRing, source: BinaryIO, destination: Path, record_id: str,
+                 recipient: str, epoch: date) -> SealedKey:
+    """Stream SOURCE into an encrypted blob at DESTINATION, its data key wrapped by the KEK
+    of EPOCH; memory use is one chunk."""
     data_key = AESGCM.generate_key(bit_length=256)
-    sealed = seal_key(ring, data_key, record_id, recipient)
+    sealed = seal_key(ring, data_key, record_id, recipient, epoch)
     aad = _aad(sealed.key_id, record_id, recipient)
     write_durably(destination, _encrypted_chunks(source, data_key, sealed.key_id, aad))
     return sealed

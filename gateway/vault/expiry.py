@@ -1,4 +1,5 @@
-"""Retention expiry: every stored message is destroyed at its expiry time, read or not."""
+"""Retention expiry: every stored message is destroyed at its expiry time, read or not, and
+then the key-encryption keys that wrapped nothing else (gateway/vault/shredding.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.ops.metrics import purged
 from gateway.storage.protocols import PickupStore, QueueStore, Storage
+from gateway.vault.shredding import shred_spent_keys
 
 log = logging.getLogger("sealgate.expiry")
 DEBRIS_AGE = 3600.0  # while serving, only spool debris this old is surely nobody's work
@@ -24,6 +26,13 @@ def purge_expired(store: PickupStore) -> int:
     return destroyed
 
 
+def purge(store: Storage) -> tuple[int, list[str]]:
+    """Expired pickups destroyed, then the KEKs left wrapping nothing: how many pickups, and
+    the ids of the keys destroyed."""
+    destroyed = purge_expired(store)
+    return destroyed, shred_spent_keys(store, store.clock())
+
+
 def prune_history(store: QueueStore, history_retention: float) -> int:
     """Forget settled messages older than HISTORY_RETENTION seconds (rows and attempts)."""
     pruned = store.prune_history(store.clock() - history_retention)
@@ -35,9 +44,9 @@ def prune_history(store: QueueStore, history_retention: float) -> int:
 
 
 def housekeeping(store: Storage, history_retention: float) -> None:
-    """One expiry turn: expired pickups, spool files left by failed writes, and settled
-    queue history past its retention."""
-    purge_expired(store)
+    """One expiry turn: expired pickups and spent keys, spool files left by failed writes,
+    settled queue history past its retention, and sender links that no longer work."""
+    purge(store)
     store.forget_expired_sender_links()  # only hashes, but of links that no longer work
     if removed := store.clean_spool_debris(min_age=DEBRIS_AGE, tmp_min_age=DEBRIS_AGE):
         purged("spool-debris", removed)

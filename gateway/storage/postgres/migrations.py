@@ -151,6 +151,22 @@ MIGRATIONS = [
         "ALTER TABLE recipients ADD COLUMN dsn_orcpt text NOT NULL DEFAULT ''",
         "ALTER TABLE recipients ADD COLUMN receipt boolean NOT NULL DEFAULT false",
     )),
+    Migration("epoch_keys", (
+        # A KEK per expiry epoch, destroyed by purge once it wraps nothing any more, each
+        # wrapped by its epoch's key from the nodes' epoch chain (epoch_chain.py); in one
+        # row the master key's id, the rotation generation and the furthest chain link any
+        # node reached (keys.py).
+        """CREATE TABLE key_ring (
+            only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+            master_id text NOT NULL, generation integer NOT NULL DEFAULT 0,
+            chain_day date, chain_check text)""",
+        "INSERT INTO key_ring (master_id) SELECT master_id FROM keys ORDER BY seq DESC LIMIT 1",
+        f"""CREATE TABLE epoch_keys (
+            id {ID} PRIMARY KEY, wrapped_by text NOT NULL, wrapped bytea NOT NULL,
+            created double precision NOT NULL)""",
+        # Purge counts the pickups each KEK still wraps.
+        "CREATE INDEX pickups_key ON pickups (key_id)",
+    )),
 ]
 
 

@@ -18,6 +18,7 @@ from gateway.storage.postgres.sealed import encrypted, new_data_key, open_sealed
 from gateway.storage.postgres.spool import PostgresSpool
 from gateway.storage.store import Pickup, Route, new_pickup_id
 from gateway.vault import crypto
+from gateway.vault.epochs import epoch_of
 
 MESSAGE, REPLY = "message", "reply"
 PICKUP_PREFIX = "pickup:"
@@ -33,7 +34,7 @@ def pickup_blob(pickup_id: str) -> str:
 def _pickup(row: Row) -> Pickup:
     return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
                   row["expires"], row["read_at"], row["size"], row["kind"], row["thread_id"],
-                  row["replied_at"])
+                  row["replied_at"], row["key_id"])
 
 
 class PostgresPickups(PostgresSpool):
@@ -46,7 +47,7 @@ class PostgresPickups(PostgresSpool):
     def store_pickup(self, message_id: str, sender: str, recipient: str, expires: float, *,
                      pickup_id: str | None = None) -> str:
         pickup_id = pickup_id or new_pickup_id()
-        keys = new_data_key(self.keys, pickup_id, recipient)
+        keys = new_data_key(self.keys, pickup_id, recipient, epoch_of(expires, self.clock()))
         with self.db.transaction() as cursor:
             self._insert_pickup(cursor, keys, pickup_id, message_id, sender, recipient, expires)
         return pickup_id
@@ -59,7 +60,8 @@ class PostgresPickups(PostgresSpool):
         if root is None:
             raise KeyError(root_id)
         pickup_id = new_pickup_id()
-        keys = new_data_key(self.keys, pickup_id, root.recipient)
+        keys = new_data_key(self.keys, pickup_id, root.recipient,
+                            epoch_of(root.expires, self.clock()))
         with self.db.transaction() as cursor:
             self._insert_pickup(cursor, keys, pickup_id, queue_id, author, root.recipient,
                                 root.expires, kind=REPLY, thread_id=root_id)

@@ -46,6 +46,7 @@ from gateway.storage.protocols import (
     Settlement,
     StagedPickup,
 )
+from gateway.vault.epochs import epoch_of
 
 QUEUED, DEFERRED, DELIVERING = State.QUEUED.value, State.DEFERRED.value, State.DELIVERING.value
 PENDING = [QUEUED, DEFERRED, DELIVERING]  # states in which a recipient needs the content
@@ -325,7 +326,8 @@ class PostgresQueue(PostgresPickups):
         """One transaction: the recipient settled (only while this owner holds it: else
         nothing is stored), the message encrypted into its pickup blob, the notification
         queued, and the plaintext copy gone once no recipient needs it."""
-        keys = new_data_key(self.keys, staged.pickup_id, staged.rcpt)  # before: own reads
+        keys = new_data_key(self.keys, staged.pickup_id, staged.rcpt,  # before: own reads
+                            epoch_of(staged.expires, self.clock()))
         stored = Settlement(staged.message_id, {staged.rcpt: staged.reply}, State.PICKUP.value)
         with self.db.transaction() as cursor:
             if not self._settle_rows(cursor, stored):

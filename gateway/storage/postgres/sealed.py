@@ -6,6 +6,7 @@ and its BlobReader reads from them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -21,12 +22,12 @@ _encrypted_chunks = crypto._encrypted_chunks
 _read_layout = crypto._read_layout
 
 
-def new_data_key(ring: crypto.KeyRing, record_id: str, recipient: str
+def new_data_key(ring: crypto.KeyRing, record_id: str, recipient: str, epoch: date
                  ) -> tuple[bytes, crypto.SealedKey]:
-    """A fresh data key for RECORD_ID and its copy sealed under the current KEK. (Before the
-    transaction that stores the blob: the key ring reads the database on its own.)"""
+    """A fresh data key for RECORD_ID and its copy sealed under the KEK of EPOCH. (Before
+    the transaction that stores the blob: the key ring reads the database on its own.)"""
     data_key = AESGCM.generate_key(bit_length=256)
-    return data_key, crypto.seal_key(ring, data_key, record_id, recipient)
+    return data_key, crypto.seal_key(ring, data_key, record_id, recipient, epoch)
 
 
 def encrypt_into_blob(cursor: Cursor, data_key: bytes, sealed: crypto.SealedKey,

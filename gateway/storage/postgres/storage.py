@@ -17,7 +17,7 @@ from gateway.storage.blob_store import BlobStore
 from gateway.storage.ids import new_owner_id
 from gateway.storage.postgres.audit import PostgresAudit, PostgresQueueInspection
 from gateway.storage.postgres.connection import CONNECT_TIMEOUT, POOL_TIMEOUT, Database
-from gateway.storage.postgres.keys import DatabaseKeyRing
+from gateway.storage.postgres.keys import DatabaseKeyRing, PostgresKeys
 from gateway.storage.postgres.knowledge import PostgresKnowledge
 from gateway.storage.postgres.migrations import migrate
 from gateway.storage.postgres.portal import PostgresPortal
@@ -31,11 +31,12 @@ if TYPE_CHECKING:
 POOL_SIZE = 8  # connections per process: portal requests, listener and writer threads share them
 DEFAULT_LEASE = 600.0  # delivery.lease's default
 # What purge VACUUMs once it destroyed something: deleted rows keep their data in the
-# table's pages (the ciphertext of a destroyed pickup, its wrapped data key) until then.
-VACUUMED = ("pickups", "blob_chunks")
+# table's pages (the ciphertext of a destroyed pickup, its wrapped data key, a destroyed
+# KEK) until then.
+VACUUMED = ("pickups", "blob_chunks", "keys", "epoch_keys")
 
 
-class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
+class PostgresStorage(PostgresPortal, PostgresKeys, PostgresKnowledge, PostgresAudit,
                       PostgresQueueInspection, PostgresQueue, PostgresSenderLinks):
     """Opening migrates the schema (once, whichever node comes first) and loads the keys;
     a database that cannot be reached raises psycopg.OperationalError at once."""
@@ -53,7 +54,7 @@ class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
         self.db = Database(url, pool_size, pool_timeout)
         self.db.open()
         try:
-            self.keys = DatabaseKeyRing(self.db, keys_dir)
+            self.keys = DatabaseKeyRing(self.db, keys_dir, clock)
             self.keys.open()
         except BaseException:
             self.db.close()

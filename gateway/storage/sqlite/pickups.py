@@ -16,6 +16,7 @@ from gateway.storage.protocols import Pickup, Route, Settlement, StagedPickup
 from gateway.storage.sqlite.queue import SQLiteSpoolRelease, insert_message, settle_rows
 from gateway.storage.sqlite.spool import SpoolFiles
 from gateway.vault import crypto
+from gateway.vault.epochs import epoch_of
 
 MESSAGE, REPLY = "message", "reply"
 # Runs inside the transaction that inserts the pickup row (given the pickup id); False
@@ -98,7 +99,8 @@ class SQLitePickups(SQLiteSpoolRelease):
         blob = self.blob_dir / f"{pickup_id}.sgb"
         try:
             with self.spool_files.path(message_id).open("rb") as source:
-                sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient)
+                sealed = crypto.encrypt_file(self.keys, source, blob, pickup_id, recipient,
+                                             epoch_of(expires, self.clock()))
             with self.transaction() as db:
                 db.execute(
                     "INSERT INTO pickups (id, message_id, sender, recipient, created, expires,"
