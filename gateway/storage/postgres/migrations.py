@@ -133,6 +133,17 @@ MIGRATIONS = [
         # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
         "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
     )),
+    Migration("downgrade_memory_and_sts_failures", (
+        # Per MX host: when it last did STARTTLS and last verified, and the downgrade it is
+        # in (delivery.downgrade_protection); per domain: failed MTA-STS fetches.
+        f"""CREATE TABLE host_security (
+            host {ID} PRIMARY KEY, starttls_seen double precision,
+            verified_seen double precision, downgraded_since double precision,
+            downgrade_detail text NOT NULL DEFAULT '', alerted_day text NOT NULL DEFAULT '')""",
+        f"""CREATE TABLE mta_sts_failures (
+            domain {ID} PRIMARY KEY, policy_id text NOT NULL, failures integer NOT NULL,
+            detail text NOT NULL, retry_at double precision NOT NULL)""",
+    )),
 ]
 
 
