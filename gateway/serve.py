@@ -20,6 +20,8 @@ from gateway.storage import open_storage
 from gateway.storage.ids import new_owner_id
 from gateway.storage.lock import lock_storage
 from gateway.storage.protocols import QueueStore, Storage
+from gateway.tls.downgrade import DowngradeGuard, DowngradeSettings
+from gateway.tls.downgrade_alert import DowngradeMailer
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
 from gateway.vault.stage import PickupStage
@@ -53,9 +55,25 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
                                  https_port=config.delivery.mta_sts_port,
                                  ca_file=config.delivery.ca_file)
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
-                          nexthops=PolicyNexthops(config.policy_dir))
+                          nexthops=PolicyNexthops(config.policy_dir),
+                          downgrade=downgrade_guard(config, store))
     return QueueRunner(store, deliverer, PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
+
+
+def downgrade_guard(config: Config, store: Storage) -> DowngradeGuard | None:
+    """delivery.downgrade_protection: the guard, with alerts to alerts.to when it is set."""
+    if not config.delivery.downgrade_protection:
+        return None
+    alert = None
+    if config.alerts.to:
+        alert = DowngradeMailer(store, to=config.alerts.to, alert_from=config.notify.from_,
+                                gateway=config.smtp.hostname,
+                                internal_domains=config.internal.domains)
+    settings = DowngradeSettings(
+        window=parse_duration(config.delivery.downgrade_window, "delivery.downgrade_window"),
+        hold=parse_duration(config.delivery.downgrade_hold, "delivery.downgrade_hold"))
+    return DowngradeGuard(store, settings, alert)
 
 
 class ListenError(ConfigError):
