@@ -14,6 +14,7 @@ from gateway.delivery.deliverer import Deliverer, DeliverySettings
 from gateway.delivery.dkim import load_signer
 from gateway.delivery.mx import MXResolver, make_resolver
 from gateway.delivery.nexthop import PolicyNexthops
+from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.ops.metrics import start_multiprocess
 from gateway.queue.runner import QueueRunner, RetrySettings
 from gateway.storage import open_storage
@@ -49,16 +50,36 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
         shutdown_timeout=parse_duration(config.delivery.shutdown_timeout),
     )
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
-    mta_sts = None
-    if config.delivery.mta_sts:
-        mta_sts = MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
-                                 https_port=config.delivery.mta_sts_port,
-                                 ca_file=config.delivery.ca_file)
+    mta_sts = sts_resolver(config, store, resolver) if config.delivery.mta_sts else None
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
                           nexthops=PolicyNexthops(config.policy_dir),
                           downgrade=downgrade_guard(config, store))
     return QueueRunner(store, deliverer, PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
+
+
+def sts_resolver(config: Config, store: Storage,
+                 resolver: MXResolver | None = None) -> MTASTSResolver:
+    """MTA-STS with the storage's cache (and negative cache), for delivery and the refresh."""
+    if resolver is None:
+        resolver = MXResolver(make_resolver(config.dns.nameservers,
+                                            parse_duration(config.dns.timeout)))
+    return MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
+                          https_port=config.delivery.mta_sts_port,
+                          ca_file=config.delivery.ca_file)
+
+
+async def refresh_sts_policies(config: Config, store: Storage) -> None:
+    """The supervisor's task: cached MTA-STS policies near expiry fetched again, every
+    delivery.mta_sts_refresh (one task per node; the cache is shared)."""
+    refresher = sts_resolver(config, store)
+    interval = parse_duration(config.delivery.mta_sts_refresh, "delivery.mta_sts_refresh")
+
+    async def turn() -> None:
+        if refreshed := await refresher.refresh_due():
+            log.info("refreshed %d cached MTA-STS policies before their expiry", refreshed)
+
+    await keep_running("refreshing MTA-STS policies", turn, interval, RepeatedErrors(log))
 
 
 def downgrade_guard(config: Config, store: Storage) -> DowngradeGuard | None:
