@@ -35,6 +35,7 @@ from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
+from gateway.tls.mta_sts import cache_status
 from gateway.vault.crypto import KeyRing
 from gateway.vault.expiry import prune_history, purge_expired
 
@@ -130,8 +131,10 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
 
 
 def _remember_probe(config: Config, report: ProbeReport) -> None:
-    """What the probe saw goes into the TLS cache, as a delivery's findings would."""
+    """What the probe saw goes into the TLS cache, as a delivery's findings would; what the
+    MTA-STS cache holds for the domain goes into the report."""
     with opened_store(config) as store:
+        report.sts_cache = cache_status(store, report.domain, store.clock())
         cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
         for host in report.hosts:
             if host.connected and host.starttls_offered is not None:

@@ -25,7 +25,7 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _span(seconds: float) -> str:
+def span(seconds: float) -> str:
     """3d 4h, 2h 5m, 40s: how long, to the two largest units."""
     seconds = max(0, round(seconds))
     parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"),
@@ -108,9 +108,9 @@ def _describe_sts_cache(status: dict[str, Any], now: float) -> list[str]:
     lines = []
     cached = status.get("cached")
     if cached:
-        state = "expired" if cached["expired"] else f"expires in {_span(cached['expires'] - now)}"
+        state = "expired" if cached["expired"] else f"expires in {span(cached['expires'] - now)}"
         lines.append(f"mta-sts cache: fetched {_when(cached['fetched'])}"
-                     f" ({_span(cached['age_seconds'])} ago), {state},"
+                     f" ({span(cached['age_seconds'])} ago), {state},"
                      f" refetched from {_when(cached['refresh_after'])}")
     failed = status.get("failed_fetches")
     if failed:
