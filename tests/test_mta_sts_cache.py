@@ -20,7 +20,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS
 from tests.fakes.ports import free_port
 
-HTTPS_IP = "127.0.0.22"
+HTTPS_IP = "127.0.0.81"
 DOMAIN = "negative.test"
 POLICY_HOST = f"mta-sts.{DOMAIN}"
 FIRST, LONGEST = 300.0, 1200.0
