@@ -83,3 +83,14 @@ def test_route_json_has_the_downgrade_memory(config_file: Path) -> None:
     [host] = json.loads(done.stdout)["domain"]["downgrade"]
     assert (host["host"], host["downgrade"], host["remembered"]) == (HOST, "no-starttls", True)
     assert host["held_until"] == host["downgraded_since"] + 7200
+
+
+@pytest.mark.parametrize("key", ["downgrade_window", "downgrade_hold", "mta_sts_refresh"])
+def test_config_check_names_a_bad_duration_of_the_downgrade_keys(tmp_path: Path,
+                                                                 key: str) -> None:
+    config = tmp_path / "sealgate.toml"
+    config.write_text(f'[storage]\ndir = "{tmp_path / "var"}"\n[delivery]\n{key} = "soon"\n')
+    done = sealgate(config, "config", "check")
+    assert done.returncode == 1
+    assert f"delivery.{key}" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

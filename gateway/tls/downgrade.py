@@ -141,8 +141,13 @@ class DowngradeGuard:
                     extra={"event": "tls-downgrade", "host": downgrade.host,
                            "reason": downgrade.kind.value})
         metrics.tls_downgrade(downgrade.kind.value)
-        if self.alert is not None:
+        if self.alert is None:
+            return
+        try:
             self.alert(downgrade)
+        except Exception as exc:  # the delivery decision stands without the alert mail
+            log.error("the TLS downgrade alert about %s could not be queued: %s",
+                      downgrade.host, exc)
 
 
 def _when(timestamp: float) -> str:
