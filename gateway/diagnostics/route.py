@@ -77,9 +77,16 @@ def cached_knowledge(config: Config, store: KnowledgeStore, domain: str) -> dict
                        "seen": _when(h.seen), "detail": h.detail} for h in hosts.values()],
         "mta_sts": policy.as_dict() if policy else None,
         "mta_sts_cache": cache_status(store, domain, store.clock()),
-        "downgrade": downgrade_memory(config, store, list(hosts)),
+        "downgrade": downgrade_memory(config, store, _hosts_within_window(config, store, domain)),
         "nexthop": nexthop,
     }
+
+
+def _hosts_within_window(config: Config, store: KnowledgeStore, domain: str) -> list[str]:
+    """DOMAIN's hosts that deliveries or probes reached within the downgrade window (the TLS
+    cache's rows outlive its TTL; the memory is kept that long)."""
+    since = store.clock() - parse_duration(config.delivery.downgrade_window)
+    return [h.host for h in store.host_tls_since(domain, since)]
 
 
 def downgrade_memory(config: Config, store: KnowledgeStore, hosts: list[str]
