@@ -218,4 +218,14 @@ def test_an_alert_is_logged_and_counted(world: World, caplog: pytest.LogCaptureF
     assert [r.getMessage() for r in caplog.records if "TLS downgrade" in r.getMessage()] == [
         caplog.records[0].getMessage()]
     assert HOST in caplog.records[0].getMessage()
+    assert getattr(caplog.records[0], "event", None) == "tls-downgrade"
     assert count() == before + 1
+
+
+def test_a_certificate_refused_by_a_verifying_session_is_a_downgrade_too(world: World) -> None:
+    assert world.deliver("require-verified-tls").outcome is Outcome.DELIVERED
+    world.mx.tls_cert = world.untrusted
+    assert world.deliver("require-verified-tls").outcome is Outcome.TLS_UNAVAILABLE
+    [alert] = world.alerts()
+    assert f"TLS downgrade at {HOST} (certificate)".encode() in alert
+    assert world.deliver().outcome is Outcome.TEMPORARY  # ordinary mail: held

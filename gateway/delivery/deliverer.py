@@ -431,12 +431,15 @@ class Deliverer:
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             rejected = (isinstance(exc, ssl.SSLCertVerificationError)
                         or "CERTIFICATE_VERIFY" in str(exc))
+            if rejected:
+                self._sighted_unverified(name)
             raise TLSFailure(judge_handshake_failure(need, name, f"{name}: TLS failed: {exc}",
                                                      chain_rejected=rejected)) from None
         checked = name if need.requirement is TLSRequirement.DANE else tls_name
         evidence = self._evidence(client, need, attempt)
         verdict = judge(need, checked, evidence)
         if not verdict.met:
+            self._sighted_unverified(name)
             raise TLSFailure(verdict)
         if self.downgrade is not None:
             verified = verdict.verified or chain_verifies(evidence.chain, checked,
@@ -444,6 +447,13 @@ class Deliverer:
             if refusal := self._downgrade_refusal(name, need, starttls=True, verified=verified):
                 raise refusal
         attempt.note(verdict)
+
+    def _sighted_unverified(self, name: str) -> None:
+        """A verifying session (require-verified-tls, MTA-STS, DANE) was refused NAME's
+        certificate: the mail is not sent anyway, but a host that verified before is
+        downgraded, and the admins hear of it."""
+        if self.downgrade is not None:
+            self.downgrade.sighting(name, starttls=True, verified=False)
 
     def _downgrade_refusal(self, name: str, need: HostRequirement, *, starttls: bool,
                            verified: bool) -> TLSFailure | None:
