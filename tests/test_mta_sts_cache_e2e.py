@@ -116,3 +116,15 @@ def test_probe_shows_the_policy_the_gateway_has_cached_and_its_age(
     report = json.loads(refreshing_gateway.cli("probe", domains.refreshed, "--json").stdout)
     assert report["mta_sts_cache"]["cached"]["max_age"] == MAX_AGE
     assert report["mta_sts_cache"]["cached"]["age_seconds"] >= 0
+
+
+def test_probe_shows_failed_fetches_held_back(
+        refreshing_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], domains: Domains,
+        unique: str) -> None:
+    rcpt = f"{unique}@{domains.failing}"
+    refreshing_gateway.send(make_message("doctor@clinic.test", rcpt, "Ordinary"))
+    wait_for_mail(mx_hosts["tls"], rcpt)
+    done = refreshing_gateway.cli("probe", domains.failing)
+    assert done.returncode == 0, done.stderr
+    [line] = [x for x in done.stdout.splitlines() if x.strip().startswith("fetches")]
+    assert "failed 1x in a row" in line and "HTTP 500" in line and "next try after" in line

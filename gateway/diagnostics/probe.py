@@ -594,7 +594,7 @@ def _sts_cache_lines(report: ProbeReport) -> list[str]:
     else:
         lines.append(_line("cached", "no policy in the gateway's cache", 2))
     if failed:
-        retry = datetime.datetime.fromtimestamp(failed["retry_at"], datetime.UTC)
+        retry = datetime.datetime.fromtimestamp(failed["retry_at"], datetime.timezone.utc)
         lines.append(_line("fetches", f"failed {failed['failures']}x in a row"
                            f" ({failed['detail']}); next try after {retry:%Y-%m-%d %H:%M:%S}"
                            " UTC", 2))
