@@ -35,6 +35,7 @@ from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
+from gateway.tls.mta_sts import cache_status
 from gateway.vault.expiry import prune_history, purge
 from gateway.vault.key_report import format_key_rows, key_rows
 
@@ -130,13 +131,31 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
 
 
 def _remember_probe(config: Config, report: ProbeReport) -> None:
-    """What the probe saw goes into the TLS cache, as a delivery's findings would."""
+    """What the probe saw goes into the TLS cache, as a delivery's findings would; what the
+    MTA-STS cache holds for the domain goes into the report."""
     with opened_store(config) as store:
+        report.sts_cache = cache_status(store, report.domain, store.clock())
         cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
         for host in report.hosts:
             if host.connected and host.starttls_offered is not None:
                 cache.record(report.domain, host.name, host.starttls_offered,
                              bool(host.pkix_verified), f"probe: {host.tls_version or 'no TLS'}")
+
+
+def cmd_tls_forget(config: Config, args: argparse.Namespace) -> int:
+    """Forget a host's TLS memory (downgrade detection, TLS cache) after a legitimate change."""
+    host = args.host.strip().rstrip(".").lower()
+    if not host or any(c.isspace() or c in "@/[]" for c in host):
+        raise ValueError(f"{args.host!r} is not an MX host name like mx.example.org")
+    with opened_store(config) as store:
+        known = store.forget_host(host)
+    if not known:
+        print(f"sealgate: nothing is known about {host}'s TLS (no delivery or probe reached it;"
+              " `sealgate route` lists the hosts known for a domain)", file=sys.stderr)
+        return 1
+    print(f"forgot what deliveries learned about {host}'s TLS: its next session is judged"
+          " afresh")
+    return 0
 
 
 def cmd_policy_check(config: Config, args: argparse.Namespace) -> int:
@@ -439,6 +458,12 @@ def parser() -> argparse.ArgumentParser:
     config_check.add_argument("--json", action="store_true")
     config_check.set_defaults(func=cmd_config_check)
     add(sub, "purge", help="destroy expired stored messages now").set_defaults(func=cmd_purge)
+    tls = add(sub, "tls", help="what deliveries learned about MX hosts' TLS")
+    tls_actions = tls.add_subparsers(dest="action", required=True)
+    forget = add(tls_actions, "forget", help="forget a host's TLS memory after a legitimate"
+                 " change (ends its downgrade)")
+    forget.add_argument("host")
+    forget.set_defaults(func=cmd_tls_forget)
     queue = add(sub, "queue", help="inspect the queue")
     queue_actions = queue.add_subparsers(dest="action", required=True)
     add(queue_actions, "list").add_argument("--json", action="store_true")

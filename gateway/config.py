@@ -91,6 +91,11 @@ class DeliveryConfig:
     shutdown_timeout: str = "30s"    # on SIGTERM, how long deliveries in flight may finish
     lease: str = "10m"               # a claim's lease: a runner that died is taken over after it
     history_retention: str = "30d"   # settled messages and their attempts are forgotten after it
+    downgrade_protection: bool = True  # a host that did STARTTLS recently and now does not:
+                                       # confidential mail avoids it, other mail waits, alert
+    downgrade_window: str = "30d"    # how long a host's working STARTTLS is remembered
+    downgrade_hold: str = "1h"       # ordinary mail waits this long after a downgrade
+    mta_sts_refresh: str = "1h"      # how often cached MTA-STS policies near expiry are refetched
 
 
 @dataclass
@@ -186,7 +191,7 @@ class InternalConfig:
 
 @dataclass
 class AlertsConfig:
-    to: str = ""                     # admin alerts (double bounces); "" = log only
+    to: str = ""                     # admin alerts (double bounces, TLS downgrades); "" = log only
 
 
 @dataclass
@@ -292,7 +297,8 @@ def validate(config: Config) -> Config:
         parse_hostport(ns, "dns.nameservers", 53)
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
                 "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout",
-                "lease", "history_retention"):
+                "lease", "history_retention", "downgrade_window", "downgrade_hold",
+                "mta_sts_refresh"):
         parse_duration(getattr(config.delivery, key), f"delivery.{key}")
     parse_duration(config.pickup.session_idle_timeout, "pickup.session_idle_timeout")
     if parse_duration(config.smtp.idle_timeout, "smtp.idle_timeout") <= 0:

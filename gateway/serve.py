@@ -14,12 +14,15 @@ from gateway.delivery.deliverer import Deliverer, DeliverySettings
 from gateway.delivery.dkim import load_signer
 from gateway.delivery.mx import MXResolver, make_resolver
 from gateway.delivery.nexthop import PolicyNexthops
+from gateway.loop_guard import RepeatedErrors, keep_running
 from gateway.ops.metrics import start_multiprocess
 from gateway.queue.runner import QueueRunner, RetrySettings
 from gateway.storage import open_storage
 from gateway.storage.ids import new_owner_id
 from gateway.storage.lock import lock_storage
 from gateway.storage.protocols import QueueStore, Storage
+from gateway.tls.downgrade import DowngradeGuard, DowngradeSettings
+from gateway.tls.downgrade_alert import DowngradeMailer
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
 from gateway.vault.stage import PickupStage
@@ -47,15 +50,51 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
         shutdown_timeout=parse_duration(config.delivery.shutdown_timeout),
     )
     tls_cache = TLSCache(store, parse_duration(config.delivery.tls_cache_ttl))
-    mta_sts = None
-    if config.delivery.mta_sts:
-        mta_sts = MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
-                                 https_port=config.delivery.mta_sts_port,
-                                 ca_file=config.delivery.ca_file)
+    mta_sts = sts_resolver(config, store, resolver) if config.delivery.mta_sts else None
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
-                          nexthops=PolicyNexthops(config.policy_dir))
+                          nexthops=PolicyNexthops(config.policy_dir),
+                          downgrade=downgrade_guard(config, store))
     return QueueRunner(store, deliverer, PickupStage(config, store, links=store), retry,
                        load_signer(config), config.dkim.sign_relayed)
+
+
+def sts_resolver(config: Config, store: Storage,
+                 resolver: MXResolver | None = None) -> MTASTSResolver:
+    """MTA-STS with the storage's cache (and negative cache), for delivery and the refresh."""
+    if resolver is None:
+        resolver = MXResolver(make_resolver(config.dns.nameservers,
+                                            parse_duration(config.dns.timeout)))
+    return MTASTSResolver(resolver.resolver, STSCache(store), clock=store.clock,
+                          https_port=config.delivery.mta_sts_port,
+                          ca_file=config.delivery.ca_file)
+
+
+async def refresh_sts_policies(config: Config, store: Storage) -> None:
+    """The supervisor's task: cached MTA-STS policies near expiry fetched again, every
+    delivery.mta_sts_refresh (one task per node; the cache is shared)."""
+    refresher = sts_resolver(config, store)
+    interval = parse_duration(config.delivery.mta_sts_refresh, "delivery.mta_sts_refresh")
+
+    async def turn() -> None:
+        if refreshed := await refresher.refresh_due():
+            log.info("refreshed %d cached MTA-STS policies before their expiry", refreshed)
+
+    await keep_running("refreshing MTA-STS policies", turn, interval, RepeatedErrors(log))
+
+
+def downgrade_guard(config: Config, store: Storage) -> DowngradeGuard | None:
+    """delivery.downgrade_protection: the guard, with alerts to alerts.to when it is set."""
+    if not config.delivery.downgrade_protection:
+        return None
+    alert = None
+    if config.alerts.to:
+        alert = DowngradeMailer(store, to=config.alerts.to, alert_from=config.notify.from_,
+                                gateway=config.smtp.hostname,
+                                internal_domains=config.internal.domains)
+    settings = DowngradeSettings(
+        window=parse_duration(config.delivery.downgrade_window, "delivery.downgrade_window"),
+        hold=parse_duration(config.delivery.downgrade_hold, "delivery.downgrade_hold"))
+    return DowngradeGuard(store, settings, alert)
 
 
 class ListenError(ConfigError):

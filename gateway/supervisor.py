@@ -121,6 +121,7 @@ class Supervisor:
             self.store, parse_duration(self.config.delivery.history_retention)))
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
+        sts_refresh = asyncio.create_task(self.refresh_sts_policies())
         ops = start_ops(self)
         listeners = sum(w.kind == "smtp" for w in self.workers)
         log.info("sealgate ready: SMTP on %s, portal on %s (%d SMTP listeners, %d queue"
@@ -136,10 +137,18 @@ class Supervisor:
         await self.wait_for_workers(keepers)
         expiry.cancel()
         watch.cancel()
-        await asyncio.gather(expiry, watch, portal_task, return_exceptions=True)
+        sts_refresh.cancel()
+        await asyncio.gather(expiry, watch, sts_refresh, portal_task, return_exceptions=True)
         if ops is not None:
             await ops.stop()
         log.info("stopped")
+
+    async def refresh_sts_policies(self) -> None:
+        """Cached MTA-STS policies fetched again before they expire (gateway/tls/mta_sts.py)."""
+        if self.config.delivery.mta_sts:
+            from gateway.serve import refresh_sts_policies
+
+            await refresh_sts_policies(self.config, self.store)
 
     async def first_start(self) -> None:
         """Until every worker serves (or failed once: it is being restarted), or a stop."""

@@ -21,9 +21,11 @@ from gateway.delivery.pipeline import data_payload, envelope_lines, exchange
 from gateway.delivery.pool import ConnectionPool, close_quietly
 from gateway.ops import metrics
 from gateway.tls.dane import lookup_tlsa
+from gateway.tls.downgrade import DowngradeGuard, DowngradeKind
 from gateway.tls.inspect import cert_facts, presented_chain
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import STSMode, STSPolicy
+from gateway.tls.pkix import chain_verifies
 from gateway.tls.sessions import ResumingContext
 from gateway.tls.verdict import (
     Authentication,
@@ -164,8 +166,10 @@ class Deliverer:
     def __init__(self, resolver: MXResolver, settings: DeliverySettings,
                  tls_cache: TLSCache | None = None, mta_sts: STSPolicySource | None = None,
                  dane: bool = True,
-                 nexthops: Callable[[str], NextHop | None] | None = None) -> None:
+                 nexthops: Callable[[str], NextHop | None] | None = None,
+                 downgrade: DowngradeGuard | None = None) -> None:
         self.resolver = resolver
+        self.downgrade = downgrade  # delivery.downgrade_protection (gateway/tls/downgrade.py)
         self.nexthops = nexthops  # domain -> the policy's nexthop for it (delivery/nexthop.py)
         self.settings = settings
         self.tls_cache = tls_cache
@@ -332,11 +336,17 @@ class Deliverer:
                 attempt.reply = result.reply
             return result
         except TLSFailure as exc:
+            failure = exc
             if exc.verdict.fallback_to_plaintext:
-                plaintext = HostRequirement(TLSRequirement.NONE)
-                return await self._try_host(name, address, sender, rcpts, content, plaintext,
-                                            attempt, port, smtputf8, tls_name, dsn)
-            attempt.tls_failure, attempt.reply = exc.reason, str(exc)
+                # A handshake that breaks where STARTTLS used to work is a downgrade too.
+                refusal = self._downgrade_refusal(name, need, starttls=False, verified=False)
+                if refusal is None:
+                    plaintext = HostRequirement(TLSRequirement.NONE)
+                    return await self._try_host(name, address, sender, rcpts, content,
+                                                plaintext, attempt, port, smtputf8, tls_name,
+                                                dsn)
+                failure = refusal
+            attempt.tls_failure, attempt.reply = failure.reason, str(failure)
         except aiosmtplib.SMTPResponseException as exc:
             attempt.reply = f"{exc.code} {exc.message}"
             if exc.code >= 500:
@@ -420,6 +430,8 @@ class Deliverer:
         await client.ehlo()
         attempt.starttls_offered = client.supports_extension("starttls")
         if not attempt.starttls_offered:
+            if refusal := self._downgrade_refusal(name, need, starttls=False, verified=False):
+                raise refusal
             verdict = judge_no_starttls(need, name)
             if not verdict.met:
                 raise TLSFailure(verdict)
@@ -434,13 +446,47 @@ class Deliverer:
         except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
             rejected = (isinstance(exc, ssl.SSLCertVerificationError)
                         or "CERTIFICATE_VERIFY" in str(exc))
+            if rejected:
+                self._sighted_unverified(name)
             raise TLSFailure(judge_handshake_failure(need, name, f"{name}: TLS failed: {exc}",
                                                      chain_rejected=rejected)) from None
         checked = name if need.requirement is TLSRequirement.DANE else tls_name
-        verdict = judge(need, checked, self._evidence(client, need, attempt))
+        evidence = self._evidence(client, need, attempt)
+        verdict = judge(need, checked, evidence)
         if not verdict.met:
+            self._sighted_unverified(name)
             raise TLSFailure(verdict)
+        if self.downgrade is not None:
+            verified = verdict.verified or chain_verifies(evidence.chain, checked,
+                                                          self.settings.ca_file)
+            if refusal := self._downgrade_refusal(name, need, starttls=True, verified=verified):
+                raise refusal
         attempt.note(verdict)
+
+    def _sighted_unverified(self, name: str) -> None:
+        """A verifying session (require-verified-tls, MTA-STS, DANE) was refused NAME's
+        certificate: the mail is not sent anyway, but a host that verified before is
+        downgraded, and the admins hear of it."""
+        if self.downgrade is not None:
+            self.downgrade.sighting(name, starttls=True, verified=False)
+
+    def _downgrade_refusal(self, name: str, need: HostRequirement, *, starttls: bool,
+                           verified: bool) -> TLSFailure | None:
+        """Why this session must not carry the message, when NAME is downgraded: mail that
+        needs TLS never goes to a downgraded host; other mail waits out the hold."""
+        if self.downgrade is None:
+            return None
+        downgrade = self.downgrade.sighting(name, starttls, verified)
+        if downgrade is None:
+            return None
+        if not need.requirement.needs_tls and not downgrade.held(self.downgrade.store.clock()):
+            return None  # the hold is over: ordinary opportunistic delivery resumes
+        failure = (TLSFailureReason.NO_STARTTLS if downgrade.kind is DowngradeKind.NO_STARTTLS
+                   else TLSFailureReason.CERT_NOT_VERIFIED)
+        detail = downgrade.detail
+        if not need.requirement.needs_tls:
+            detail += f"; mail to it waits until {_when(downgrade.hold_until)}"
+        return TLSFailure(TLSVerdict(False, detail, failure=failure))
 
     @staticmethod
     def _evidence(client: aiosmtplib.SMTP, need: HostRequirement,
@@ -532,6 +578,10 @@ class Deliverer:
         result.reply = f"{peer} said: {final.code} {final.message}"
         return result
 
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
 
 
 class _StaleConnection(Exception):

@@ -29,6 +29,7 @@ import dns.name
 
 from gateway.delivery.mx import LookupStatus, MXHost, MXLookup, MXResolver
 from gateway.delivery.nexthop import nexthop_hosts
+from gateway.diagnostics.route import span
 from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
 from gateway.tls.inspect import CertFacts, cert_facts, presented_chain
 from gateway.tls.mta_sts import STSLookup, STSMode, STSStatus, fetch_policy
@@ -168,6 +169,9 @@ class ProbeReport:
     sts: STSLookup | None = None
     routes: dict[str, RoutePrediction] = field(default_factory=dict)
     nexthop: dict[str, Any] | None = None  # the policy's nexthop and what is checked on it
+    # What the gateway's MTA-STS cache holds for the domain (mta_sts.cache_status): the
+    # probe fetches live, delivery uses the cache; the difference is what admins ask about.
+    sts_cache: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         sts = self.sts
@@ -182,6 +186,7 @@ class ProbeReport:
             },
             "routes": {mode: route.as_dict() for mode, route in self.routes.items()},
             "nexthop": self.nexthop,
+            "mta_sts_cache": self.sts_cache,
         }
 
 
@@ -525,6 +530,7 @@ def format_report(report: ProbeReport) -> str:
         out.extend(_host_lines(host, report.probed_at))
     out += ["", "MTA-STS"]
     out.extend(_sts_lines(report))
+    out.extend(_sts_cache_lines(report))
     out += ["", "Routing (what Sealgate would do now)"]
     width = max(len(m) for m in MODES) + 3
     for mode, route in report.routes.items():
@@ -570,6 +576,29 @@ def _dane_text(host: HostProbe) -> str:
     if dane.status is TLSAStatus.USABLE and host.dane_verdict is not None:
         return f"{host.dane_verdict.value}: {host.dane_detail}"
     return f"{dane.status.value}: {dane.detail}"
+
+
+def _sts_cache_lines(report: ProbeReport) -> list[str]:
+    """The cached policy delivery uses, with its age, and failed fetches held back."""
+    status = report.sts_cache
+    if status is None or report.nexthop:
+        return []
+    cached, failed = status.get("cached"), status.get("failed_fetches")
+    now = report.probed_at.timestamp()
+    lines = []
+    if cached:
+        expiry = ("expired" if cached["expired"]
+                  else f"expires in {span(cached['expires'] - now)}")
+        lines.append(_line("cached", f"{cached['mode']}, id {cached['id']}, fetched"
+                           f" {span(cached['age_seconds'])} ago, {expiry}", 2))
+    else:
+        lines.append(_line("cached", "no policy in the gateway's cache", 2))
+    if failed:
+        retry = datetime.datetime.fromtimestamp(failed["retry_at"], datetime.timezone.utc)
+        lines.append(_line("fetches", f"failed {failed['failures']}x in a row"
+                           f" ({failed['detail']}); next try after {retry:%Y-%m-%d %H:%M:%S}"
+                           " UTC", 2))
+    return lines
 
 
 def _sts_lines(report: ProbeReport) -> list[str]:

@@ -1,5 +1,6 @@
 """What Sealgate currently knows about a recipient domain's TLS, for `sealgate route`:
-the TLS cache from real deliveries, the cached MTA-STS policy, and a live DANE look-up."""
+the TLS cache from real deliveries, each known host's downgrade memory, the cached MTA-STS
+policy (its age, expiry and failed fetches), and a live DANE look-up."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gateway.delivery.nexthop import nexthop_hosts
 from gateway.storage.protocols import KnowledgeStore
 from gateway.tls.dane import lookup_tlsa
 from gateway.tls.knowledge import TLSCache
-from gateway.tls.mta_sts import STSCache
+from gateway.tls.mta_sts import STSCache, cache_status
 
 if TYPE_CHECKING:
     from gateway.classify.policy import Decision
@@ -22,6 +23,15 @@ if TYPE_CHECKING:
 
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def span(seconds: float) -> str:
+    """3d 4h, 2h 5m, 40s: how long, to the two largest units."""
+    seconds = max(0, round(seconds))
+    parts = [(seconds // 86400, "d"), (seconds % 86400 // 3600, "h"),
+             (seconds % 3600 // 60, "m"), (seconds % 60, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n]
+    return " ".join(shown[:2]) or "0s"
 
 
 def policy_nexthop(config: Config, domain: str) -> tuple[NextHop, str] | None:
@@ -66,8 +76,69 @@ def cached_knowledge(config: Config, store: KnowledgeStore, domain: str) -> dict
         "tls_cache": [{"host": h.host, "starttls": h.starttls, "verified": h.verified,
                        "seen": _when(h.seen), "detail": h.detail} for h in hosts.values()],
         "mta_sts": policy.as_dict() if policy else None,
+        "mta_sts_cache": cache_status(store, domain, store.clock()),
+        "downgrade": downgrade_memory(config, store, _hosts_within_window(config, store, domain)),
         "nexthop": nexthop,
     }
+
+
+def _hosts_within_window(config: Config, store: KnowledgeStore, domain: str) -> list[str]:
+    """DOMAIN's hosts that deliveries or probes reached within the downgrade window (the TLS
+    cache's rows outlive its TTL; the memory is kept that long)."""
+    since = store.clock() - parse_duration(config.delivery.downgrade_window)
+    return [h.host for h in store.host_tls_since(domain, since)]
+
+
+def downgrade_memory(config: Config, store: KnowledgeStore, hosts: list[str]
+                     ) -> list[dict[str, Any]]:
+    """What downgrade detection remembers of HOSTS (those with TLS facts for the domain)."""
+    window = parse_duration(config.delivery.downgrade_window)
+    hold = parse_duration(config.delivery.downgrade_hold)
+    now = store.clock()
+    found = []
+    for host in hosts:
+        known = store.host_security(host)
+        if known is None:
+            continue
+        since = known.downgraded_since
+        found.append({
+            "host": known.host,
+            "starttls_seen": known.starttls_seen, "verified_seen": known.verified_seen,
+            "remembered": bool(known.starttls_seen and known.starttls_seen > now - window),
+            "downgraded_since": since, "downgrade": known.downgrade_detail or None,
+            "held_until": since + hold if since is not None else None,
+        })
+    return found
+
+
+def _describe_sts_cache(status: dict[str, Any], now: float) -> list[str]:
+    lines = []
+    cached = status.get("cached")
+    if cached:
+        state = "expired" if cached["expired"] else f"expires in {span(cached['expires'] - now)}"
+        lines.append(f"mta-sts cache: fetched {_when(cached['fetched'])}"
+                     f" ({span(cached['age_seconds'])} ago), {state},"
+                     f" refetched from {_when(cached['refresh_after'])}")
+    failed = status.get("failed_fetches")
+    if failed:
+        lines.append(f"mta-sts fetch: failed {failed['failures']}x in a row ({failed['detail']});"
+                     f" next try after {_when(failed['retry_at'])}")
+    return lines
+
+
+def _describe_downgrades(memory: list[dict[str, Any]], now: float) -> list[str]:
+    lines = []
+    for host in memory:
+        if host["downgraded_since"] is not None:
+            held = (f", ordinary mail held until {_when(host['held_until'])}"
+                    if host["held_until"] > now else ", hold over")
+            lines.append(f"downgrade:    {host['host']}: {host['downgrade']} since"
+                         f" {_when(host['downgraded_since'])}{held}; `sealgate tls forget"
+                         f" {host['host']}` if the change was legitimate")
+        elif host["starttls_seen"]:
+            lines.append(f"downgrade:    {host['host']}: protected, STARTTLS last seen"
+                         f" {_when(host['starttls_seen'])}")
+    return lines
 
 
 async def dane_status(config: Config, domain: str) -> list[dict[str, str]]:
@@ -115,6 +186,10 @@ def describe(knowledge: dict[str, Any]) -> list[str]:
                  f" id {policy['id']})"
                  if policy else "mta-sts:      not applied (nexthop route)" if nexthop
                  else "mta-sts:      no cached policy")
+    now = datetime.now(timezone.utc).timestamp()
+    if not nexthop:
+        lines += _describe_sts_cache(knowledge.get("mta_sts_cache") or {}, now)
+    lines += _describe_downgrades(knowledge.get("downgrade") or [], now)
     for host in knowledge.get("dane", []):
         lines.append(f"dane:         {host['host']}: {host['status']}"
                      + (f" ({host['detail']})" if host["detail"] else ""))
@@ -137,6 +212,11 @@ def predicted_outcome(decision: Decision, knowledge: dict[str, Any]) -> str:
         standards.append("MTA-STS enforce: verified TLS to the listed MX hosts only")
     if dane_hosts:
         standards.append("DANE: the certificate must match the TLSA records")
+    downgraded = [h["host"] for h in knowledge.get("downgrade") or []
+                  if h["downgraded_since"] is not None and h["remembered"]]
+    if downgraded:
+        standards.append(f"TLS downgrade seen at {', '.join(downgraded)}: confidential mail"
+                         " avoids it, other mail waits out the hold")
     extra = f" ({'; '.join(standards)})" if standards else ""
     where = f"nexthop {nexthop['nexthop']}" if nexthop else "an MX host"
     if not decision.confidential:

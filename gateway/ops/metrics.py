@@ -73,6 +73,9 @@ PORTAL_SIGN_IN_FAILURES = Counter(
     "sealgate_portal_sign_in_failures", "Portal sign-ins refused, by reason", ["reason"])
 PURGED = Counter(
     "sealgate_purged", "Items destroyed by retention expiry (pickups, spool debris)", ["what"])
+TLS_DOWNGRADES = Counter(
+    "sealgate_tls_downgrades", "MX hosts seen downgraded (once per host and day), by kind"
+    " (no-starttls, certificate)", ["kind"])
 
 # Gauges read at scrape time (gateway/ops/http.py); named here with the rest.
 QUEUE_RECIPIENTS = "sealgate_queue_recipients"
@@ -84,7 +87,8 @@ SCRAPE_GAUGES = (QUEUE_RECIPIENTS, QUEUE_OLDEST_AGE, PICKUPS_STORED, RUNNER_HEAR
 ALL: tuple[MetricWrapperBase, ...] = (
     MESSAGES_ACCEPTED, RECIPIENTS_ACCEPTED, SMTP_REFUSED, DELIVERIES, DELIVERY_SECONDS,
     TLS_SESSIONS, MTA_STS_POLICIES, MTA_STS_VERDICTS, DANE_LOOKUPS, DANE_VERDICTS,
-    PICKUPS_STORED_TOTAL, NOTIFICATIONS, DSNS, PORTAL_SIGN_INS, PORTAL_SIGN_IN_FAILURES, PURGED)
+    PICKUPS_STORED_TOTAL, NOTIFICATIONS, DSNS, PORTAL_SIGN_INS, PORTAL_SIGN_IN_FAILURES, PURGED,
+    TLS_DOWNGRADES)
 
 
 def metric_names() -> set[str]:
@@ -178,6 +182,10 @@ def delivery_ended(kind: str, result: DomainResult, seconds: float) -> None:
 
 def sts_policy_seen(policy: STSPolicy | None) -> None:
     MTA_STS_POLICIES.labels(policy.mode.value if policy is not None else "absent").inc()
+
+
+def tls_downgrade(kind: str) -> None:
+    TLS_DOWNGRADES.labels(kind).inc()
 
 
 def tlsa_looked_up(lookup: TLSALookup | None) -> TLSALookup | None:

@@ -24,12 +24,12 @@ Clock = Callable[[], float]
 
 __all__ = [
     "Attempt", "AttemptRecord", "AuditEvent", "AuditStore", "CachedSTSPolicy", "CodeCheck",
-    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "EnvelopeDSN", "HostTLS",
-    "IncomingMessage",
+    "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "EnvelopeDSN", "HostSecurity",
+    "HostTLS", "IncomingMessage",
     "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
     "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
-    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "SenderLink",
-    "SenderLinkStore", "Session", "Settlement", "StagedPickup", "Storage", "User",
+    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "STSFetchFailure",
+    "SenderLink", "SenderLinkStore", "Session", "Settlement", "StagedPickup", "Storage", "User",
     "WaitingRecipient",
 ]
 
@@ -301,6 +301,32 @@ class CachedSTSPolicy:
     fetched: float
 
 
+@dataclass(frozen=True)
+class HostSecurity:
+    """What an MX host's sessions showed over time, per host (whatever domain it serves),
+    for downgrade detection: when it last did STARTTLS, when its certificate last verified,
+    and the downgrade it is in (when it began, and the day an alert about it last went)."""
+
+    host: str
+    starttls_seen: float | None
+    verified_seen: float | None
+    downgraded_since: float | None = None
+    downgrade_detail: str = ""
+    alerted_day: str = ""
+
+
+@dataclass(frozen=True)
+class STSFetchFailure:
+    """Failed MTA-STS policy fetches of one domain in a row (the negative cache): for which
+    TXT id, how many, the last reason, and when the next fetch may be tried."""
+
+    domain: str
+    policy_id: str
+    failures: int
+    detail: str
+    retry_at: float
+
+
 class KnowledgeStore(Protocol):
     """What deliveries and probes learned about MX hosts' TLS, and cached MTA-STS policies.
     Domains and hosts are matched case-insensitively."""
@@ -313,6 +339,28 @@ class KnowledgeStore(Protocol):
     def get_sts_policy(self, domain: str) -> CachedSTSPolicy | None: ...
     def put_sts_policy(self, domain: str, policy: CachedSTSPolicy) -> None: ...
     def delete_sts_policy(self, domain: str) -> None: ...
+    def sts_policies_to_refresh(self, now: float, fraction: float) -> list[str]:
+        """Domains whose cached policy is still valid at NOW but has lived more than FRACTION
+        of its max_age: the ones to fetch again before they expire."""
+    def record_sts_failure(self, domain: str, policy_id: str, detail: str,
+                           first_delay: float, max_delay: float) -> STSFetchFailure:
+        """One more failed fetch of DOMAIN's policy POLICY_ID: the next may be tried after
+        FIRST_DELAY, doubled per failure in a row, at most MAX_DELAY (a new id starts over)."""
+    def sts_failure(self, domain: str) -> STSFetchFailure | None: ...
+    def clear_sts_failure(self, domain: str) -> None: ...
+    def record_host_security(self, host: str, starttls: bool, verified: bool) -> None:
+        """A session that was no downgrade: STARTTLS (and VERIFIED) seen now; a downgrade the
+        host was in is over."""
+    def mark_downgraded(self, host: str, detail: str) -> float:
+        """HOST is seen downgraded (DETAIL says how); returns when this downgrade began (the
+        first such sighting since it last was not downgraded)."""
+    def host_security(self, host: str) -> HostSecurity | None: ...
+    def claim_downgrade_alert(self, host: str, day: str) -> bool:
+        """True for the first caller on DAY (of every process and node) for HOST: that
+        caller sends the alert."""
+    def forget_host(self, host: str) -> bool:
+        """Forget everything learned about HOST's TLS (its downgrade memory and its TLS
+        cache rows); False when nothing was known."""
 
 
 # -- audit ----------------------------------------------------------------------------------

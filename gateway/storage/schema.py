@@ -186,6 +186,18 @@ def pickups_by_key(db: Database) -> None:
     db.table("pickups").create_index(["key_id"])
 
 
+@migration
+def downgrade_memory_and_sts_failures(db: Database) -> None:
+    """Per MX host: when it last did STARTTLS and last verified, and the downgrade it is in
+    (delivery.downgrade_protection); per domain: failed MTA-STS fetches (the negative cache)."""
+    db.execute("CREATE TABLE host_security (host TEXT PRIMARY KEY, starttls_seen REAL,"
+               " verified_seen REAL, downgraded_since REAL,"
+               " downgrade_detail TEXT NOT NULL DEFAULT '',"
+               " alerted_day TEXT NOT NULL DEFAULT '')")
+    db.execute("CREATE TABLE mta_sts_failures (domain TEXT PRIMARY KEY, policy_id TEXT NOT NULL,"
+               " failures INTEGER NOT NULL, detail TEXT NOT NULL, retry_at REAL NOT NULL)")
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

@@ -5,7 +5,18 @@ Kept apart as in postfix-mta-sts-resolver:
   parse_policy                    the policy text, strictly
   STSCache                        what we learned before (storage's KnowledgeStore,
                                   injectable clock)
-  MTASTSResolver                  the RFC 8461 5.1 rules that combine the three
+  MTASTSResolver                  the RFC 8461 5.1 rules that combine the three, the
+                                  negative cache and the proactive refresh
+
+Negative cache: a failed policy fetch is remembered per domain and TXT id in the storage
+(so every queue runner and node shares it), with the next try after `retry_first`, doubled
+per failure in a row up to `retry_max`: a broken policy host costs one fetch per back-off
+step, not one per delivery. A new TXT id (a new policy announced) is fetched at once.
+
+Proactive refresh (RFC 8461 5.1 allows it): cached policies that have lived REFRESH_AFTER of
+their max_age are fetched again before they expire (MTASTSResolver.refresh_due, run by the
+serve supervisor every `delivery.mta_sts_refresh`), so a domain mailed rarely keeps its
+policy and an attacker never meets an expired cache.
 
 Failures are verdicts (STSStatus), never exceptions, because every failure has a defined
 meaning: no TXT or a broken fetch means "no policy" unless a cached one is still valid.
@@ -37,7 +48,8 @@ from gateway.storage.protocols import CachedSTSPolicy, KnowledgeStore
 from gateway.tls.inspect import dns_name_matches
 
 __all__ = [
-    "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "FetchError", "MTASTSResolver", "PolicyError", "STSCache",
+    "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "REFRESH_AFTER", "FetchError", "MTASTSResolver",
+    "PolicyError", "STSCache", "cache_status",
     "STSLookup", "STSMode", "STSPolicy", "STSRecord", "STSStatus", "fetch_policy",
     "fetch_policy_body", "lookup_sts_txt", "parse_policy", "parse_sts_txt", "policy_ssl_context",
 ]
@@ -45,6 +57,9 @@ __all__ = [
 WELL_KNOWN_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_SIZE = 64 * 1024   # RFC 8461 3.3: senders may limit the policy size (64 KB suggested)
 MAX_AGE_LIMIT = 31557600      # RFC 8461 3.2: one year is the largest allowed max_age
+REFRESH_AFTER = 0.75          # fraction of max_age after which a cached policy is refetched
+RETRY_FIRST = 300.0           # seconds before a failed fetch is tried again, doubled per failure
+RETRY_MAX = 3600.0            # ... up to this
 _MAX_HEADER_BYTES = 16 * 1024
 _TXT_PREFIX = "v=STSv1"
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -415,6 +430,26 @@ class STSCache:
         self.store.delete_sts_policy(domain)
 
 
+def cache_status(store: KnowledgeStore, domain: str, now: float) -> dict[str, Any]:
+    """What `route` and `probe` show of the cache for DOMAIN: the cached policy with its age,
+    expiry and refresh time, and the failed fetches the negative cache holds."""
+    cached = store.get_sts_policy(domain)
+    failure = store.sts_failure(domain)
+    policy = None
+    if cached is not None:
+        expires = cached.fetched + cached.max_age
+        policy = {"id": cached.policy_id, "mode": cached.mode, "mx": list(cached.mx_patterns),
+                  "max_age": cached.max_age, "fetched": cached.fetched,
+                  "age_seconds": round(now - cached.fetched), "expires": expires,
+                  "expired": expires <= now,
+                  "refresh_after": cached.fetched + cached.max_age * REFRESH_AFTER}
+    failed = None
+    if failure is not None:
+        failed = {"policy_id": failure.policy_id, "failures": failure.failures,
+                  "detail": failure.detail, "retry_at": failure.retry_at}
+    return {"cached": policy, "failed_fetches": failed}
+
+
 # -- resolver ----------------------------------------------------------------------------
 
 
@@ -428,13 +463,16 @@ class MTASTSResolver:
 
     def __init__(self, resolver: dns.asyncresolver.Resolver, cache: STSCache, *,
                  https_port: int = 443, ca_file: str = "", clock: Clock = time.time,
-                 timeout: float = 10) -> None:
+                 timeout: float = 10, retry_first: float = RETRY_FIRST,
+                 retry_max: float = RETRY_MAX) -> None:
         self.resolver = resolver
         self.cache = cache
         self.https_port = https_port
         self.ca_file = ca_file
         self.clock = clock
         self.timeout = timeout
+        self.retry_first = retry_first
+        self.retry_max = retry_max
 
     async def policy_for(self, domain: str) -> STSPolicy | None:
         return (await self.lookup(domain)).policy
@@ -455,11 +493,9 @@ class MTASTSResolver:
         if cached is not None and cached.id == txt.txt_id:
             return STSLookup(STSStatus.FOUND, cached, f"cached policy id {cached.id}",
                              txt_id=cached.id)
-        fetched = await fetch_policy_body(domain, txt.txt_id, self.resolver,
-                                          https_port=self.https_port, ca_file=self.ca_file,
-                                          timeout=self.timeout)
+        fetched = self._failed_recently(domain, txt.txt_id) or await self._fetch(domain,
+                                                                                 txt.txt_id)
         if fetched.status is STSStatus.FOUND and fetched.policy is not None:
-            self.cache.put(domain, fetched.policy, now=self.clock())
             return fetched
         if cached is not None:
             # RFC 8461 5.1: a failed refresh keeps the still-valid cached policy, so an
@@ -467,3 +503,40 @@ class MTASTSResolver:
             return STSLookup(STSStatus.FOUND, cached, f"cached policy ({fetched.detail})",
                              txt_id=txt.txt_id)
         return fetched
+
+    def _failed_recently(self, domain: str, policy_id: str) -> STSLookup | None:
+        """The negative cache's answer while a failed fetch of POLICY_ID waits for its retry."""
+        failure = self.cache.store.sts_failure(domain)
+        if failure is None or failure.policy_id != policy_id or failure.retry_at <= self.clock():
+            return None
+        retry = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(failure.retry_at))
+        return STSLookup(STSStatus.FETCH_FAILED, txt_id=policy_id,
+                         detail=f"{failure.detail} (failed {failure.failures}x in a row;"
+                                f" not fetched again before {retry})")
+
+    async def _fetch(self, domain: str, policy_id: str) -> STSLookup:
+        """Fetch the policy body, and cache what came of it: the policy, or the failure."""
+        fetched = await fetch_policy_body(domain, policy_id, self.resolver,
+                                          https_port=self.https_port, ca_file=self.ca_file,
+                                          timeout=self.timeout)
+        if fetched.status is STSStatus.FOUND and fetched.policy is not None:
+            self.cache.put(domain, fetched.policy, now=self.clock())
+            if self.cache.store.sts_failure(domain) is not None:
+                self.cache.store.clear_sts_failure(domain)
+        else:
+            self.cache.store.record_sts_failure(domain, policy_id, fetched.detail,
+                                                self.retry_first, self.retry_max)
+        return fetched
+
+    async def refresh_due(self) -> int:
+        """Fetch again the cached policies near their expiry (REFRESH_AFTER of max_age);
+        returns how many were refreshed. A domain whose TXT record is gone or failing keeps
+        its cached policy until it expires (RFC 8461 5.1), and is not fetched."""
+        refreshed = 0
+        for domain in self.cache.store.sts_policies_to_refresh(self.clock(), REFRESH_AFTER):
+            txt = await lookup_sts_txt(domain, self.resolver)
+            if txt.status is not STSStatus.FOUND or self._failed_recently(domain, txt.txt_id):
+                continue
+            fetched = await self._fetch(domain, txt.txt_id)
+            refreshed += fetched.status is STSStatus.FOUND
+        return refreshed

@@ -167,6 +167,17 @@ MIGRATIONS = [
         # Purge counts the pickups each KEK still wraps.
         "CREATE INDEX pickups_key ON pickups (key_id)",
     )),
+    Migration("downgrade_memory_and_sts_failures", (
+        # Per MX host: when it last did STARTTLS and last verified, and the downgrade it is
+        # in (delivery.downgrade_protection); per domain: failed MTA-STS fetches.
+        f"""CREATE TABLE host_security (
+            host {ID} PRIMARY KEY, starttls_seen double precision,
+            verified_seen double precision, downgraded_since double precision,
+            downgrade_detail text NOT NULL DEFAULT '', alerted_day text NOT NULL DEFAULT '')""",
+        f"""CREATE TABLE mta_sts_failures (
+            domain {ID} PRIMARY KEY, policy_id text NOT NULL, failures integer NOT NULL,
+            detail text NOT NULL, retry_at double precision NOT NULL)""",
+    )),
 ]
 
 
