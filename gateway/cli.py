@@ -35,6 +35,7 @@ from gateway.ops.logs import configure as configure_logging
 from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
+from gateway.tlsrpt.command import cmd_tlsrpt
 from gateway.vault.crypto import KeyRing
 from gateway.vault.expiry import prune_history, purge_expired
 
@@ -464,6 +465,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("id")
     audit.add_argument("--json", action="store_true")
     pickup.set_defaults(func=cmd_pickup)
+    tlsrpt = add(sub, "tlsrpt", help="TLS reports (RFC 8460)").add_subparsers(dest="action",
+                                                                              required=True)
+    send = add(tlsrpt, "send", help="send the TLS reports that are due now")
+    send.add_argument("--json", action="store_true")
+    send.set_defaults(func=cmd_tlsrpt)
     return top
 
 

@@ -22,6 +22,7 @@ from gateway.storage.lock import lock_storage
 from gateway.storage.protocols import QueueStore, Storage
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
+from gateway.tlsrpt.results import SessionRecorder
 from gateway.vault.stage import PickupStage
 
 log = logging.getLogger("sealgate")
@@ -54,6 +55,8 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
                                  ca_file=config.delivery.ca_file)
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
                           nexthops=PolicyNexthops(config.policy_dir))
+    if config.tlsrpt.enabled:
+        deliverer.tls_sessions = SessionRecorder(store)
     return QueueRunner(store, deliverer, PickupStage(config, store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 

@@ -39,6 +39,7 @@ from gateway.ops.metrics import process_dead
 from gateway.ops.systemd import sd_notify
 from gateway.storage.lock import StoreLock
 from gateway.storage.protocols import Storage
+from gateway.tlsrpt.schedule import start_reporting
 from gateway.vault.expiry import expire_forever
 from gateway.workers.handoff import STARTUP_BLOCKED, Handoff, encode_handoff, worker_owner
 from gateway.workers.limits import clear_region, shared_counters
@@ -121,6 +122,7 @@ class Supervisor:
             self.store, parse_duration(self.config.delivery.history_retention)))
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
+        reports = start_reporting(self.config, self.store)  # [tlsrpt] enabled: daily reports
         ops = start_ops(self)
         listeners = sum(w.kind == "smtp" for w in self.workers)
         log.info("sealgate ready: SMTP on %s, portal on %s (%d SMTP listeners, %d queue"
@@ -134,9 +136,9 @@ class Supervisor:
         self.smtp_socket.close()  # the listeners close their copies: then nothing accepts
         self.signal_workers(signal.SIGTERM)
         await self.wait_for_workers(keepers)
-        expiry.cancel()
-        watch.cancel()
-        await asyncio.gather(expiry, watch, portal_task, return_exceptions=True)
+        for task in (expiry, watch, *reports):
+            task.cancel()
+        await asyncio.gather(expiry, watch, *reports, portal_task, return_exceptions=True)
         if ops is not None:
             await ops.stop()
         log.info("stopped")

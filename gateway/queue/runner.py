@@ -114,6 +114,7 @@ class QueueRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._guarded_async("writing the attempt history", self._flush_attempts)
+            await self._guarded_async("writing TLS report counts", self._flush_tls_sessions)
             await self.deliverer.close()
 
     async def _turn(self) -> None:
@@ -124,6 +125,8 @@ class QueueRunner:
             await self._guarded_async("renewing delivery claims", self._renew)
         await self._settle_parked()
         await self._guarded_async("writing the attempt history", self._flush_attempts)
+        if (sessions := self.deliverer.tls_sessions) is not None:
+            sessions.flush_if_due()  # TLS report counts, batched: not a write per delivery
         try:
             await self.deliverer.pool.close_idle()
         except Exception as exc:
@@ -184,6 +187,12 @@ class QueueRunner:
             await asyncio.gather(*list(self._tasks))
         await self._settle_parked()
         await self._flush_attempts()
+        await self._flush_tls_sessions()
+
+    async def _flush_tls_sessions(self) -> None:
+        sessions = self.deliverer.tls_sessions
+        if sessions is not None and (written := sessions.flush()) is not None:
+            await asyncio.wrap_future(written)
 
     async def close(self) -> None:
         await self.deliverer.close()
