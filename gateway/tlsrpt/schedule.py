@@ -25,7 +25,7 @@ from gateway.storage.protocols import Storage
 from gateway.tlsrpt.report import ReportHeader, TLSReport, build_report, day_start
 from gateway.tlsrpt.results import utc_day
 from gateway.tlsrpt.rua import RUAStatus, lookup_rua
-from gateway.tlsrpt.send import ReportSendError, post_report_async, queue_report_mail
+from gateway.tlsrpt.send import ReportSendError, post_report, queue_report_mail
 
 log = logging.getLogger("sealgate.tlsrpt")
 CHECK_INTERVAL = 3600.0        # seconds between looks for due reports in `serve`
@@ -137,7 +137,7 @@ class TLSReporter:
                 queue_report_mail, self.store, report, target, sender=self.sender,
                 submitter=self.submitter, internal_domains=self.config.internal.domains)
             return TargetOutcome(target, "queued", queue_id)
-        status = await post_report_async(report, target, self.config.delivery.ca_file)
+        status = await post_report(report, target, self.resolver, self.config.delivery.ca_file)
         return TargetOutcome(target, "posted", f"HTTP {status}")
 
 

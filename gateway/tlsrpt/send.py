@@ -9,18 +9,21 @@ domain is what is broken, which is what the report is about.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.policy
+import ipaddress
 import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import Any
+
+import dns.asyncresolver
+import dns.exception
 
 from gateway.classify.internal import report_route
+from gateway.delivery.mx import MXResolver
 from gateway.storage.protocols import QueueStore
 from gateway.tlsrpt.report import TLSReport
 
@@ -68,38 +71,71 @@ def queue_report_mail(store: QueueStore, report: TLSReport, target: str, *, send
     return store.enqueue(sender, [route], content)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer, not a place to send the report again."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def post_report(report: TLSReport, url: str, ca_file: str = "",
-                timeout: float = POST_TIMEOUT) -> int:
-    """POST the gzipped report to URL (blocking: call from a worker thread); the HTTP
-    status (2xx), or ReportSendError."""
+async def post_report(report: TLSReport, url: str, resolver: dns.asyncresolver.Resolver,
+                      ca_file: str = "", timeout: float = POST_TIMEOUT) -> int:
+    """POST the gzipped report to URL (RFC 8460 5.2); the HTTP status (2xx), or
+    ReportSendError. The host is looked up with Sealgate's own resolver ([dns]), like the
+    MX hosts; its certificate is verified (system store and delivery.ca_file). A redirect
+    is an answer, not a place to send the report again."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise ReportSendError("bad port") from None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    body = report.gzipped()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {MEDIA_TYPE}\r\n"
+            f"Content-Length: {len(body)}\r\nUser-Agent: Sealgate TLS-RPT\r\n"
+            "Connection: close\r\n\r\n").encode()
     context = ssl.create_default_context()
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
-                                         _NoRedirects())
-    request = urllib.request.Request(url, data=report.gzipped(), method="POST",
-                                     headers={"Content-Type": MEDIA_TYPE,
-                                              "User-Agent": "Sealgate TLS-RPT"})
+    errors = []
+    for address in await _addresses(host, resolver):
+        try:
+            async with asyncio.timeout(timeout):
+                status = await _exchange(address, port, host, head + body, context)
+        except TimeoutError:
+            errors.append(f"[{address}] timed out after {timeout:g}s")
+            continue
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            errors.append(f"[{address}] {exc or type(exc).__name__}")
+            continue
+        if not 200 <= status < 300:
+            raise ReportSendError(f"HTTP {status}")
+        return status
+    raise ReportSendError("; ".join(errors))
+
+
+async def _addresses(host: str, resolver: dns.asyncresolver.Resolver) -> list[str]:
     try:
-        with opener.open(request, timeout=timeout) as response:
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise ReportSendError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise ReportSendError(f"{url}: {reason}") from None
-    if not 200 <= status < 300:
-        raise ReportSendError(f"{url}: HTTP {status}")
-    return status
+        ipaddress.ip_address(host.strip("[]"))
+        return [host.strip("[]")]
+    except ValueError:
+        pass
+    try:
+        found = await MXResolver(resolver).addresses(host)
+    except dns.exception.DNSException as exc:
+        raise ReportSendError(f"address lookup for {host} failed: {exc}") from None
+    if not found:
+        raise ReportSendError(f"{host} has no address records")
+    return found
 
 
-async def post_report_async(report: TLSReport, url: str, ca_file: str = "",
-                            timeout: float = POST_TIMEOUT) -> int:
-    return await asyncio.to_thread(post_report, report, url, ca_file, timeout)
+async def _exchange(address: str, port: int, host: str, request: bytes,
+                    context: ssl.SSLContext) -> int:
+    """Send REQUEST, read the status line; the status."""
+    reader, writer = await asyncio.open_connection(address, port, ssl=context,
+                                                   server_hostname=host)
+    try:
+        writer.write(request)
+        await writer.drain()
+        line = (await reader.readline()).decode("latin-1").split()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    if len(line) < 2 or not line[0].startswith("HTTP/") or not line[1].isdigit():
+        raise ValueError(f"not an HTTP response: {' '.join(line)[:80]!r}")
+    return int(line[1])

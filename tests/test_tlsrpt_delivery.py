@@ -1,0 +1,297 @@
+"""TLS reporting end to end in one process: a queue runner delivers through the loopback DNS
+to the fake MX hosts and counts each session; the reporter then sends the day's report to
+the rua targets each domain publishes, by HTTPS POST to the loopback HTTPS server and by
+mail through the queue to a fake MX host.
+
+Domains (each publishes `_smtp._tls` unless named otherwise):
+  rpt-https.test      MX mx.tls.test, rua https://tlsrpt.reports.test:PORT/v1/report
+  rpt-plain.test      MX mx.plain.test (no STARTTLS), rua the same
+  rpt-sts.test        MTA-STS enforce listing mx.tls.test, rua the same
+  rpt.verified.test   MX mx.bad-cert.test (a CA nobody trusts), route require-verified-tls
+  rpt-mail-<unique>.test  MX mx.tls.test, rua mailto:<unique>@tls.test (a test's own)
+  rpt-norua.test      MX mx.tls.test, no _smtp._tls record
+  rpt-failing.test    MX mx.tls.test, rua https://tlsrpt-down.reports.test:PORT/ (says 500)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import pytest
+
+from gateway.config import Config
+from gateway.delivery.mx import make_resolver
+from gateway.serve import build_runner
+from gateway.storage.protocols import Route, TLSSessionCount
+from gateway.storage.store import Store
+from gateway.tlsrpt.results import utc_day
+from gateway.tlsrpt.schedule import FIRST_BACKOFF, ReportOutcome, TLSReporter
+from tests.conftest import POLICY_HTTPS_IP, wait_for_mail
+from tests.fakes.dns_server import FakeDNS
+from tests.fakes.https_server import FakeHTTPS, PolicyRequest, Reply
+from tests.fakes.mx_host import FakeMX
+from tests.portal_fixtures import FakeClock, clock, store
+from tests.tlsrpt import (
+    assert_valid_report,
+    policy_entry,
+    report_mail,
+    report_of_gzip,
+    report_of_mail,
+)
+
+__all__ = ["clock", "store"]  # shared fixtures, used here by name
+
+ENDPOINT = "tlsrpt.reports.test"
+DOWN = "tlsrpt-down.reports.test"
+MESSAGE = b"From: doctor@clinic.test\r\nSubject: Results\r\n\r\nHello\r\n"
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def domains(fake_dns: FakeDNS, policy_https: FakeHTTPS) -> Iterator[None]:
+    for domain, mx in (("rpt-https.test", "mx.tls.test"), ("rpt-plain.test", "mx.plain.test"),
+                       ("rpt-sts.test", "mx.tls.test"), ("rpt.verified.test", "mx.bad-cert.test"),
+                       ("rpt-norua.test", "mx.tls.test"),
+                       ("rpt-failing.test", "mx.tls.test")):
+        fake_dns.add(domain, "MX", f"10 {mx}.")
+    rua = f"v=TLSRPTv1; rua=https://{ENDPOINT}:{policy_https.port}/v1/report"
+    for domain in ("rpt-https.test", "rpt-plain.test", "rpt-sts.test", "rpt.verified.test"):
+        fake_dns.add(f"_smtp._tls.{domain}", "TXT", f'"{rua}"')
+    fake_dns.add("_smtp._tls.rpt-failing.test", "TXT",
+                 f'"v=TLSRPTv1; rua=https://{DOWN}:{policy_https.port}/"')
+    fake_dns.add("_mta-sts.rpt-sts.test", "TXT", '"v=STSv1; id=20261201;"')
+    fake_dns.add("mta-sts.rpt-sts.test", "A", POLICY_HTTPS_IP)
+    policy_https.serve_policy("rpt-sts.test", "version: STSv1\nmode: enforce\n"
+                              "mx: mx.tls.test\nmax_age: 86400\n")
+    for host in (ENDPOINT, DOWN):
+        fake_dns.add(host, "A", POLICY_HTTPS_IP)
+    policy_https.serve(ENDPOINT, Reply(b"thanks\n", 200), path="/v1/report")
+    policy_https.serve(DOWN, Reply(b"down\n", 500), path="/")
+    yield
+
+
+@pytest.fixture
+def config(runner_config: Config) -> Config:
+    runner_config.tlsrpt.enabled = True
+    runner_config.tlsrpt.organization = "Example Clinic"
+    runner_config.tlsrpt.contact = "postmaster@clinic.test"
+    runner_config.tlsrpt.from_ = "tlsrpt@clinic.test"
+    runner_config.tlsrpt.submitter = "gateway.clinic.test"
+    runner_config.delivery.mta_sts_port = 0  # set by the test from the HTTPS server
+    return runner_config
+
+
+@pytest.fixture(autouse=True)
+def sts_port(config: Config, policy_https: FakeHTTPS, domains: None,
+             mx_hosts: dict[str, FakeMX]) -> None:
+    """Every test: the domains published, the MX hosts up, MTA-STS fetched from the fake."""
+    config.delivery.mta_sts_port = policy_https.port
+
+
+def deliver(config: Config, store: Store, *routes: Route, rounds: int = 1) -> None:
+    for route in routes:
+        store.enqueue("doctor@clinic.test", [route], MESSAGE)
+
+    async def run() -> None:
+        runner = build_runner(config, store)
+        try:
+            for _ in range(rounds):
+                await runner.process_due()
+        finally:
+            await runner.close()
+    asyncio.run(run())
+
+
+def send_reports(config: Config, store: Store) -> list[ReportOutcome]:
+    resolver = make_resolver(config.dns.nameservers)
+    return asyncio.run(TLSReporter(config, store, resolver).send_due())
+
+
+def posts_for(https: FakeHTTPS, domain: str) -> list[PolicyRequest]:
+    """The reports for DOMAIN the endpoint took."""
+    return [r for r in https.requests_for(ENDPOINT)
+            if r.method == "POST" and report_of_gzip(r.body)["policies"][0]["policy"][
+                "policy-domain"] == domain]
+
+
+def today(store: Store) -> str:
+    return utc_day(store.clock())
+
+
+def counted(store: Store, domain: str) -> list[TLSSessionCount]:
+    return store.tls_sessions(domain, today(store))
+
+
+def test_a_tls_delivery_is_counted_as_a_success_without_a_policy(config: Config,
+                                                                store: Store) -> None:
+    deliver(config, store, Route("a@rpt-https.test"))
+    [row] = counted(store, "rpt-https.test")
+    assert (row.policy_type, row.result_type, row.count) == ("no-policy-found", "success", 1)
+
+
+def test_a_host_without_starttls_is_counted_with_its_addresses(config: Config,
+                                                              store: Store) -> None:
+    deliver(config, store, Route("a@rpt-plain.test"), Route("b@rpt-plain.test"))
+    [row] = counted(store, "rpt-plain.test")
+    assert (row.result_type, row.receiving_mx, row.receiving_ip, row.sending_ip, row.count) == (
+        "starttls-not-supported", "mx.plain.test", "127.0.0.3", "127.0.0.1", 2)
+
+
+def test_an_mta_sts_domain_is_counted_under_its_policy(config: Config, store: Store) -> None:
+    deliver(config, store, Route("a@rpt-sts.test"))
+    [row] = counted(store, "rpt-sts.test")
+    assert (row.policy_type, row.result_type, row.mx_host) == ("sts", "success",
+                                                               ("mx.tls.test",))
+    assert "mode: enforce" in row.policy_string
+
+
+def test_a_certificate_no_trusted_ca_issued_is_counted_certificate_not_trusted(
+        config: Config, store: Store) -> None:
+    deliver(config, store, Route("a@rpt.verified.test", True, "require-verified-tls"))
+    [row] = counted(store, "rpt.verified.test")
+    assert (row.result_type, row.receiving_mx) == ("certificate-not-trusted",
+                                                   "mx.bad-cert.test")
+    assert row.detail
+
+
+def test_the_day_is_reported_only_once_it_has_ended(config: Config, store: Store,
+                                                    policy_https: FakeHTTPS) -> None:
+    deliver(config, store, Route("a@rpt-https.test"))
+    assert send_reports(config, store) == []
+    assert posts_for(policy_https, "rpt-https.test") == []
+
+
+def test_the_report_is_posted_gzipped_and_follows_the_rfc_schema(
+        config: Config, store: Store, clock: FakeClock, policy_https: FakeHTTPS) -> None:
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-https.test"), Route("b@rpt-https.test"))
+    clock.advance(DAY)
+    [outcome] = send_reports(config, store)
+    assert (outcome.outcome, [t.result for t in outcome.targets]) == ("sent", ["posted"])
+    [post] = posts_for(policy_https, "rpt-https.test")
+    assert post.content_type == "application/tlsrpt+gzip"
+    document = report_of_gzip(post.body)
+    assert_valid_report(document)
+    assert policy_entry(document, "no-policy-found")["summary"] == {
+        "total-successful-session-count": 2, "total-failure-session-count": 0}
+    assert document["organization-name"] == "Example Clinic"
+
+
+def test_a_report_with_failures_carries_their_details(config: Config, store: Store,
+                                                      clock: FakeClock,
+                                                      policy_https: FakeHTTPS) -> None:
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-plain.test"))
+    clock.advance(DAY)
+    send_reports(config, store)
+    [post] = posts_for(policy_https, "rpt-plain.test")
+    document = report_of_gzip(post.body)
+    assert_valid_report(document)
+    [detail] = policy_entry(document, "no-policy-found")["failure-details"]
+    assert detail["result-type"] == "starttls-not-supported"
+    assert (detail["receiving-mx-hostname"], detail["receiving-ip"]) == ("mx.plain.test",
+                                                                         "127.0.0.3")
+
+
+def test_a_day_is_reported_once(config: Config, store: Store, clock: FakeClock,
+                                policy_https: FakeHTTPS) -> None:
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-https.test"))
+    clock.advance(DAY)
+    send_reports(config, store)
+    assert send_reports(config, store) == []
+    assert len(posts_for(policy_https, "rpt-https.test")) == 1
+
+
+def test_a_domain_without_traffic_gets_no_report(config: Config, store: Store,
+                                                 clock: FakeClock,
+                                                 policy_https: FakeHTTPS) -> None:
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-sts.test"))
+    clock.advance(DAY)
+    assert [o.domain for o in send_reports(config, store)] == ["rpt-sts.test"]
+    assert posts_for(policy_https, "rpt-https.test") == []
+
+
+def test_a_domain_that_publishes_no_tlsrpt_record_gets_no_report(config: Config, store: Store,
+                                                                 clock: FakeClock) -> None:
+    deliver(config, store, Route("a@rpt-norua.test"))
+    clock.advance(DAY)
+    [outcome] = send_reports(config, store)
+    assert (outcome.outcome, outcome.targets) == ("no-rua", [])
+    assert send_reports(config, store) == []  # done: not looked up again
+
+
+def test_a_failing_target_is_backed_off_then_tried_again(config: Config, store: Store,
+                                                         clock: FakeClock,
+                                                         policy_https: FakeHTTPS) -> None:
+    target = f"https://{DOWN}:{policy_https.port}/"
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-failing.test"))
+    clock.advance(DAY)
+    [first] = send_reports(config, store)
+    assert (first.outcome, first.targets[0].result) == ("retry-later", "failed")
+    failure = store.report_target_failure(target)
+    assert failure is not None and failure.failures == 1 and "HTTP 500" in failure.detail
+    [second] = send_reports(config, store)
+    assert second.targets[0].result == "backing-off"
+    assert len(policy_https.requests_for(DOWN)) == 1
+    clock.advance(FIRST_BACKOFF + 1)
+    [third] = send_reports(config, store)
+    assert third.targets[0].result == "failed"
+    assert len(policy_https.requests_for(DOWN)) == 2
+    assert store.report_target_failure(target).failures == 2  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class MailRUA:
+    domain: str  # the test's own domain, MX mx.tls.test
+    rcpt: str    # its rua mailto: address, at tls.test
+
+
+@pytest.fixture
+def mail_rua(fake_dns: FakeDNS, unique: str) -> MailRUA:
+    rua = MailRUA(f"rpt-mail-{unique}.test", f"{unique}@tls.test")
+    fake_dns.add(rua.domain, "MX", "10 mx.tls.test.")
+    fake_dns.add(f"_smtp._tls.{rua.domain}", "TXT", f'"v=TLSRPTv1; rua=mailto:{rua.rcpt}"')
+    return rua
+
+
+def mailed_report(config: Config, store: Store, clock: FakeClock, rua: MailRUA,
+                  tls_host: FakeMX) -> EmailMessage:
+    store.add_tls_sessions([TLSSessionCount(today(store), rua.domain, "no-policy-found",
+                                            (), (), "success", count=4)])
+    clock.advance(DAY)
+    [outcome] = send_reports(config, store)
+    assert [t.result for t in outcome.targets] == ["queued"]
+    deliver(config, store)  # the report mail goes out through the queue
+    return report_mail(wait_for_mail(tls_host, rua.rcpt).content)
+
+
+def test_a_mailed_report_is_a_multipart_report_naming_domain_and_submitter(
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
+        mail_rua: MailRUA) -> None:
+    message = mailed_report(config, store, clock, mail_rua, mx_hosts["tls"])
+    assert message.get_content_type() == "multipart/report"
+    assert message.get_param("report-type") == "tlsrpt"
+    assert message["TLS-Report-Domain"] == mail_rua.domain
+    assert message["TLS-Report-Submitter"] == "gateway.clinic.test"
+    assert message["From"] == "tlsrpt@clinic.test"
+    assert message["Subject"].startswith(f"Report Domain: {mail_rua.domain} Submitter:"
+                                         " gateway.clinic.test Report-ID: <")
+    filename, document = report_of_mail(message)
+    assert filename.startswith(f"gateway.clinic.test!{mail_rua.domain}!")
+    assert filename.endswith(".json.gz")
+    assert_valid_report(document)
+    assert policy_entry(document, "no-policy-found")["summary"][
+        "total-successful-session-count"] == 4
+
+
+def test_a_mailed_report_says_tls_is_not_required_for_it(
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
+        mail_rua: MailRUA) -> None:
+    message = mailed_report(config, store, clock, mail_rua, mx_hosts["tls"])
+    assert message["TLS-Required"] == "No"
