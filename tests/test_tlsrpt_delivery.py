@@ -29,7 +29,7 @@ from gateway.storage.protocols import Route, TLSSessionCount
 from gateway.storage.store import Store
 from gateway.tlsrpt.results import utc_day
 from gateway.tlsrpt.schedule import FIRST_BACKOFF, ReportOutcome, TLSReporter
-from tests.conftest import POLICY_HTTPS_IP, wait_for_mail
+from tests.conftest import POLICY_HTTPS_IP, assert_no_mail, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS, PolicyRequest, Reply
 from tests.fakes.mx_host import FakeMX
@@ -295,3 +295,35 @@ def test_a_mailed_report_says_tls_is_not_required_for_it(
         mail_rua: MailRUA) -> None:
     message = mailed_report(config, store, clock, mail_rua, mx_hosts["tls"])
     assert message["TLS-Required"] == "No"
+
+
+@pytest.fixture
+def broken_sts_rua(fake_dns: FakeDNS, policy_https: FakeHTTPS, unique: str) -> MailRUA:
+    """A reporting domain whose rua mailbox is at a domain with a broken MTA-STS policy
+    (enforce, but its MX host mx.tls.test is not listed): mail there cannot meet it."""
+    mailbox = f"rpt-broken-{unique}.test"
+    fake_dns.add(mailbox, "MX", "10 mx.tls.test.")
+    fake_dns.add(f"_mta-sts.{mailbox}", "TXT", '"v=STSv1; id=20261202;"')
+    fake_dns.add(f"mta-sts.{mailbox}", "A", POLICY_HTTPS_IP)
+    policy_https.serve_policy(mailbox, "version: STSv1\nmode: enforce\n"
+                              "mx: mx.elsewhere.test\nmax_age: 86400\n")
+    rua = MailRUA(f"rpt-mail-{unique}.test", f"{unique}@{mailbox}")
+    fake_dns.add(rua.domain, "MX", "10 mx.tls.test.")
+    fake_dns.add(f"_smtp._tls.{rua.domain}", "TXT", f'"v=TLSRPTv1; rua=mailto:{rua.rcpt}"')
+    return rua
+
+
+def test_ordinary_mail_to_a_domain_with_a_broken_sts_policy_waits(
+        config: Config, store: Store, mx_hosts: dict[str, FakeMX],
+        broken_sts_rua: MailRUA) -> None:
+    deliver(config, store, Route(broken_sts_rua.rcpt))
+    [message] = store.messages_to(broken_sts_rua.rcpt)
+    assert [r.state for r in message.recipients] == ["deferred"]
+    assert_no_mail(mx_hosts["tls"], broken_sts_rua.rcpt)
+
+
+def test_a_mailed_report_goes_out_even_where_the_sts_policy_is_broken(
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
+        broken_sts_rua: MailRUA) -> None:
+    message = mailed_report(config, store, clock, broken_sts_rua, mx_hosts["tls"])
+    assert message["TLS-Report-Domain"] == broken_sts_rua.domain

@@ -175,9 +175,12 @@ class Deliverer:
 
     @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
-                      requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
+                      requirement: TLSRequirement, smtputf8: bool = False,
+                      domain_policies: bool = True) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
-        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7."""
+        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7.
+        DOMAIN_POLICIES off ("TLS-Required: No", RFC 8689 5): neither the domain's MTA-STS
+        policy nor its hosts' TLSA records are looked up or applied."""
         nexthop = self.nexthops(domain) if self.nexthops is not None else None
         if nexthop is not None:
             return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
@@ -194,13 +197,14 @@ class Deliverer:
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
                                                       tls_failure=TLSFailureReason.NO_STARTTLS.value)
                                           for h in lookup.hosts])
-        sts, sts_failure = await self._sts_policy(domain)
+        sts, sts_failure = await self._sts_policy(domain) if domain_policies else (None, "")
         hosts = [h for h in lookup.hosts if sts_allows(sts, h.name)]
         if lookup.hosts and not hosts:
             result = _sts_mismatch(lookup.hosts, requirement)
         else:
             result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
-                                           sts=sts, smtputf8=smtputf8)
+                                           sts=sts, standards=domain_policies,
+                                           smtputf8=smtputf8)
             self._learn(domain, result.attempts)
         if self.tls_sessions is not None:
             self.tls_sessions.record(domain, sessions_of(domain, result.attempts, sts,

@@ -22,6 +22,7 @@ from gateway.delivery.deliverer import (
     DomainResult,
     HostAttempt,
     Outcome,
+    TLSRequirement,
 )
 from gateway.delivery.dkim import DKIMSigner
 from gateway.loop_guard import RepeatedErrors
@@ -284,6 +285,10 @@ class QueueRunner:
         if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
                                               content)
+        if first.mode == Mode.TLS_OPTIONAL:
+            return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
+                                                TLSRequirement.OPPORTUNISTIC,
+                                                smtputf8=first.smtputf8, domain_policies=False)
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                             REQUIREMENT_FOR_MODE[first.mode],
                                             smtputf8=first.smtputf8)

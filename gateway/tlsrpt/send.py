@@ -24,7 +24,8 @@ import dns.exception
 
 from gateway.classify.internal import report_route
 from gateway.delivery.mx import MXResolver
-from gateway.storage.protocols import QueueStore
+from gateway.queue.model import Mode
+from gateway.storage.protocols import QueueStore, Route
 from gateway.tlsrpt.report import TLSReport
 
 MEDIA_TYPE = "application/tlsrpt+gzip"
@@ -68,6 +69,8 @@ def queue_report_mail(store: QueueStore, report: TLSReport, target: str, *, send
     to = mail_address(target)
     content = report_mail(report, sender=sender, to=to, submitter=submitter)
     route = report_route(to, REPORT_REASON, internal_domains)
+    if route.mode != Mode.INTERNAL:  # TLS-Required: No, honoured by our own delivery too
+        route = Route(route.rcpt, False, Mode.TLS_OPTIONAL, route.reason)
     return store.enqueue(sender, [route], content)
 
 
