@@ -16,11 +16,17 @@ Domains (each publishes `_smtp._tls` unless named otherwise):
 from __future__ import annotations
 
 import asyncio
+import base64
+import email.policy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
+from pathlib import Path
 
+import dkim  # type: ignore[import-untyped]
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import Config
 from gateway.delivery.mx import make_resolver
@@ -327,3 +333,54 @@ def test_a_mailed_report_goes_out_even_where_the_sts_policy_is_broken(
         broken_sts_rua: MailRUA) -> None:
     message = mailed_report(config, store, clock, broken_sts_rua, mx_hosts["tls"])
     assert message["TLS-Report-Domain"] == broken_sts_rua.domain
+
+
+def sts_without_policy(fake_dns: FakeDNS, unique: str) -> str:
+    """A domain whose _mta-sts record points at a policy host serving no policy."""
+    domain = f"rpt-nopolicy-{unique}.test"
+    fake_dns.add(domain, "MX", "10 mx.tls.test.")
+    fake_dns.add(f"_mta-sts.{domain}", "TXT", '"v=STSv1; id=20261203;"')
+    fake_dns.add(f"mta-sts.{domain}", "A", POLICY_HTTPS_IP)
+    return domain
+
+
+def fetch_failure(config: Config, store: Store, domain: str) -> TLSSessionCount:
+    deliver(config, store, Route(f"a@{domain}"))
+    rows = {r.policy_type: r for r in counted(store, domain)}
+    assert set(rows) == {"sts", "no-policy-found"}
+    assert rows["no-policy-found"].result_type == "success"  # the session itself was fine
+    assert (rows["sts"].receiving_mx, rows["sts"].policy_string) == (f"mta-sts.{domain}", ())
+    return rows["sts"]
+
+
+def test_a_policy_host_answering_404_is_counted_as_an_sts_fetch_error(
+        config: Config, store: Store, fake_dns: FakeDNS, policy_https: FakeHTTPS,
+        unique: str) -> None:
+    domain = sts_without_policy(fake_dns, unique)
+    policy_https.add_host(f"mta-sts.{domain}")  # a valid certificate, but no policy: 404
+    failure = fetch_failure(config, store, domain)
+    assert failure.result_type == "sts-policy-fetch-error" and "404" in failure.detail
+
+
+def test_a_policy_host_with_a_wrong_certificate_is_counted_as_sts_webpki_invalid(
+        config: Config, store: Store, fake_dns: FakeDNS, unique: str) -> None:
+    domain = sts_without_policy(fake_dns, unique)  # the server's default certificate only
+    assert fetch_failure(config, store, domain).result_type == "sts-webpki-invalid"
+
+
+def test_a_mailed_report_is_dkim_signed_when_dkim_is_configured(
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
+        mail_rua: MailRUA, tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.key"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    config.dkim.domain, config.dkim.selector, config.dkim.key_file = (
+        "clinic.test", "sg1", str(key_file))
+    message = mailed_report(config, store, clock, mail_rua, mx_hosts["tls"])
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    raw = message.as_bytes(policy=email.policy.SMTP)
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
