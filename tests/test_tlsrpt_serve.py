@@ -90,6 +90,25 @@ def test_tlsrpt_send_posts_the_reports_of_days_that_ended(
     assert (again.returncode, again.stdout.strip()) == (0, "no TLS reports due")
 
 
+def test_a_running_gateway_sends_the_reports_of_the_day_before_by_itself(
+        gateway_settings: GatewaySettings, policy_https: FakeHTTPS, endpoint: str,
+        tmp_path: Path, unique: str) -> None:
+    process = reporting_gateway(gateway_settings, tmp_path / "gw")
+    with opened_storage(process.storage_dir) as storage:
+        storage.add_tls_sessions([TLSSessionCount(utc_day(time.time() - 86400), endpoint,
+                                                  "no-policy-found", (), (), "success")])
+    process.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not [r for r in policy_https.requests_for(ENDPOINT) if r.path == f"/{unique}"]:
+            assert time.monotonic() < deadline, process.log_tail()
+            time.sleep(0.2)
+    finally:
+        process.stop()
+    done = process.cli("tlsrpt", "send")
+    assert done.stdout.strip() == "no TLS reports due"  # marked sent by the gateway
+
+
 def test_tlsrpt_send_says_so_when_reporting_is_off(gateway_settings: GatewaySettings,
                                                    tmp_path: Path) -> None:
     process = reporting_gateway(gateway_settings, tmp_path / "gw", enabled=False)
