@@ -212,6 +212,20 @@ def test_a_day_is_reported_once(config: Config, store: Store, clock: FakeClock,
     assert len(posts_for(policy_https, "rpt-https.test")) == 1
 
 
+def test_a_report_another_process_is_sending_is_left_to_it(
+        config: Config, store: Store, clock: FakeClock, policy_https: FakeHTTPS) -> None:
+    policy_https.clear_log()
+    deliver(config, store, Route("a@rpt-https.test"))
+    clock.advance(DAY)
+    [(domain, day)] = store.unreported_tls_days(today(store))
+    assert store.claim_tls_report(domain, day, clock.now + 60)  # as `tlsrpt send` would
+    assert store.unreported_tls_days(today(store)) == []
+    outcome = asyncio.run(TLSReporter(config, store, make_resolver(config.dns.nameservers))
+                          .send_report(domain, day))
+    assert outcome.outcome == "claimed"
+    assert posts_for(policy_https, "rpt-https.test") == []
+
+
 def test_a_domain_without_traffic_gets_no_report(config: Config, store: Store,
                                                  clock: FakeClock,
                                                  policy_https: FakeHTTPS) -> None:

@@ -611,7 +611,12 @@ class TLSReportStore(Protocol):
         """Every count of POLICY_DOMAIN on DAY."""
     def unreported_tls_days(self, before_day: str) -> list[tuple[str, str]]:
         """(policy domain, day) pairs with sessions on a day before BEFORE_DAY that were not
-        marked reported, oldest day first."""
+        marked reported and are not claimed now, oldest day first."""
+    def claim_tls_report(self, policy_domain: str, day: str, until: float) -> bool:
+        """Claim the sending of POLICY_DOMAIN's report for DAY until UNTIL, atomically across
+        nodes; False when it is done or another claim still holds."""
+    def release_tls_report(self, policy_domain: str, day: str) -> None:
+        """Give up a claim without a report done: the next run tries again."""
     def mark_tls_reported(self, policy_domain: str, day: str, outcome: str) -> None:
         """POLICY_DOMAIN's report for DAY is done (sent, or nobody to send it to)."""
     def prune_tls_sessions(self, before_day: str) -> int:

@@ -33,6 +33,7 @@ FIRST_BACKOFF = 3600.0         # a failed target waits this long, doubled per fa
 MAX_BACKOFF = 86400.0
 GIVE_UP_AFTER = 3 * 86400.0    # after the day's end: stop trying to send its report
 KEEP_DAYS = 30                 # counted sessions are kept this many days
+CLAIM_FOR = 600.0              # seconds one process holds the sending of one report
 
 
 @dataclass
@@ -46,7 +47,7 @@ class TargetOutcome:
 class ReportOutcome:
     domain: str
     day: str
-    outcome: str  # "sent", "no-rua", "retry-later", "gave-up"
+    outcome: str  # "sent", "no-rua", "retry-later", "gave-up", "claimed" (by another)
     detail: str = ""
     report_id: str = ""
     targets: list[TargetOutcome] = field(default_factory=list)
@@ -84,6 +85,21 @@ class TLSReporter:
         return outcomes
 
     async def send_report(self, domain: str, day: str) -> ReportOutcome:
+        """DOMAIN's report for DAY, under a claim: two nodes (or a node and `tlsrpt send`)
+        never send the same report."""
+        until = self.store.clock() + CLAIM_FOR
+        if not await asyncio.to_thread(self.store.claim_tls_report, domain, day, until):
+            return ReportOutcome(domain, day, "claimed", "being sent by another process")
+        try:
+            outcome = await self._send_claimed(domain, day)
+        except BaseException:
+            await asyncio.to_thread(self.store.release_tls_report, domain, day)
+            raise
+        if outcome.outcome == "retry-later":
+            await asyncio.to_thread(self.store.release_tls_report, domain, day)
+        return outcome
+
+    async def _send_claimed(self, domain: str, day: str) -> ReportOutcome:
         rua = await lookup_rua(domain, self.resolver)
         if rua.status is RUAStatus.TEMPFAIL:
             return self._not_sent(domain, day, rua.detail)

@@ -3,6 +3,7 @@ report addresses (TLSReportStore)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from gateway.storage.protocols import Storage, TLSSessionCount
@@ -85,3 +86,38 @@ def test_report_target_failures_count_up_until_cleared(storage: Storage,
     assert (second.retry_at, second.detail) == (clock.now + 7200, "timed out")
     storage.clear_report_target_failure(target)
     assert storage.report_target_failure(target) is None
+
+
+def test_a_report_claimed_by_one_process_cannot_be_claimed_by_another(
+        storage: Storage, reopen: Callable[..., Storage], clock: FakeClock) -> None:
+    other = reopen()
+    assert storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+    assert not other.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+
+
+def test_a_claimed_report_is_not_listed_as_unreported_until_the_claim_runs_out(
+        storage: Storage, clock: FakeClock) -> None:
+    storage.add_tls_sessions([STS])
+    storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+    assert storage.unreported_tls_days("2026-12-02") == []
+    clock.advance(600)
+    assert storage.unreported_tls_days("2026-12-02") == [("tls.test", "2026-12-01")]
+    assert storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+
+
+def test_a_released_claim_leaves_the_report_to_the_next_run(storage: Storage,
+                                                            clock: FakeClock) -> None:
+    storage.add_tls_sessions([STS])
+    storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+    storage.release_tls_report("tls.test", "2026-12-01")
+    assert storage.unreported_tls_days("2026-12-02") == [("tls.test", "2026-12-01")]
+
+
+def test_a_report_done_cannot_be_claimed_again(storage: Storage, clock: FakeClock) -> None:
+    storage.add_tls_sessions([STS])
+    storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+    storage.mark_tls_reported("tls.test", "2026-12-01", "sent")
+    clock.advance(3600)
+    assert not storage.claim_tls_report("tls.test", "2026-12-01", clock.now + 600)
+    storage.release_tls_report("tls.test", "2026-12-01")  # only a claim is released
+    assert storage.unreported_tls_days("2026-12-02") == []

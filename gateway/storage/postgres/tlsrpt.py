@@ -20,6 +20,14 @@ _ADD = ("INSERT INTO tls_sessions (day, policy_domain, policy_type, policy_strin
         " detail = CASE WHEN excluded.detail = '' THEN tls_sessions.detail"
         " ELSE excluded.detail END")
 
+# A claim is a row with outcome 'sending' whose `at` is when it runs out; the upsert is
+# atomic, so of two nodes claiming at once one gets it.
+_CLAIM = ("INSERT INTO tls_reports_done (policy_domain, day, outcome, at)"
+          " VALUES (%s, %s, 'sending', %s) ON CONFLICT (policy_domain, day) DO UPDATE SET"
+          " outcome = 'sending', at = excluded.at"
+          " WHERE tls_reports_done.outcome = 'sending' AND tls_reports_done.at <= %s"
+          " RETURNING 1")
+
 
 class PostgresTLSReports(PostgresPart):
     submit: Callable[[Callable[[Cursor], Any]], Future[Any]]
@@ -47,8 +55,19 @@ class PostgresTLSReports(PostgresPart):
         return [(r["policy_domain"], r["day"]) for r in self.db.query(
             "SELECT DISTINCT s.policy_domain, s.day FROM tls_sessions s"
             " LEFT JOIN tls_reports_done d ON d.policy_domain = s.policy_domain"
-            " AND d.day = s.day WHERE s.day < %s AND d.day IS NULL"
-            " ORDER BY s.day, s.policy_domain", (before_day,))]
+            " AND d.day = s.day WHERE s.day < %s AND (d.day IS NULL"
+            " OR (d.outcome = 'sending' AND d.at <= %s))"
+            " ORDER BY s.day, s.policy_domain", (before_day, self.clock()))]
+
+    def claim_tls_report(self, policy_domain: str, day: str, until: float) -> bool:
+        with self.db.transaction() as cursor:
+            cursor.execute(_CLAIM, (policy_domain.lower(), day, until, self.clock()))
+            return cursor.fetchone() is not None
+
+    def release_tls_report(self, policy_domain: str, day: str) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM tls_reports_done WHERE policy_domain = %s AND day = %s"
+                           " AND outcome = 'sending'", (policy_domain.lower(), day))
 
     def mark_tls_reported(self, policy_domain: str, day: str, outcome: str) -> None:
         with self.db.transaction() as cursor:

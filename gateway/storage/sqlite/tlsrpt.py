@@ -19,6 +19,13 @@ _ADD = ("INSERT INTO tls_sessions (day, policy_domain, policy_type, policy_strin
         " DO UPDATE SET count = count + excluded.count,"
         " detail = CASE WHEN excluded.detail = '' THEN detail ELSE excluded.detail END")
 
+# A claim is a row with outcome 'sending' whose `at` is when it runs out.
+_CLAIM = ("INSERT INTO tls_reports_done (policy_domain, day, outcome, at)"
+          " VALUES (?, ?, 'sending', ?) ON CONFLICT (policy_domain, day) DO UPDATE SET"
+          " outcome = 'sending', at = excluded.at"
+          " WHERE tls_reports_done.outcome = 'sending' AND tls_reports_done.at <= ?"
+          " RETURNING 1")
+
 
 class SQLiteTLSReports(SQLitePart):
     committer: GroupCommitter
@@ -44,8 +51,20 @@ class SQLiteTLSReports(SQLitePart):
         return [(r["policy_domain"], r["day"]) for r in self.query(
             "SELECT DISTINCT s.policy_domain, s.day FROM tls_sessions s"
             " LEFT JOIN tls_reports_done d ON d.policy_domain = s.policy_domain"
-            " AND d.day = s.day WHERE s.day < ? AND d.day IS NULL"
-            " ORDER BY s.day, s.policy_domain", (before_day,))]
+            " AND d.day = s.day WHERE s.day < ? AND (d.day IS NULL"
+            " OR (d.outcome = 'sending' AND d.at <= ?))"
+            " ORDER BY s.day, s.policy_domain", (before_day, self.clock()))]
+
+    def claim_tls_report(self, policy_domain: str, day: str, until: float) -> bool:
+        with self.transaction() as db:
+            claimed = db.execute(_CLAIM, (policy_domain.lower(), day, until,
+                                          self.clock())).fetchall()
+        return bool(claimed)
+
+    def release_tls_report(self, policy_domain: str, day: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM tls_reports_done WHERE policy_domain = ? AND day = ?"
+                       " AND outcome = 'sending'", (policy_domain.lower(), day))
 
     def mark_tls_reported(self, policy_domain: str, day: str, outcome: str) -> None:
         with self.transaction() as db:
