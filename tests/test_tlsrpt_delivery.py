@@ -163,6 +163,40 @@ def test_a_certificate_no_trusted_ca_issued_is_counted_certificate_not_trusted(
     assert row.detail
 
 
+@pytest.fixture
+def sts_two_hosts(fake_dns: FakeDNS, policy_https: FakeHTTPS, unique: str) -> str:
+    """MTA-STS enforce listing mx.bad-cert.test (tried first, its certificate from a CA
+    nobody trusts) and mx.tls.test; rua the HTTPS endpoint."""
+    domain = f"rpt-two-{unique}.test"
+    fake_dns.add(domain, "MX", "10 mx.bad-cert.test.", "20 mx.tls.test.")
+    fake_dns.add(f"_mta-sts.{domain}", "TXT", '"v=STSv1; id=20261204;"')
+    fake_dns.add(f"mta-sts.{domain}", "A", POLICY_HTTPS_IP)
+    policy_https.serve_policy(domain, "version: STSv1\nmode: enforce\nmx: mx.bad-cert.test\n"
+                              "mx: mx.tls.test\nmax_age: 604800\n")
+    fake_dns.add(f"_smtp._tls.{domain}", "TXT",
+                 f'"v=TLSRPTv1; rua=https://{ENDPOINT}:{policy_https.port}/v1/report"')
+    return domain
+
+
+def test_a_failed_host_and_the_next_that_took_the_mail_are_both_in_the_report(
+        config: Config, store: Store, clock: FakeClock, policy_https: FakeHTTPS,
+        sts_two_hosts: str) -> None:
+    deliver(config, store, Route(f"a@{sts_two_hosts}"), Route(f"b@{sts_two_hosts}"))
+    clock.advance(DAY)
+    send_reports(config, store)
+    [post] = posts_for(policy_https, sts_two_hosts)
+    document = report_of_gzip(post.body)
+    assert_valid_report(document)
+    sts = policy_entry(document, "sts")
+    assert sts["policy"]["mx-host"] == ["mx.bad-cert.test", "mx.tls.test"]
+    assert sts["summary"] == {"total-successful-session-count": 2,
+                              "total-failure-session-count": 2}
+    [failure] = sts["failure-details"]
+    assert (failure["result-type"], failure["receiving-mx-hostname"],
+            failure["failed-session-count"]) == ("certificate-not-trusted",
+                                                 "mx.bad-cert.test", 2)
+
+
 def test_the_day_is_reported_only_once_it_has_ended(config: Config, store: Store,
                                                     policy_https: FakeHTTPS) -> None:
     deliver(config, store, Route("a@rpt-https.test"))
