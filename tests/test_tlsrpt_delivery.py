@@ -11,6 +11,9 @@ Domains (each publishes `_smtp._tls` unless named otherwise):
   rpt-mail-<unique>.test  MX mx.tls.test, rua mailto:<unique>@tls.test (a test's own)
   rpt-norua.test      MX mx.tls.test, no _smtp._tls record
   rpt-failing.test    MX mx.tls.test, rua https://tlsrpt-down.reports.test:PORT/ (says 500)
+  rpt-dane.test       MX mx.rpt-dane.test (127.0.0.21), TLSA 3 1 1 of its certificate
+  rpt-dane-bad.test   the same host under another name, TLSA matching nothing
+  rpt-dane-broken.test  the same host, its TLSA look-up answers SERVFAIL
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.policy
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import dkim  # type: ignore[import-untyped]
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -36,6 +41,7 @@ from gateway.storage.store import Store
 from gateway.tlsrpt.results import utc_day
 from gateway.tlsrpt.schedule import FIRST_BACKOFF, ReportOutcome, TLSReporter
 from tests.conftest import POLICY_HTTPS_IP, assert_no_mail, wait_for_mail
+from tests.fakes.certs import leaf, make_ca
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS, PolicyRequest, Reply
 from tests.fakes.mx_host import FakeMX
@@ -432,3 +438,53 @@ def test_a_mailed_report_is_dkim_signed_when_dkim_is_configured(
     record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
     raw = message.as_bytes(policy=email.policy.SMTP)
     assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
+
+
+DANE_IP = "127.0.0.21"
+
+
+@pytest.fixture(scope="module")
+def dane_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[str]:
+    """mx.rpt-dane.test on DANE_IP with a certificate no CA vouches for, and its TLSA record
+    (3 1 1, DNSSEC-validated: the AD bit set); returns the record as published."""
+    cert = leaf(make_ca(), "mx.rpt-dane.test")
+    parsed = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
+    spki = parsed.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    record = f"3 1 1 {hashlib.sha256(spki).hexdigest()}"
+    for host, tlsa in (("mx.rpt-dane.test", record),
+                       ("mx.rpt-dane-bad.test", "3 1 1 " + "cd" * 32)):
+        fake_dns.add(host, "A", DANE_IP)
+        fake_dns.add(f"_{mx_port}._tcp.{host}", "TLSA", tlsa)
+        fake_dns.set_authenticated(f"_{mx_port}._tcp.{host}", True)
+    fake_dns.add("rpt-dane.test", "MX", "10 mx.rpt-dane.test.")
+    fake_dns.add("rpt-dane-bad.test", "MX", "10 mx.rpt-dane-bad.test.")
+    fake_dns.add("mx.rpt-dane-broken.test", "A", DANE_IP)
+    fake_dns.set_rcode(f"_{mx_port}._tcp.mx.rpt-dane-broken.test", "SERVFAIL")
+    fake_dns.add("rpt-dane-broken.test", "MX", "10 mx.rpt-dane-broken.test.")
+    with FakeMX(DANE_IP, mx_port, name="mx.rpt-dane.test", tls_cert=cert):
+        yield record
+
+
+def test_a_dane_host_is_counted_under_its_tlsa_records(config: Config, store: Store,
+                                                       dane_host: str) -> None:
+    deliver(config, store, Route("a@rpt-dane.test"))
+    [row] = counted(store, "rpt-dane.test")
+    assert (row.policy_type, row.policy_string, row.mx_host, row.result_type) == (
+        "tlsa", (dane_host,), ("mx.rpt-dane.test",), "success")
+
+
+def test_a_certificate_matching_no_tlsa_record_is_counted_tlsa_invalid(
+        config: Config, store: Store, dane_host: str) -> None:
+    deliver(config, store, Route("a@rpt-dane-bad.test"))
+    [row] = counted(store, "rpt-dane-bad.test")
+    assert (row.policy_type, row.result_type, row.receiving_ip) == ("tlsa", "tlsa-invalid",
+                                                                    DANE_IP)
+
+
+def test_a_tlsa_lookup_that_fails_is_counted_dnssec_invalid(config: Config, store: Store,
+                                                            dane_host: str) -> None:
+    deliver(config, store, Route("a@rpt-dane-broken.test"))
+    [row] = counted(store, "rpt-dane-broken.test")
+    assert (row.policy_type, row.result_type, row.receiving_mx) == (
+        "tlsa", "dnssec-invalid", "mx.rpt-dane-broken.test")
