@@ -3,6 +3,7 @@ counts them in memory and writes them in batches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,12 +60,15 @@ def test_a_batch_the_store_refuses_is_kept_for_the_next(tmp_path: Path) -> None:
     closed.close()  # its writer is gone: every batch is refused
     recorder = SessionRecorder(closed, flush_interval=3600)
     recorder.record("tls.test", [Session(ENFORCE, ResultType.SUCCESS)])
-    recorder.flush()
+    refused = recorder.flush()
+    assert refused is not None and refused.exception() is not None
     reopened = open_storage(config, clock=lambda: DAY_START)
     try:
         recorder.store = reopened
-        written = recorder.flush()
-        assert written is not None
+        deadline = time.monotonic() + 5  # the refused counts come back from the writer thread
+        while (written := recorder.flush()) is None:
+            assert time.monotonic() < deadline, "the refused counts were not kept"
+            time.sleep(0.01)
         written.result()
         assert [r.count for r in reopened.tls_sessions("tls.test", "2025-12-01")] == [1]
     finally:

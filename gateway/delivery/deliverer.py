@@ -206,7 +206,7 @@ class Deliverer:
                                            sts=sts, standards=domain_policies,
                                            smtputf8=smtputf8)
             self._learn(domain, result.attempts)
-        if self.tls_sessions is not None:
+        if self.tls_sessions is not None and domain_policies:  # else checked against none
             self.tls_sessions.record(domain, sessions_of(domain, result.attempts, sts,
                                                          sts_failure))
         return result
