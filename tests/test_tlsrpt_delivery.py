@@ -350,6 +350,13 @@ def test_a_mailed_report_is_a_multipart_report_naming_domain_and_submitter(
         "total-successful-session-count"] == 4
 
 
+def test_the_delivery_of_a_report_mail_is_not_itself_counted(
+        config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
+        mail_rua: MailRUA) -> None:
+    mailed_report(config, store, clock, mail_rua, mx_hosts["tls"])
+    assert counted(store, "tls.test") == []  # it was checked against no policy: no data
+
+
 def test_a_mailed_report_says_tls_is_not_required_for_it(
         config: Config, store: Store, clock: FakeClock, mx_hosts: dict[str, FakeMX],
         mail_rua: MailRUA) -> None:
