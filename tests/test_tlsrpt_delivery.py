@@ -495,3 +495,26 @@ def test_a_tlsa_lookup_that_fails_is_counted_dnssec_invalid(config: Config, stor
     [row] = counted(store, "rpt-dane-broken.test")
     assert (row.policy_type, row.result_type, row.receiving_mx) == (
         "tlsa", "dnssec-invalid", "mx.rpt-dane-broken.test")
+
+
+def test_a_mailto_target_whose_report_bounced_is_backed_off_then_tried_again(
+        config: Config, store: Store, clock: FakeClock, fake_dns: FakeDNS,
+        unique: str) -> None:
+    domain, target = f"rpt-bounce-{unique}.test", f"mailto:{unique}@nowhere-{unique}.test"
+    fake_dns.add(f"_smtp._tls.{domain}", "TXT", f'"v=TLSRPTv1; rua={target}"')
+
+    def day_with_traffic() -> list[str]:
+        """A day's sessions, then the day after: what each due report's target did."""
+        store.add_tls_sessions([TLSSessionCount(today(store), domain, "no-policy-found", (),
+                                                (), "success")])
+        clock.advance(DAY)
+        return [o.targets[0].result for o in send_reports(config, store)]
+
+    assert day_with_traffic() == ["queued"]
+    deliver(config, store, rounds=2)  # NXDOMAIN: the report mail bounces
+    assert day_with_traffic() == ["backing-off"]
+    failure = store.report_target_failure(target)
+    assert failure is not None and failure.failures == 1
+    assert failure.detail.startswith("bounced: ")
+    clock.advance(FIRST_BACKOFF)
+    assert day_with_traffic() == ["queued", "queued"]  # the day held back, and the new one

@@ -8,7 +8,8 @@ reports, or when GIVE_UP_AFTER has passed without any target taking it.
 Back-off: a target that failed (an HTTPS POST refused, timed out, answered non-2xx) is not
 tried again before 1 h, doubling with each failure in a row up to a day; the failures are
 kept in the database, so every node and `tlsrpt send` see them. A mailto: target counts as
-having taken the report once the mail is queued: the queue retries it like any mail.
+having taken the report once the mail is queued (the queue retries it like any mail); it
+fails when the last report mailed to it bounced, and is then backed off the same way.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ from typing import Any
 import dns.asyncresolver
 
 from gateway.config import Config
-from gateway.storage.protocols import Storage
+from gateway.queue.model import State
+from gateway.storage.protocols import RecipientStatus, ReportTargetFailure, Storage
 from gateway.tlsrpt.report import ReportHeader, TLSReport, build_report, day_start
 from gateway.tlsrpt.results import utc_day
 from gateway.tlsrpt.rua import RUAStatus, lookup_rua
-from gateway.tlsrpt.send import ReportSendError, post_report, queue_report_mail
+from gateway.tlsrpt.send import (
+    REPORT_REASON,
+    ReportSendError,
+    mail_address,
+    post_report,
+    queue_report_mail,
+)
 
 log = logging.getLogger("sealgate.tlsrpt")
 CHECK_INTERVAL = 3600.0        # seconds between looks for due reports in `serve`
@@ -132,6 +140,8 @@ class TLSReporter:
 
     async def _deliver(self, report: TLSReport, target: str) -> TargetOutcome:
         failure = await asyncio.to_thread(self.store.report_target_failure, target)
+        if target.lower().startswith("mailto:"):
+            failure = await asyncio.to_thread(self._note_bounce, target, failure)
         if failure is not None and failure.retry_at > self.store.clock():
             return TargetOutcome(target, "backing-off",
                                  f"{failure.failures} failures in a row, last: {failure.detail}")
@@ -143,9 +153,26 @@ class TLSReporter:
             await asyncio.to_thread(self.store.record_report_target_failure, target,
                                     retry_at, str(exc))
             return TargetOutcome(target, "failed", str(exc))
-        if failure is not None:
+        if failure is not None and result.result == "posted":  # mail: once delivered
             await asyncio.to_thread(self.store.clear_report_target_failure, target)
         return result
+
+    def _note_bounce(self, target: str,
+                     failure: ReportTargetFailure | None) -> ReportTargetFailure | None:
+        """A mailto: target fails when the last report mailed to it bounced: that bounce is
+        counted as a failure once (the queue itself retried the mail before it bounced)."""
+        last = last_report_mail(self.store, mail_address(target))
+        if last is not None and last.state == State.DELIVERED and failure is not None:
+            self.store.clear_report_target_failure(target)  # it takes reports again
+            return None
+        if last is None or last.state != State.BOUNCED:
+            return failure
+        noted = failure.retry_at - backoff(failure.failures) if failure else float("-inf")
+        if last.updated <= noted:
+            return failure
+        failures = failure.failures + 1 if failure is not None else 1
+        return self.store.record_report_target_failure(
+            target, self.store.clock() + backoff(failures), f"bounced: {last.last_reply}")
 
     async def _send(self, report: TLSReport, target: str) -> TargetOutcome:
         if target.lower().startswith("mailto:"):
@@ -155,6 +182,13 @@ class TLSReporter:
             return TargetOutcome(target, "queued", queue_id)
         status = await post_report(report, target, self.resolver, self.config.delivery.ca_file)
         return TargetOutcome(target, "posted", f"HTTP {status}")
+
+
+def last_report_mail(store: Storage, address: str) -> RecipientStatus | None:
+    """The newest report mail queued to ADDRESS, as the queue knows it now."""
+    rows = [r for m in store.messages_to(address) for r in m.recipients
+            if r.rcpt == address and r.reason == REPORT_REASON]
+    return max(rows, key=lambda r: r.updated, default=None)
 
 
 async def report_forever(config: Config, store: Storage,
