@@ -36,6 +36,7 @@ from gateway.storage import open_storage, storage_errors
 from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspection, Storage
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import cache_status
+from gateway.tlsrpt.command import cmd_tlsrpt
 from gateway.vault.expiry import prune_history, purge
 from gateway.vault.key_report import format_key_rows, key_rows
 
@@ -489,6 +490,11 @@ def parser() -> argparse.ArgumentParser:
     audit.add_argument("id")
     audit.add_argument("--json", action="store_true")
     pickup.set_defaults(func=cmd_pickup)
+    tlsrpt = add(sub, "tlsrpt", help="TLS reports (RFC 8460)").add_subparsers(dest="action",
+                                                                              required=True)
+    send = add(tlsrpt, "send", help="send the TLS reports that are due now")
+    send.add_argument("--json", action="store_true")
+    send.set_defaults(func=cmd_tlsrpt)
     return top
 
 

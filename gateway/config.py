@@ -190,6 +190,21 @@ class InternalConfig:
 
 
 @dataclass
+class TLSRptConfig:
+    enabled: bool = False            # send RFC 8460 aggregate reports to domains asking for them
+    organization: str = ""           # organization-name in the reports; "" = smtp.hostname
+    contact: str = ""                # contact-info in the reports; "" = the from address
+    from_: str = ""                  # envelope and From of emailed reports; "" = notify.from
+    submitter: str = ""              # TLS-Report-Submitter; "" = smtp.hostname
+
+    def sender(self, config: Config) -> str:
+        return self.from_ or config.notify.from_
+
+    def submitter_domain(self, config: Config) -> str:
+        return self.submitter or config.smtp.hostname
+
+
+@dataclass
 class AlertsConfig:
     to: str = ""                     # admin alerts (double bounces, TLS downgrades); "" = log only
 
@@ -223,6 +238,7 @@ _SECTIONS: dict[str, type] = {
     "internal": InternalConfig,
     "dkim": DKIMConfig,
     "alerts": AlertsConfig,
+    "tlsrpt": TLSRptConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -240,6 +256,7 @@ class Config:
     internal: InternalConfig = field(default_factory=InternalConfig)
     dkim: DKIMConfig = field(default_factory=DKIMConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    tlsrpt: TLSRptConfig = field(default_factory=TLSRptConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None
@@ -337,10 +354,23 @@ def validate(config: Config) -> Config:
     if config.alerts.to and not _ADDRESS.fullmatch(config.alerts.to):
         raise ConfigError(f"alerts.to: {config.alerts.to!r} is not an address like"
                           " postmaster@org.example")
+    _check_tlsrpt(config)
     if bool(config.smtp.tls_cert) != bool(config.smtp.tls_key):
         raise ConfigError("smtp.tls_cert and smtp.tls_key must be set together")
     _check_storage(config.storage)
     return config
+
+
+def _check_tlsrpt(config: Config) -> None:
+    tlsrpt = config.tlsrpt
+    for key, value in (("from", tlsrpt.from_), ("contact", tlsrpt.contact)):
+        if value and not _ADDRESS.fullmatch(value):
+            raise ConfigError(f"tlsrpt.{key}: {value!r} is not an address like"
+                              " tlsrpt@org.example")
+    if tlsrpt.submitter and (tlsrpt.submitter.startswith("*")
+                             or not _DOMAIN.fullmatch(tlsrpt.submitter)):
+        raise ConfigError(f"tlsrpt.submitter: {tlsrpt.submitter!r} is not a domain like"
+                          " mail.org.example")
 
 
 def _check_storage(storage: StorageConfig) -> None:

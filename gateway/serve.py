@@ -25,6 +25,7 @@ from gateway.tls.downgrade import DowngradeGuard, DowngradeSettings
 from gateway.tls.downgrade_alert import DowngradeMailer
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import MTASTSResolver, STSCache
+from gateway.tlsrpt.results import SessionRecorder
 from gateway.vault.stage import PickupStage
 
 log = logging.getLogger("sealgate")
@@ -54,6 +55,8 @@ def build_runner(config: Config, store: Storage) -> QueueRunner:
     deliverer = Deliverer(resolver, settings, tls_cache, mta_sts, config.delivery.dane,
                           nexthops=PolicyNexthops(config.policy_dir),
                           downgrade=downgrade_guard(config, store))
+    if config.tlsrpt.enabled:
+        deliverer.tls_sessions = SessionRecorder(store)
     return QueueRunner(store, deliverer, PickupStage(config, store, links=store), retry,
                        load_signer(config), config.dkim.sign_relayed)
 

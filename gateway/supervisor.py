@@ -39,6 +39,7 @@ from gateway.ops.metrics import process_dead
 from gateway.ops.systemd import sd_notify
 from gateway.storage.lock import StoreLock
 from gateway.storage.protocols import Storage
+from gateway.tlsrpt.schedule import start_reporting
 from gateway.vault.expiry import expire_forever
 from gateway.workers.handoff import STARTUP_BLOCKED, Handoff, encode_handoff, worker_owner
 from gateway.workers.limits import clear_region, shared_counters
@@ -122,6 +123,7 @@ class Supervisor:
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
         sts_refresh = asyncio.create_task(self.refresh_sts_policies())
+        reports = start_reporting(self.config, self.store)  # [tlsrpt] enabled: daily reports
         ops = start_ops(self)
         listeners = sum(w.kind == "smtp" for w in self.workers)
         log.info("sealgate ready: SMTP on %s, portal on %s (%d SMTP listeners, %d queue"
@@ -135,10 +137,10 @@ class Supervisor:
         self.smtp_socket.close()  # the listeners close their copies: then nothing accepts
         self.signal_workers(signal.SIGTERM)
         await self.wait_for_workers(keepers)
-        expiry.cancel()
-        watch.cancel()
-        sts_refresh.cancel()
-        await asyncio.gather(expiry, watch, sts_refresh, portal_task, return_exceptions=True)
+        for task in (expiry, watch, sts_refresh, *reports):
+            task.cancel()
+        await asyncio.gather(expiry, watch, sts_refresh, *reports, portal_task,
+                             return_exceptions=True)
         if ops is not None:
             await ops.stop()
         log.info("stopped")

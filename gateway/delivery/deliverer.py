@@ -20,11 +20,11 @@ from gateway.delivery.mx import LookupStatus, MXHost, MXResolver
 from gateway.delivery.pipeline import data_payload, envelope_lines, exchange
 from gateway.delivery.pool import ConnectionPool, close_quietly
 from gateway.ops import metrics
-from gateway.tls.dane import lookup_tlsa
+from gateway.tls.dane import TLSALookup, TLSARecord, TLSAStatus, lookup_tlsa
 from gateway.tls.downgrade import DowngradeGuard, DowngradeKind
 from gateway.tls.inspect import cert_facts, presented_chain
 from gateway.tls.knowledge import TLSCache
-from gateway.tls.mta_sts import STSMode, STSPolicy
+from gateway.tls.mta_sts import MTASTSResolver, STSMode, STSPolicy, STSStatus
 from gateway.tls.pkix import chain_verifies
 from gateway.tls.sessions import ResumingContext
 from gateway.tls.verdict import (
@@ -42,6 +42,7 @@ from gateway.tls.verdict import (
     server_name,
     sts_allows,
 )
+from gateway.tlsrpt.results import SessionRecorder, sessions_of
 
 if TYPE_CHECKING:
     from gateway.classify.policy import NextHop
@@ -87,6 +88,9 @@ class HostAttempt:
     cert_subject: str = ""
     cert_issuer: str = ""
     authentication: Authentication = Authentication.NONE
+    tlsa: tuple[TLSARecord, ...] = ()  # the host's usable TLSA records it was checked against
+    tlsa_failed: bool = False          # its TLSA look-up failed (host not used)
+    local_address: str = ""            # our end of the connection (sending-mta-ip)
 
     def note(self, verdict: TLSVerdict) -> None:
         self.authentication = verdict.authentication
@@ -130,7 +134,7 @@ _MAX_LEARNED = 10_000   # (domain, host) pairs remembered for that
 
 _TLS_FACTS = ("starttls_offered", "tls_version", "cipher", "verified", "cert_subject",
               "cert_issuer",
-              "authentication")
+              "authentication", "local_address")
 
 
 class TLSFailure(Exception):
@@ -179,14 +183,18 @@ class Deliverer:
         self._contexts = {r: tls_context(r, settings.ca_file) for r in TLSRequirement}
         # (domain, host) -> the TLS facts last written to the cache, and when (monotonic).
         self._learned: dict[tuple[str, str], tuple[tuple[bool, bool, str], float]] = {}
+        self.tls_sessions: SessionRecorder | None = None  # TLS reporting (RFC 8460), when on
 
     @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
                       requirement: TLSRequirement, smtputf8: bool = False,
-                      dsn: DSNRequest | None = None) -> DomainResult:
+                      dsn: DSNRequest | None = None, domain_policies: bool = True
+                      ) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
         may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7. DSN: the
-        sender's DSN request, passed on to a host that offers DSN."""
+        sender's DSN request, passed on to a host that offers DSN.
+        DOMAIN_POLICIES off ("TLS-Required: No", RFC 8689 5): neither the domain's MTA-STS
+        policy nor its hosts' TLSA records are looked up or applied."""
         nexthop = self.nexthops(domain) if self.nexthops is not None else None
         if nexthop is not None:
             return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
@@ -203,13 +211,18 @@ class Deliverer:
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
                                                       tls_failure=TLSFailureReason.NO_STARTTLS.value)
                                           for h in lookup.hosts])
-        sts = await self._sts_policy(domain)
+        sts, sts_failure = await self._sts_policy(domain) if domain_policies else (None, "")
         hosts = [h for h in lookup.hosts if sts_allows(sts, h.name)]
         if lookup.hosts and not hosts:
-            return _sts_mismatch(lookup.hosts, requirement)
-        result = await self._try_hosts(hosts, sender, rcpts, content, requirement, sts=sts,
-                                       smtputf8=smtputf8, dsn=dsn)
-        self._learn(domain, result.attempts)
+            result = _sts_mismatch(lookup.hosts, requirement)
+        else:
+            result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
+                                           sts=sts, standards=domain_policies,
+                                           smtputf8=smtputf8, dsn=dsn)
+            self._learn(domain, result.attempts)
+        if self.tls_sessions is not None and domain_policies:  # else checked against none
+            self.tls_sessions.record(domain, sessions_of(domain, result.attempts, sts,
+                                                         sts_failure))
         return result
 
     async def _deliver_to_nexthop(self, domain: str, nexthop: NextHop, sender: str,
@@ -235,25 +248,39 @@ class Deliverer:
         self._learn(domain, result.attempts)
         return result
 
-    async def _sts_policy(self, domain: str) -> STSPolicy | None:
+    async def _sts_policy(self, domain: str) -> tuple[STSPolicy | None, str]:
+        """The domain's policy, and why a published one could not be fetched ("" when it
+        could, or when there is none: for TLS reports)."""
         if self.mta_sts is None:
-            return None
+            return None, ""
+        failure = ""
         try:
-            policy = await self.mta_sts.policy_for(domain)
+            if isinstance(self.mta_sts, MTASTSResolver):
+                found = await self.mta_sts.lookup(domain)
+                policy = found.policy
+                if found.status is STSStatus.FETCH_FAILED:
+                    failure = found.detail
+            else:
+                policy = await self.mta_sts.policy_for(domain)
         except Exception:  # a broken policy host must not stop delivery: RFC 8461 5.1
             log.exception("MTA-STS lookup for %s failed", domain)
-            return None
+            return None, ""
         metrics.sts_policy_seen(policy)
         if policy is not None and policy.mode is STSMode.TESTING:
             log.info("%s publishes an MTA-STS policy in testing mode (logged only)", domain)
-        return policy
+        return policy, failure
 
     async def host_requirement(self, host: MXHost, requirement: TLSRequirement, port: int,
                                sts: STSPolicy | None) -> HostRequirement | HostSkipped:
         """What HOST must offer (verdict.host_requirement), after its TLSA look-up."""
+        return (await self._host_need(host, requirement, port, sts))[0]
+
+    async def _host_need(self, host: MXHost, requirement: TLSRequirement, port: int,
+                         sts: STSPolicy | None
+                         ) -> tuple[HostRequirement | HostSkipped, TLSALookup | None]:
         tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
         metrics.tlsa_looked_up(tlsa)
-        return host_requirement(requirement, host.name, tlsa, sts)
+        return host_requirement(requirement, host.name, tlsa, sts), tlsa
 
     def _known_without_tls(self, domain: str, hosts: list[MXHost]) -> bool:
         return self.tls_cache is not None and self.tls_cache.none_offer_starttls(
@@ -305,14 +332,17 @@ class Deliverer:
         port = port or self.settings.port
         for host in hosts:
             need: HostRequirement | HostSkipped = HostRequirement(requirement)
+            tlsa: TLSALookup | None = None
             if standards:
-                need = await self.host_requirement(host, requirement, port, sts)
+                need, tlsa = await self._host_need(host, requirement, port, sts)
             if isinstance(need, HostSkipped):
                 failure = need.tls_failure.value if need.tls_failure else None
-                attempts.append(HostAttempt(host.name, "", need.detail, tls_failure=failure))
+                failed = tlsa is not None and tlsa.status is TLSAStatus.TEMPFAIL
+                attempts.append(HostAttempt(host.name, "", need.detail, tls_failure=failure,
+                                            tlsa_failed=failed))
                 continue
             for address in host.addresses:
-                attempt = HostAttempt(host.name, address)
+                attempt = HostAttempt(host.name, address, tlsa=need.tlsa)
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
                                               need, attempt, port, smtputf8,
@@ -410,6 +440,8 @@ class Deliverer:
                                  local_hostname=self.settings.helo_name,
                                  timeout=self.settings.timeout)
         await client.connect()
+        sockname = client.get_transport_info("sockname")
+        attempt.local_address = str(sockname[0]) if sockname else ""
         try:
             if need.requirement is not TLSRequirement.NONE:
                 await self._secure(client, name, need, attempt, tls_name or name)

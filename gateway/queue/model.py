@@ -17,6 +17,10 @@ class Mode(StrEnum):
     REQUIRE_VERIFIED_TLS = "require-verified-tls"  # PKIX chain and MX host name
     PICKUP = "pickup"                      # always stored for pickup in the portal
     INTERNAL = "internal"                  # to internal.relay (portal replies, reports)
+    # "TLS-Required: No" (RFC 8689 5): STARTTLS when offered, but the domain's MTA-STS and
+    # DANE are not applied. Only for mail Sealgate writes that must get through when TLS to
+    # the domain is broken: TLS reports (RFC 8460 5.3), which report exactly that.
+    TLS_OPTIONAL = "tls-optional"
 
 
 class State(StrEnum):

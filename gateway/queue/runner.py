@@ -23,6 +23,7 @@ from gateway.delivery.deliverer import (
     DomainResult,
     HostAttempt,
     Outcome,
+    TLSRequirement,
 )
 from gateway.delivery.dkim import DKIMSigner
 from gateway.delivery.dsn_options import DSNRequest
@@ -133,6 +134,7 @@ class QueueRunner:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._guarded_async("writing the attempt history", self._flush_attempts)
+            await self._guarded_async("writing TLS report counts", self._flush_tls_sessions)
             await self.deliverer.close()
 
     async def _turn(self) -> None:
@@ -143,6 +145,8 @@ class QueueRunner:
             await self._guarded_async("renewing delivery claims", self._renew)
         await self._settle_parked()
         await self._guarded_async("writing the attempt history", self._flush_attempts)
+        if (sessions := self.deliverer.tls_sessions) is not None:
+            sessions.flush_if_due()  # TLS report counts, batched: not a write per delivery
         try:
             await self.deliverer.pool.close_idle()
         except Exception as exc:
@@ -203,6 +207,12 @@ class QueueRunner:
             await asyncio.gather(*list(self._tasks))
         await self._settle_parked()
         await self._flush_attempts()
+        await self._flush_tls_sessions()
+
+    async def _flush_tls_sessions(self) -> None:
+        sessions = self.deliverer.tls_sessions
+        if sessions is not None and (written := sessions.flush()) is not None:
+            await asyncio.wrap_future(written)
 
     async def close(self) -> None:
         await self.deliverer.close()
@@ -295,6 +305,11 @@ class QueueRunner:
         if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
                                               content, dsn=dsn)
+        if first.mode == Mode.TLS_OPTIONAL:
+            return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
+                                                TLSRequirement.OPPORTUNISTIC,
+                                                smtputf8=first.smtputf8, dsn=dsn,
+                                                domain_policies=False)
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                             REQUIREMENT_FOR_MODE[first.mode],
                                             smtputf8=first.smtputf8, dsn=dsn)

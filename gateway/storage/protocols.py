@@ -28,8 +28,9 @@ __all__ = [
     "HostTLS", "IncomingMessage",
     "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
     "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
-    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "STSFetchFailure",
-    "SenderLink", "SenderLinkStore", "Session", "Settlement", "StagedPickup", "Storage", "User",
+    "RecipientStatus", "Report", "ReportTargetFailure", "ResetLimits", "ResetLink", "Route",
+    "STSFetchFailure", "SenderLink", "SenderLinkStore", "Session", "Settlement",
+    "StagedPickup", "Storage", "TLSReportStore", "TLSSessionCount", "User",
     "WaitingRecipient",
 ]
 
@@ -699,9 +700,76 @@ class QueueStore(Protocol):
         content may belong to a message being accepted right now); how many."""
 
 
+# -- TLS reporting (RFC 8460) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TLSSessionCount:
+    """COUNT delivery sessions of one UTC DAY ("2026-12-02") to POLICY_DOMAIN, checked
+    against one policy (POLICY_TYPE "sts", "tlsa" or "no-policy-found", its POLICY_STRING
+    lines and MX_HOST patterns), that ended in RESULT_TYPE ("success" or a failure type of
+    RFC 8460 4.3), with the failure's addresses and names ("" for successes). DETAIL is the
+    newest failure reason in words (failure-reason-code). Counts of the same key add up."""
+
+    day: str
+    policy_domain: str
+    policy_type: str
+    policy_string: tuple[str, ...]
+    mx_host: tuple[str, ...]
+    result_type: str
+    sending_ip: str = ""
+    receiving_mx: str = ""
+    receiving_ip: str = ""
+    detail: str = ""
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class ReportTargetFailure:
+    """A report address (a rua URI) that failed FAILURES times in a row: not tried again
+    before RETRY_AT."""
+
+    target: str
+    failures: int
+    retry_at: float
+    detail: str
+
+
+class TLSReportStore(Protocol):
+    """Delivery sessions counted per policy domain and day for TLS reports, which (domain,
+    day) pairs were reported, and the back-off of report addresses that failed."""
+
+    clock: Clock
+
+    def submit_tls_sessions(self, counts: Sequence[TLSSessionCount]) -> Future[None]:
+        """Add COUNTS (one unit for all; the writer shares its commit with other work)."""
+    def add_tls_sessions(self, counts: Sequence[TLSSessionCount]) -> None:
+        """submit_tls_sessions(), waited for."""
+    def tls_sessions(self, policy_domain: str, day: str) -> list[TLSSessionCount]:
+        """Every count of POLICY_DOMAIN on DAY."""
+    def unreported_tls_days(self, before_day: str) -> list[tuple[str, str]]:
+        """(policy domain, day) pairs with sessions on a day before BEFORE_DAY that were not
+        marked reported and are not claimed now, oldest day first."""
+    def claim_tls_report(self, policy_domain: str, day: str, until: float) -> bool:
+        """Claim the sending of POLICY_DOMAIN's report for DAY until UNTIL, atomically across
+        nodes; False when it is done or another claim still holds."""
+    def release_tls_report(self, policy_domain: str, day: str) -> None:
+        """Give up a claim without a report done: the next run tries again."""
+    def mark_tls_reported(self, policy_domain: str, day: str, outcome: str) -> None:
+        """POLICY_DOMAIN's report for DAY is done (sent, or nobody to send it to)."""
+    def prune_tls_sessions(self, before_day: str) -> int:
+        """Forget counts and report marks of days before BEFORE_DAY; how many counts."""
+    def report_target_failure(self, target: str) -> ReportTargetFailure | None: ...
+    def record_report_target_failure(self, target: str, retry_at: float,
+                                     detail: str) -> ReportTargetFailure:
+        """One more failure of TARGET in a row."""
+    def clear_report_target_failure(self, target: str) -> None:
+        """TARGET took a report: its failures are forgotten."""
+
+
 @runtime_checkable
 class Storage(PortalStore, PickupStore, KnowledgeStore, AuditStore, KeyStore, QueueInspection,
-              QueueStore, SenderLinkStore, Protocol):
+              QueueStore, SenderLinkStore, TLSReportStore, Protocol):
     """Everything a back-end provides; `open_storage` returns one."""
 
     def close(self) -> None: ...

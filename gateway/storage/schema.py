@@ -198,6 +198,26 @@ def downgrade_memory_and_sts_failures(db: Database) -> None:
                " failures INTEGER NOT NULL, detail TEXT NOT NULL, retry_at REAL NOT NULL)")
 
 
+@migration
+def create_tls_reporting(db: Database) -> None:
+    """RFC 8460 reports: delivery sessions counted per policy domain, day, policy and
+    result; which reports are done; report addresses that failed (their back-off)."""
+    db.execute("""CREATE TABLE tls_sessions (
+        day TEXT NOT NULL, policy_domain TEXT NOT NULL, policy_type TEXT NOT NULL,
+        policy_string TEXT NOT NULL, mx_host TEXT NOT NULL, result_type TEXT NOT NULL,
+        sending_ip TEXT NOT NULL, receiving_mx TEXT NOT NULL, receiving_ip TEXT NOT NULL,
+        detail TEXT NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (day, policy_domain, policy_type, policy_string, mx_host, result_type,
+                     sending_ip, receiving_mx, receiving_ip))""")
+    db.execute("CREATE INDEX tls_sessions_domain ON tls_sessions (policy_domain, day)")
+    db.execute("""CREATE TABLE tls_reports_done (
+        policy_domain TEXT NOT NULL, day TEXT NOT NULL, outcome TEXT NOT NULL,
+        at REAL NOT NULL, PRIMARY KEY (policy_domain, day))""")
+    db.execute("""CREATE TABLE report_target_failures (
+        target TEXT PRIMARY KEY, failures INTEGER NOT NULL, retry_at REAL NOT NULL,
+        detail TEXT NOT NULL)""")
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

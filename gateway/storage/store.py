@@ -30,6 +30,7 @@ from gateway.storage.sqlite.portal import SQLitePortal
 from gateway.storage.sqlite.queue import DEFAULT_LEASE, SQLiteQueue, new_report_writer
 from gateway.storage.sqlite.sender_links import SQLiteSenderLinks
 from gateway.storage.sqlite.spool import SpoolFiles
+from gateway.storage.sqlite.tlsrpt import SQLiteTLSReports
 from gateway.vault import crypto
 
 # Value objects and ids kept importable from here, where they were defined before.
@@ -40,7 +41,7 @@ Clock = Callable[[], float]
 
 
 class Store(SQLitePortal, SQLitePickups, SQLiteKeys, SQLiteKnowledge, SQLiteAudit,
-            SQLiteQueueInspection, SQLiteQueue, SQLiteSenderLinks):
+            SQLiteQueueInspection, SQLiteQueue, SQLiteSenderLinks, SQLiteTLSReports):
     def __init__(self, directory: Path, clock: Clock = time.time, owner: str | None = None,
                  lease: float = DEFAULT_LEASE) -> None:
         self.directory = directory

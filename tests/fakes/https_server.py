@@ -43,6 +43,8 @@ class PolicyRequest:
     host: str       # Host header, without port
     method: str
     path: str
+    content_type: str = ""  # of a POST's body (TLS-RPT reports)
+    body: bytes = b""
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -72,11 +74,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        fake = self.server.fake
         host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
         sni = getattr(self.connection, "sni", None)
-        fake._log(PolicyRequest(sni, host, "GET", self.path))
-        reply = fake._reply_for(host, self.path)
+        self.server.fake._log(PolicyRequest(sni, host, "GET", self.path))
+        self._answer(host)
+
+    def do_POST(self) -> None:  # noqa: N802 - a TLS-RPT endpoint (RFC 8460 5.2) takes reports
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+        sni = getattr(self.connection, "sni", None)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.fake._log(PolicyRequest(sni, host, "POST", self.path,
+                                            self.headers.get("Content-Type", ""), body))
+        self._answer(host)
+
+    def _answer(self, host: str) -> None:
+        reply = self.server.fake._reply_for(host, self.path)
         self.send_response(reply.status)
         if reply.content_type:
             self.send_header("Content-Type", reply.content_type)

@@ -178,6 +178,24 @@ MIGRATIONS = [
             domain {ID} PRIMARY KEY, policy_id text NOT NULL, failures integer NOT NULL,
             detail text NOT NULL, retry_at double precision NOT NULL)""",
     )),
+    Migration("create_tls_reporting", (
+        # RFC 8460 reports: delivery sessions counted per policy domain, day, policy and
+        # result; which reports are done; report addresses that failed (their back-off).
+        """CREATE TABLE tls_sessions (
+            day text COLLATE "C" NOT NULL, policy_domain text NOT NULL,
+            policy_type text NOT NULL, policy_string text NOT NULL, mx_host text NOT NULL,
+            result_type text NOT NULL, sending_ip text NOT NULL, receiving_mx text NOT NULL,
+            receiving_ip text NOT NULL, detail text NOT NULL, count bigint NOT NULL,
+            PRIMARY KEY (day, policy_domain, policy_type, policy_string, mx_host,
+                         result_type, sending_ip, receiving_mx, receiving_ip))""",
+        "CREATE INDEX tls_sessions_domain ON tls_sessions (policy_domain, day)",
+        """CREATE TABLE tls_reports_done (
+            policy_domain text NOT NULL, day text COLLATE "C" NOT NULL, outcome text NOT NULL,
+            at double precision NOT NULL, PRIMARY KEY (policy_domain, day))""",
+        """CREATE TABLE report_target_failures (
+            target text PRIMARY KEY, failures integer NOT NULL,
+            retry_at double precision NOT NULL, detail text NOT NULL)""",
+    )),
 ]
 
 

@@ -23,6 +23,7 @@ from gateway.storage.postgres.migrations import migrate
 from gateway.storage.postgres.portal import PostgresPortal
 from gateway.storage.postgres.queue import PostgresQueue
 from gateway.storage.postgres.sender_links import PostgresSenderLinks
+from gateway.storage.postgres.tlsrpt import PostgresTLSReports
 from gateway.storage.protocols import Clock
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ VACUUMED = ("pickups", "blob_chunks", "keys", "epoch_keys")
 
 
 class PostgresStorage(PostgresPortal, PostgresKeys, PostgresKnowledge, PostgresAudit,
-                      PostgresQueueInspection, PostgresQueue, PostgresSenderLinks):
+                      PostgresQueueInspection, PostgresQueue, PostgresSenderLinks,
+                      PostgresTLSReports):
     """Opening migrates the schema (once, whichever node comes first) and loads the keys;
     a database that cannot be reached raises psycopg.OperationalError at once."""
 
