@@ -170,13 +170,20 @@ class Deliverer:
 
     @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
-                      requirement: TLSRequirement, smtputf8: bool = False) -> DomainResult:
+                      requirement: TLSRequirement, smtputf8: bool = False,
+                      requiretls: bool = False, tls_optional: bool = False) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
-        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7."""
+        may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7.
+        REQUIRETLS (RFC 8689 4.2.1): MX hosts found securely (DNSSEC or MTA-STS enforce),
+        a verified certificate (PKIX and name, or DANE), a host offering REQUIRETLS, and the
+        message relayed with it; otherwise TLS_UNAVAILABLE. TLS_OPTIONAL ("TLS-Required:
+        No", RFC 8689 5): the domain's MTA-STS and DANE are not applied to this message."""
+        if requiretls:
+            requirement = requirement.at_least(TLSRequirement.VERIFIED)
         nexthop = self.nexthops(domain) if self.nexthops is not None else None
         if nexthop is not None:
             return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
-                                                  requirement, smtputf8)
+                                                  requirement, smtputf8, requiretls)
         lookup = await self.resolver.lookup(domain)
         if lookup.status is LookupStatus.TEMPORARY:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
@@ -189,18 +196,22 @@ class Deliverer:
                                 attempts=[HostAttempt(h.name, "", "known from the TLS cache",
                                                       tls_failure=TLSFailureReason.NO_STARTTLS.value)
                                           for h in lookup.hosts])
-        sts = await self._sts_policy(domain)
+        sts = None if tls_optional else await self._sts_policy(domain)
+        if requiretls and not (lookup.dnssec or (sts is not None and sts.enforced)):
+            return _mx_not_secure(domain, lookup.hosts)
         hosts = [h for h in lookup.hosts if sts_allows(sts, h.name)]
         if lookup.hosts and not hosts:
             return _sts_mismatch(lookup.hosts, requirement)
         result = await self._try_hosts(hosts, sender, rcpts, content, requirement, sts=sts,
-                                       smtputf8=smtputf8)
+                                       smtputf8=smtputf8, requiretls=requiretls,
+                                       dane=self.dane and not tls_optional)
         self._learn(domain, result.attempts)
         return result
 
     async def _deliver_to_nexthop(self, domain: str, nexthop: NextHop, sender: str,
                                   rcpts: list[str], content: bytes,
-                                  requirement: TLSRequirement, smtputf8: bool) -> DomainResult:
+                                  requirement: TLSRequirement, smtputf8: bool,
+                                  requiretls: bool = False) -> DomainResult:
         """The policy's nexthop instead of DOMAIN's MX hosts: the route's requirement on
         its hosts, DANE for hosts found by name, no MTA-STS (RFC 8461 is about MX hosts)."""
         from gateway.delivery.nexthop import nexthop_hosts
@@ -216,7 +227,7 @@ class Deliverer:
                                           for h in lookup.hosts])
         result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement,
                                        nexthop.port, standards=not nexthop.is_address,
-                                       smtputf8=smtputf8)
+                                       smtputf8=smtputf8, requiretls=requiretls)
         self._learn(domain, result.attempts)
         return result
 
@@ -234,9 +245,13 @@ class Deliverer:
         return policy
 
     async def host_requirement(self, host: MXHost, requirement: TLSRequirement, port: int,
-                               sts: STSPolicy | None) -> HostRequirement | HostSkipped:
-        """What HOST must offer (verdict.host_requirement), after its TLSA look-up."""
-        tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
+                               sts: STSPolicy | None, dane: bool = True
+                               ) -> HostRequirement | HostSkipped:
+        """What HOST must offer (verdict.host_requirement), after its TLSA look-up. DANE
+        applies only to a host whose MX and address answers were DNSSEC-validated (RFC 7672
+        2.2.1): records reached through forgeable answers prove nothing about the host."""
+        looked_up = self.dane and dane and host.dnssec
+        tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if looked_up else None
         metrics.tlsa_looked_up(tlsa)
         return host_requirement(requirement, host.name, tlsa, sts)
 
@@ -283,14 +298,15 @@ class Deliverer:
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
                          sts: STSPolicy | None = None, standards: bool = True,
-                         smtputf8: bool = False) -> DomainResult:
+                         smtputf8: bool = False, requiretls: bool = False,
+                         dane: bool = True) -> DomainResult:
         """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
         port = port or self.settings.port
         for host in hosts:
             need: HostRequirement | HostSkipped = HostRequirement(requirement)
             if standards:
-                need = await self.host_requirement(host, requirement, port, sts)
+                need = await self.host_requirement(host, requirement, port, sts, dane)
             if isinstance(need, HostSkipped):
                 failure = need.tls_failure.value if need.tls_failure else None
                 attempts.append(HostAttempt(host.name, "", need.detail, tls_failure=failure))
@@ -300,7 +316,7 @@ class Deliverer:
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
                                               need, attempt, port, smtputf8,
-                                              host.tls_name or host.name)
+                                              host.tls_name or host.name, requiretls)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -309,12 +325,13 @@ class Deliverer:
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, need: HostRequirement,
                         attempt: HostAttempt, port: int, smtputf8: bool = False,
-                        tls_name: str = "") -> DomainResult | None:
+                        tls_name: str = "", requiretls: bool = False) -> DomainResult | None:
         """A final result from this host, or None to try the next one. TLS_NAME: the name
         its certificate must carry (a nexthop's), when not NAME."""
         try:
             result = await self._transaction(name, address, sender, rcpts, content, need,
-                                             attempt, port, smtputf8, tls_name or name)
+                                             attempt, port, smtputf8, tls_name or name,
+                                             requiretls)
             if result is not None:
                 attempt.reply = result.reply
             return result
@@ -337,7 +354,7 @@ class Deliverer:
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, need: HostRequirement,
                            attempt: HostAttempt, port: int, smtputf8: bool = False,
-                           tls_name: str = "") -> DomainResult | None:
+                           tls_name: str = "", requiretls: bool = False) -> DomainResult | None:
         tls_name = tls_name or name
         key = (name, address, port, need, tls_name)
         reused = await self._reuse(key, attempt)
@@ -345,14 +362,15 @@ class Deliverer:
         try:
             try:
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8, reused=reused is not None)
+                                          smtputf8, reused=reused is not None,
+                                          requiretls=requiretls)
             except _StaleConnection:
                 # The server closed the idle connection before our envelope reached it: no
                 # message went out, so a fresh connection may carry it.
                 await close_quietly(client, wait=True)
                 client = await self._open(name, address, port, need, attempt, tls_name)
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8)
+                                          smtputf8, requiretls=requiretls)
         except BaseException:
             await close_quietly(client, wait=True)
             raise
@@ -446,7 +464,7 @@ class Deliverer:
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
                     rcpts: list[str], content: bytes, smtputf8: bool = False,
-                    reused: bool = False) -> DomainResult:
+                    reused: bool = False, requiretls: bool = False) -> DomainResult:
         if client.is_ehlo_or_helo_needed:  # a plaintext retry has not greeted yet
             await _greet(client)
         if smtputf8 and not client.supports_extension("smtputf8"):
@@ -454,6 +472,9 @@ class Deliverer:
                      " needs (RFC 6531)")
             return DomainResult(Outcome.PERMANENT, reply, refused={r: reply for r in rcpts})
         options, encoding = (["SMTPUTF8"], "utf-8") if smtputf8 else ([], "ascii")
+        if requiretls:
+            _check_requiretls(client, name, address)
+            options = [*options, "REQUIRETLS"]
         if client.supports_extension("pipelining"):
             return await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
                                               content, options, encoding, reused)
@@ -534,6 +555,26 @@ def _every_recipient_refused(result: DomainResult, peer: str) -> DomainResult:
     replies = "; ".join(sorted(set(result.refused.values()) | set(result.deferred.values())))
     result.reply = f"{peer} refused every recipient: {replies}"
     return result
+
+
+def _check_requiretls(client: aiosmtplib.SMTP, name: str, address: str) -> None:
+    """RFC 8689 4.2.1: a REQUIRETLS message goes on only to a host that offers REQUIRETLS
+    over this TLS session (its EHLO after STARTTLS), which then has to honour it too."""
+    if client.get_transport_info("ssl_object") is None or \
+            not client.supports_extension("requiretls"):
+        raise TLSFailure(TLSVerdict(
+            False, f"{name}[{address}] does not offer REQUIRETLS, which this message needs"
+            " (RFC 8689)", failure=TLSFailureReason.REQUIRETLS))
+
+
+def _mx_not_secure(domain: str, hosts: list[MXHost]) -> DomainResult:
+    """RFC 8689 4.2.1: the MX hosts of a REQUIRETLS message must be found securely, by a
+    DNSSEC-validated MX answer or an MTA-STS policy in enforce mode; no host is tried."""
+    detail = (f"REQUIRETLS: the MX hosts of {domain} were not found securely (no DNSSEC-"
+              "validated MX answer, no MTA-STS policy in enforce mode)")
+    attempts = [HostAttempt(h.name, "", detail, tls_failure=TLSFailureReason.REQUIRETLS.value)
+                for h in hosts]
+    return DomainResult(Outcome.TLS_UNAVAILABLE, f"5.7.10 {detail}", attempts=attempts)
 
 
 def _sts_mismatch(hosts: list[MXHost], requirement: TLSRequirement) -> DomainResult:

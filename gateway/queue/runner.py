@@ -275,9 +275,13 @@ class QueueRunner:
         if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
                                               content)
+        # "TLS-Required: No" never relaxes confidential mail (RFC 8689 5 leaves it to us).
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                             REQUIREMENT_FOR_MODE[first.mode],
-                                            smtputf8=first.smtputf8)
+                                            smtputf8=first.smtputf8,
+                                            requiretls=first.requiretls,
+                                            tls_optional=first.tls_optional
+                                            and not first.confidential)
 
     def _attempts_of(self, items: list[QueuedRecipient], result: DomainResult
                      ) -> list[AttemptRecord]:

@@ -399,6 +399,8 @@ class QueuedRecipient:
     updated: float = 0.0  # time of the previous attempt
     reason: str = ""      # why the route was chosen; for mail Sealgate wrote, what it is
     smtputf8: bool = False  # received with SMTPUTF8: the next hop must offer it (RFC 6531)
+    requiretls: bool = False  # received with MAIL ... REQUIRETLS (RFC 8689): relayed only so
+    tls_optional: bool = False  # "TLS-Required: No" (RFC 8689 5) honoured for this message
 
 
 @dataclass(frozen=True)
@@ -483,13 +485,15 @@ class QueueStore(Protocol):
     def incoming_spool(self, message_id: str) -> IncomingMessage:
         """An empty message to fill as it arrives, then to submit_enqueue under MESSAGE_ID."""
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         """Queue SPOOL (from incoming_spool) for ROUTES; the future holds the queue id once
         content and recipients are durable (say 250 then), or the error: then nothing of
-        the message is left."""
+        the message is left. REQUIRETLS, TLS_OPTIONAL: as QueuedRecipient gives them back."""
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[bytes],
                 client: str = "", message_id: str | None = None,
-                smtputf8: bool = False) -> str:
+                smtputf8: bool = False, requiretls: bool = False,
+                tls_optional: bool = False) -> str:
         """submit_enqueue() of CONTENT (bytes, or chunks in order), waited for."""
     def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Store CHUNKS (consumed once, never held whole) as the content of a message not

@@ -157,6 +157,14 @@ def portal_user_language(db: Database) -> None:
     db.table("users").add_column("language", str, not_null_default="")
 
 
+@migration
+def messages_requiretls(db: Database) -> None:
+    """Per message: received with REQUIRETLS (RFC 8689: relayed only over verified TLS to
+    hosts found securely and offering REQUIRETLS), and "TLS-Required: No" honoured."""
+    db.table("messages").add_column("requiretls", int, not_null_default=0)
+    db.table("messages").add_column("tls_optional", int, not_null_default=0)
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

@@ -133,6 +133,11 @@ MIGRATIONS = [
         # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
         "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
     )),
+    Migration("messages_requiretls", (
+        # Received with REQUIRETLS (RFC 8689), and "TLS-Required: No" honoured.
+        "ALTER TABLE messages ADD COLUMN requiretls boolean NOT NULL DEFAULT false",
+        "ALTER TABLE messages ADD COLUMN tls_optional boolean NOT NULL DEFAULT false",
+    )),
 ]
 
 

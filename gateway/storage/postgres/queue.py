@@ -160,14 +160,15 @@ class PostgresQueue(PostgresPickups):
         return PostgresIncoming(self, message_id)
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         if not isinstance(spool, PostgresIncoming):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
 
         def rows(cursor: Cursor) -> str:
             spool.write_rest(cursor)
             self.insert_queue_rows(cursor, spool.message_id, sender, routes, spool.size,
-                                   client, smtputf8)
+                                   client, smtputf8, requiretls, tls_optional)
             return spool.message_id
 
         done = self.submit(rows)
@@ -175,7 +176,8 @@ class PostgresQueue(PostgresPickups):
         return done
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
-                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
+                client: str = "", message_id: str | None = None, smtputf8: bool = False,
+                requiretls: bool = False, tls_optional: bool = False) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         try:
             for chunk in [content] if isinstance(content, bytes) else content:
@@ -185,7 +187,8 @@ class PostgresQueue(PostgresPickups):
         except BaseException:
             spool.discard()
             raise
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, requiretls,
+                                   tls_optional).result()
 
     def read_spool_chunks(self, message_id: str) -> Iterator[bytes]:
         # Looked up before the first chunk is asked for: a missing one fails the call itself.
@@ -411,7 +414,8 @@ def _queued_recipient(row: Row) -> QueuedRecipient:
     return QueuedRecipient(row["message_id"], row["sender"], row["rcpt"], row["domain"],
                            row["confidential"], Mode(row["mode"]), row["attempts"],
                            row["received"], row["client"] or "", row["updated"],
-                           row["reason"] or "", row["smtputf8"])
+                           row["reason"] or "", row["smtputf8"], row["requiretls"],
+                           row["tls_optional"])
 
 
 # One statement claims (see claim_due): groups (message, domain) of due rows, and of rows
@@ -446,7 +450,7 @@ UPDATE recipients r SET state = %(delivering)s, claimed_by = %(me)s, lease_until
   FROM locked l, messages m
  WHERE r.seq = l.seq AND m.id = r.message_id
 RETURNING r.message_id, r.rcpt, r.domain, r.confidential, r.mode, r.attempts, r.updated,
-          r.reason, m.sender, m.received, m.client, m.smtputf8
+          r.reason, m.sender, m.received, m.client, m.smtputf8, m.requiretls, m.tls_optional
 """
 
 # Locks the rows a subquery selects in one order (see submit_settlements).

@@ -52,12 +52,14 @@ class PostgresSpool(PostgresPart):
 
     def insert_queue_rows(self, cursor: Cursor, message_id: str, sender: str,
                           routes: list[Route], size: int, client: str = "",
-                          smtputf8: bool = False) -> None:
+                          smtputf8: bool = False, requiretls: bool = False,
+                          tls_optional: bool = False) -> None:
         now = self.clock()
         cursor.execute("INSERT INTO messages (id, sender, received, size, spool, client,"
-                       " smtputf8) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                       " smtputf8, requiretls, tls_optional)"
+                       " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                        (message_id, sender, now, size, spool_blob(message_id), client,
-                        smtputf8))
+                        smtputf8, requiretls, tls_optional))
         cursor.executemany(
             "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason,"
             " state, attempts, next_attempt, last_reply, updated)"

@@ -69,26 +69,29 @@ class SQLiteQueue(SQLiteSpoolRelease):
         return self.spool_files.incoming(message_id)
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
-                       client: str = "", smtputf8: bool = False) -> Future[str]:
+                       client: str = "", smtputf8: bool = False, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         if not isinstance(spool, IncomingSpool):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
         message_id = spool.final.name.removesuffix(".eml")
 
         def rows(db: sqlite3.Connection) -> str:
             insert_message(db, message_id, sender, routes, spool.size, self.clock(), client,
-                           smtputf8)
+                           smtputf8, requiretls, tls_optional)
             return message_id
 
         return self.committer.submit(spool, rows)
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
-                client: str = "", message_id: str | None = None, smtputf8: bool = False) -> str:
+                client: str = "", message_id: str | None = None, smtputf8: bool = False,
+                requiretls: bool = False, tls_optional: bool = False) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         for chunk in [content] if isinstance(content, bytes) else content:
             spool.add(chunk)
             if spool.needs_spill:  # a large message is never whole in memory
                 spool.spill()
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, requiretls,
+                                   tls_optional).result()
 
     def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
         message_id = new_queue_id()
@@ -125,7 +128,8 @@ class SQLiteQueue(SQLiteSpoolRelease):
             return []
         ids = sorted({r["message_id"] for r in rows})
         messages = {m["id"]: m for m in db.execute(
-            "SELECT id, sender, received, client, smtputf8 FROM messages"
+            "SELECT id, sender, received, client, smtputf8, requiretls, tls_optional"
+            " FROM messages"
             " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
         claimed = [_queued_recipient(r, messages[r["message_id"]]) for r in rows
                    if r["message_id"] in messages]
@@ -278,12 +282,14 @@ class SQLiteQueue(SQLiteSpoolRelease):
 
 
 def insert_message(db: sqlite3.Connection, message_id: str, sender: str, routes: list[Route],
-                   size: int, now: float, client: str = "", smtputf8: bool = False) -> None:
+                   size: int, now: float, client: str = "", smtputf8: bool = False,
+                   requiretls: bool = False, tls_optional: bool = False) -> None:
     """The rows of a message whose spool file is written, inside the caller's transaction."""
     db.execute(
-        "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8)"
-        " VALUES (?,?,?,?,?,?,?)",
-        (message_id, sender, now, size, f"{message_id}.eml", client, int(smtputf8)),
+        "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8,"
+        " requiretls, tls_optional) VALUES (?,?,?,?,?,?,?,?,?)",
+        (message_id, sender, now, size, f"{message_id}.eml", client, int(smtputf8),
+         int(requiretls), int(tls_optional)),
     )
     db.executemany(
         "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
@@ -364,7 +370,8 @@ def _queued_recipient(row: sqlite3.Row, message: sqlite3.Row) -> QueuedRecipient
     return QueuedRecipient(row["message_id"], message["sender"], row["rcpt"], row["domain"],
                            bool(row["confidential"]), Mode(row["mode"]), row["attempts"],
                            message["received"], message["client"] or "", row["updated"],
-                           row["reason"] or "", bool(message["smtputf8"]))
+                           row["reason"] or "", bool(message["smtputf8"]),
+                           bool(message["requiretls"]), bool(message["tls_optional"]))
 
 
 def new_report_writer() -> ThreadPoolExecutor:
