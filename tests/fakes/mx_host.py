@@ -41,6 +41,7 @@ class ReceivedMessage:
     peer_port: int = 0  # tells connections apart: reused connections share it
     pipelined: bool = False  # RCPT TO and DATA had arrived already when MAIL FROM was read
     tls_resumed: bool = False  # the TLS handshake resumed an earlier session
+    mail_options: tuple[str, ...] = ()  # the MAIL FROM parameters, as received (upper case)
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -84,6 +85,8 @@ class _Handler:
         session.host_name = hostname  # defining the hook makes this ours too
         if self._mx.pipelining:  # RFC 2920; aiosmtpd itself reads commands one by one anyway
             responses.insert(len(responses) - 1, "250-PIPELINING")
+        if self._mx.requiretls and session.ssl is not None:  # RFC 8689: after STARTTLS only
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -136,9 +139,36 @@ class _Handler:
             helo=session.host_name,
             pipelined=self._pipelined.get(envelope, False),
             tls_resumed=_resumed(session),
+            mail_options=tuple(envelope.mail_options),
         )
         count = self._mx._record(message)
         return f"250 2.0.0 OK queued as {self._mx.name}-{count}"
+
+
+class _FakeSMTP(SMTP):
+    """aiosmtpd, which refuses MAIL parameters it does not know, taking REQUIRETLS when the
+    FakeMX offers it (on a TLS session, as RFC 8689 4.1 says; 530 5.7.10 otherwise)."""
+
+    def __init__(self, mx: FakeMX, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._mx = mx
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if self._mx.requiretls and arg and "REQUIRETLS" in arg.upper().split()[1:]:
+            if self.session is not None and self.session.ssl is None:
+                await self.push("530 5.7.10 REQUIRETLS needs TLS")
+                return
+            self._requiretls_mail = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._requiretls_mail = False
+
+    def _getparams(self, params: Any) -> Any:
+        found = super()._getparams(params)
+        if found is not None and getattr(self, "_requiretls_mail", False):
+            found.pop("REQUIRETLS", None)
+        return found
 
 
 class _MXController(Controller):
@@ -159,7 +189,8 @@ class _MXController(Controller):
         self._live: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def factory(self) -> SMTP:
-        smtp = SMTP(
+        smtp = _FakeSMTP(
+            self._mx,
             self.handler,
             hostname=self._mx.name,
             tls_context=self._mx._tls_context(),
@@ -190,7 +221,8 @@ class FakeMX:
     (e.g. "451 4.3.0 try later"); `rcpt_replies` does the same per recipient address;
     `offer_starttls` controls whether a host that has a certificate advertises STARTTLS,
     `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do;
-    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered. These and
+    `drop_next_mail` closes the connection at the next MAIL FROM, unanswered;
+    `requiretls` whether it offers REQUIRETLS (RFC 8689) after STARTTLS. These and
     `tls_cert` may be changed while running; TLS settings apply from the next connection on.
     """
 
@@ -207,6 +239,7 @@ class FakeMX:
         smtputf8: bool = True,
         pipelining: bool = True,
         rcpt_replies: dict[str, str] | None = None,
+        requiretls: bool = False,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -217,6 +250,7 @@ class FakeMX:
         self.offer_starttls = offer_starttls
         self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
         self.pipelining = pipelining
+        self.requiretls = requiretls  # offer REQUIRETLS after STARTTLS (RFC 8689)
         self.drop_next_mail = False  # one shot: close the connection at the next MAIL FROM
         self.rcpt_replies = dict(rcpt_replies or {})
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None
