@@ -123,7 +123,9 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
                                ca_file=config.delivery.ca_file,
                                https_port=config.delivery.mta_sts_port,
                                helo_name=config.smtp.hostname, nexthop=nexthop,
-                               nexthop_rule=rule))
+                               nexthop_rule=rule,
+                               dnssec_names=(config.dns.dnssec_check_signed,
+                                             config.dns.dnssec_check_bogus)))
     _remember_probe(config, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0
