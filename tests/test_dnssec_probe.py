@@ -139,3 +139,19 @@ def test_sealgate_probe_checks_the_configured_resolver(zone: FakeDNS, port: int,
                            cwd=REPO, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["resolver"]["verdict"] == "validates"
+
+
+def test_config_check_names_a_dnssec_check_name_that_is_not_a_domain(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "p.toml").write_text('[default]\nmode = "require-tls"\n')
+    config = tmp_path / "sealgate.toml"
+    config.write_text(f'[storage]\ndir = "{tmp_path / "var"}"\n'
+                      f'[policy]\ndir = "{tmp_path / "policies"}"\n'
+                      '[dns]\ndnssec_check_bogus = "not a name"\n')
+    shown = subprocess.run([sys.executable, "-m", "gateway.cli", "config", "check", "--json",
+                            "--config", str(config)],
+                           cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1
+    assert json.loads(shown.stdout)["errors"] == [
+        "dns.dnssec_check_bogus: 'not a name' is not a fully qualified domain name"
+        " (e.g. isc.org)"]
