@@ -29,6 +29,8 @@ from gateway.diagnostics.route import (
     describe,
     policy_nexthop,
     predicted_outcome,
+    tls_required_note,
+    with_requiretls,
 )
 from gateway.ops.config_check import check_config
 from gateway.ops.logs import configure as configure_logging
@@ -90,17 +92,25 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
                             args.sender)[0]
     else:
         decision = decide(policy, _route_headers(args), args.to, sender=args.sender)
+    if args.requiretls:
+        decision = with_requiretls(decision)
+    tls_required_no = any(str(v).strip().lower() == "no"
+                          for v in _route_headers(args).get_all("TLS-Required") or [])
+    note = tls_required_note(decision, args.requiretls, tls_required_no)
     knowledge = _domain_knowledge(config, decision.recipient.rpartition("@")[2], args.no_dns)
     outcome = predicted_outcome(decision, knowledge)
     if args.json:
         print(json.dumps({"from": args.sender, **decision.as_dict(), "domain": knowledge,
-                          "outcome": outcome}, indent=2))
+                          "outcome": outcome, "requiretls": args.requiretls,
+                          "tls_required": note}, indent=2))
         return 0
     print(f"from:         {args.sender}")
     print(f"to:           {decision.recipient}")
     print(f"confidential: {'yes' if decision.confidential else 'no'} ({decision.why})")
     print(f"mode:         {decision.mode}")
     print(f"rule:         {decision.rule}")
+    if note:
+        print(f"{'requiretls:' if args.requiretls else 'tls-required:':<14}{note}")
     print("\n".join(describe(knowledge)))
     print(f"outcome:      {outcome}")
     return 0
@@ -419,6 +429,8 @@ def parser() -> argparse.ArgumentParser:
     route.add_argument("--message", help="an RFC 5322 file whose headers are used")
     route.add_argument("--json", action="store_true")
     route.add_argument("--no-dns", action="store_true", help="skip the live DANE look-up")
+    route.add_argument("--requiretls", action="store_true",
+                       help="as sent with MAIL FROM:<...> REQUIRETLS (RFC 8689)")
     route.set_defaults(func=cmd_route)
     probe = add(sub, "probe", help="what a domain's MX hosts offer, and the route per mode")
     probe.add_argument("domain")
