@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from gateway.config import Config, parse_duration
 from gateway.storage.protocols import Storage
-from pickup import account_views, code_views, message_views, reply_views, views
+from pickup import account_views, code_views, message_views, reply_views, sender_views, views
 from pickup.accounts import Accounts
 from pickup.brand import load_brand
 from pickup.mail import Mailer
@@ -97,6 +97,10 @@ def routes() -> list[Route | Mount]:
         Route(f"{message}/reply", reply_views.reply, methods=["POST"], name="reply"),
         Route(f"{message}/attachments/{{number:int}}", message_views.attachment, name="attachment"),
         Route(f"{message}/inline/{{number:int}}", message_views.inline, name="inline"),
+        Route("/s/{token:str}", sender_views.status, name="sender_status"),
+        Route("/s/{token:str}/revoke", sender_views.confirm_revoke, name="sender_revoke"),
+        Route("/s/{token:str}/revoke", sender_views.revoke, methods=["POST"],
+              name="sender_revoke_submit"),
         Route("/brand.css", brand_css, name="brand_css"),
         Route("/brand/logo", brand_logo, name="brand_logo"),
         Route("/favicon.ico", favicon),

@@ -121,7 +121,8 @@ def policy_https(ca: trustme.CA) -> Iterator[FakeHTTPS]:
 # The end-to-end modules that run on both storage back-ends (accepting, delivery over TLS,
 # pickup, the portal journey, expiry, retries, DSNs); every other one runs on SQLite only.
 BOTH_BACKENDS = frozenset({"test_routing_e2e", "test_pickup_journey", "test_retries",
-                           "test_bounces", "test_durability_and_expiry", "test_requiretls"})
+                           "test_bounces", "test_durability_and_expiry",
+                           "test_sender_unnotified", "test_requiretls"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -90,6 +90,13 @@ def test_overlong_command_line_is_refused(gateway: GatewayProcess) -> None:
         assert_next_reply_is_noop(smtp)
 
 
+def test_command_line_longer_than_the_read_buffer_is_refused(gateway: GatewayProcess) -> None:
+    with bad_input_case(gateway), RawSMTP(gateway.smtp_port) as smtp:
+        smtp.command("EHLO client.clinic.test")
+        assert smtp.command("NOOP " + "x" * 200_000).startswith("500 5.5.2 Command line too long")
+        assert_next_reply_is_noop(smtp)
+
+
 def test_overlong_mail_command_is_refused(gateway: GatewayProcess) -> None:
     with bad_input_case(gateway), RawSMTP(gateway.smtp_port) as smtp:
         smtp.command("EHLO client.clinic.test")

@@ -389,10 +389,16 @@ class HeaderField:
     end: int
 
     @property
+    def unfolded(self) -> str:
+        """Unfolded as written, neither decoded nor parsed: enough for a Message-ID in the
+        log, where email's parser cost a twentieth of a listener's time."""
+        text = re.sub(rb"\r?\n(?=[ \t])", b"", self.raw_value).rstrip(b"\r\n")
+        return text.decode("utf-8", errors="replace")
+
+    @property
     def value(self) -> str:
         """Unfolded and RFC 2047-decoded, as a mail client displays it."""
-        text = re.sub(rb"\r?\n(?=[ \t])", b"", self.raw_value).rstrip(b"\r\n")
-        decoded = text.decode("utf-8", errors="replace")
+        decoded = self.unfolded
         if "=?" not in decoded and self.name.lower() not in _PARSED_FIELDS:
             # No encoded word in unstructured text: the parser would give it back as it is,
             # at several times the cost (bench/header_parse.py).

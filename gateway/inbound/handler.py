@@ -271,7 +271,7 @@ class Acceptance:
         if not section.fields:
             self.refusal = codes.NO_HEADERS
             return
-        self.message_id = next(iter(section.values("message-id")), "").strip()
+        self.message_id = next((f.unfolded.strip() for f in section.named("message-id")), "")
         policy = self.handler.policy()
         sender = self.envelope.mail_from or ""
         # The header-only decision (tag stripping needs it now); with body rules it is taken

@@ -76,6 +76,13 @@ class GatewaySMTP(SMTP):
     timeout that counts silence (not transfer time), connection caps, and only the
     extensions we implement advertised."""
 
+    # aiosmtpd sizes the connection's StreamReader by this, and uses it for nothing else that
+    # we do not override (our DATA reader checks line lengths itself, command lines are
+    # checked against command_size_limits). At aiosmtpd's 1001 octets, a 10 KB message came
+    # in ten pieces, each a pause and resume of reading (two epoll_ctl calls) and a pass
+    # through the content checks, the spool and the scanner; a reader holds at most twice this.
+    line_length_limit = 32 * 1024
+
     def __init__(self, handler: RelayHandler, limits: ConnectionLimits, **options: Any) -> None:
         # aiosmtpd keeps these limits on the class and grows them on every EHLO: ours are
         # per session and set once per EHLO.

@@ -37,7 +37,15 @@ from gateway.storage.protocols import (
     Report,
     Settlement,
 )
-from gateway.vault.stage import PickupStage
+from gateway.vault.notify import human_date
+from gateway.vault.stage import NOTIFICATION_REASON, PickupStage
+from gateway.vault.unnotified import (
+    NotificationRecords,
+    Unnotified,
+    build_unnotified_report,
+    pickup_of_notification,
+    record_outcome,
+)
 
 log = logging.getLogger("sealgate.queue")
 GroupKey = tuple[str, str]
@@ -81,6 +89,8 @@ class QueueRunner:
                                     min(retry.concurrency, retry.per_domain_concurrency))
         self.pickup = pickup
         self.retry = retry
+        # Where a notification's outcome is written and its pickup's sender found.
+        self.records = store if isinstance(store, NotificationRecords) else None
         self.errors = RepeatedErrors(log)
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -341,14 +351,60 @@ class QueueRunner:
                          {i.rcpt: result.refused.get(i.rcpt, result.reply) for i in items})
         else:
             self._defer(plan, items, result)
-        await self._commit_plan(plan, attempts)
+        # Read before the commit: settling the notification may remove its spool.
+        notified_pickup = await self._notified_pickup(first)
+        outcomes = await self._commit_plan(plan, attempts)
+        if notified_pickup is not None:
+            await self._guarded_async("telling senders about their notifications",
+                                      lambda: self._notification_settled(notified_pickup,
+                                                                         outcomes))
 
     async def _commit_plan(self, plan: list[tuple[Settlement, Settled]],
-                           attempts: list[AttemptRecord]) -> None:
+                           attempts: list[AttemptRecord]
+                           ) -> list[tuple[Settlement, list[str]]]:
         settled = await asyncio.wrap_future(
             self.store.submit_settlements([settlement for settlement, _ in plan], attempts))
         for (_, then), rcpts in zip(plan, settled, strict=True):
             then(rcpts)
+        return [(settlement, rcpts) for (settlement, _), rcpts in zip(plan, settled, strict=True)]
+
+    # -- the original sender of a notification's pickup ------------------------------------
+
+    async def _notified_pickup(self, first: QueuedRecipient) -> str | None:
+        """The pickup a notification group is about (None for any other mail)."""
+        if first.reason != NOTIFICATION_REASON or first.client or self.records is None:
+            return None
+        try:
+            headers = await asyncio.to_thread(self.store.read_spool_headers, first.message_id)
+        except FileNotFoundError:
+            return None
+        return pickup_of_notification(headers)
+
+    async def _notification_settled(self, pickup_id: str,
+                                    outcomes: list[tuple[Settlement, list[str]]]) -> None:
+        """Record what became of the notification in the pickup's trail and, when the
+        recipient cannot be told, queue the report its sender is owed."""
+        records = self.records
+        assert records is not None  # _notified_pickup found a pickup id only with records
+        for settlement, settled in outcomes:
+            for rcpt in settled:
+                owed = await asyncio.to_thread(
+                    record_outcome, records, pickup_id, settlement.state,
+                    settlement.replies[rcpt], settlement.report is not None)
+                if owed is not None:
+                    await asyncio.to_thread(self._queue_unnotified, owed)
+                    self.wake()
+
+    def _queue_unnotified(self, owed: Unnotified) -> None:
+        report = build_unnotified_report(
+            reporting_mta=self.retry.reporting_mta, report=owed,
+            expires_text=human_date(owed.pickup.expires))
+        route = report_route(owed.pickup.sender, DSN_REASON, self.retry.internal_domains)
+        queue_id = self.store.enqueue("", [route], report)
+        log.info("%s: told %s that %s was not notified (%s)", owed.pickup.message_id,
+                 owed.pickup.sender, owed.pickup.recipient, queue_id,
+                 extra=outcome("sender-told-unnotified", owed.pickup.message_id,
+                               [owed.pickup.recipient], owed.reply))
 
     def _record(self, plan: list[tuple[Settlement, Settled]], first: QueuedRecipient,
                 rcpts: list[str], state: str, reply: str) -> None:

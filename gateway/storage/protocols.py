@@ -27,8 +27,9 @@ __all__ = [
     "CodeLimits", "CodeRedemption", "CodeSend", "Credentials", "HostTLS", "IncomingMessage",
     "KnowledgeStore", "MessageStatus", "MessageStream", "NewUser", "Pickup", "PickupStore",
     "PortalCounts", "PortalStore", "QueueInspection", "QueueStore", "QueuedRecipient",
-    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "Session",
-    "Settlement", "StagedPickup", "Storage", "User", "WaitingRecipient",
+    "RecipientStatus", "Report", "ResetLimits", "ResetLink", "Route", "SenderLink",
+    "SenderLinkStore", "Session", "Settlement", "StagedPickup", "Storage", "User",
+    "WaitingRecipient",
 ]
 
 
@@ -238,6 +239,42 @@ class PickupStore(Protocol):
     def destroy_conversation(self, pickup_id: str) -> int: ...
     def destroy_pickup(self, pickup_id: str) -> bool: ...
     def expired_pickups(self) -> list[str]: ...
+
+
+# -- the sender's receipt link ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SenderLink:
+    """The capability that shows the sender of MESSAGE_ID (a queue id: its pickups, one per
+    recipient, share it) their message's status and lets them revoke it. Only the hash of
+    its secret is stored; it stops working at EXPIRES, when the message expires."""
+
+    link_id: str       # looked up by this (not secret); the secret is compared in constant time
+    secret_hash: str
+    message_id: str
+    sender: str        # the envelope sender it was issued to, as stored on the pickups
+    created: float
+    expires: float
+    revoked_at: float | None = None  # when the sender revoked the message through it
+
+
+class SenderLinkStore(Protocol):
+    """Sender links, and the pickups of one message that a sender link shows."""
+
+    clock: Clock
+
+    def put_sender_link(self, link: SenderLink) -> None:
+        """Store LINK (a new link_id)."""
+    def get_sender_link(self, link_id: str) -> SenderLink | None:
+        """The link while it has not expired."""
+    def mark_sender_link_revoked(self, link_id: str) -> None:
+        """Record that the message was revoked through the link (the first time counts)."""
+    def message_pickups(self, message_id: str) -> list[Pickup]:
+        """The current pickups (never replies) stored from queue message MESSAGE_ID, by
+        recipient."""
+    def forget_expired_sender_links(self) -> int:
+        """Delete links past their expiry; how many."""
 
 
 # -- TLS and MTA-STS knowledge --------------------------------------------------------------
@@ -567,7 +604,7 @@ class QueueStore(Protocol):
 
 @runtime_checkable
 class Storage(PortalStore, PickupStore, KnowledgeStore, AuditStore, QueueInspection,
-              QueueStore, Protocol):
+              QueueStore, SenderLinkStore, Protocol):
     """Everything a back-end provides; `open_storage` returns one."""
 
     def close(self) -> None: ...

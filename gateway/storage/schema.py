@@ -158,6 +158,18 @@ def portal_user_language(db: Database) -> None:
 
 
 @migration
+def create_sender_links(db: Database) -> None:
+    """The sender's receipt links: the hash of each secret, bound to a message and sender."""
+    db.table("sender_links").create(
+        {"link_id": str, "secret_hash": str, "message_id": str, "sender": str,
+         "created": float, "expires": float, "revoked_at": float},
+        pk="link_id", not_null={"secret_hash", "message_id", "sender", "created", "expires"},
+    )
+    db.table("sender_links").create_index(["expires"])
+    db.table("pickups").create_index(["message_id"], if_not_exists=True)
+
+
+@migration
 def messages_requiretls(db: Database) -> None:
     """Per message: received with REQUIRETLS (RFC 8689: relayed only over verified TLS to
     hosts found securely and offering REQUIRETLS), and "TLS-Required: No" honoured."""

@@ -27,6 +27,7 @@ from gateway.storage.sqlite.knowledge import SQLiteKnowledge
 from gateway.storage.sqlite.pickups import SQLitePickups
 from gateway.storage.sqlite.portal import SQLitePortal
 from gateway.storage.sqlite.queue import DEFAULT_LEASE, SQLiteQueue, new_report_writer
+from gateway.storage.sqlite.sender_links import SQLiteSenderLinks
 from gateway.storage.sqlite.spool import SpoolFiles
 from gateway.vault import crypto
 
@@ -38,7 +39,7 @@ Clock = Callable[[], float]
 
 
 class Store(SQLitePortal, SQLitePickups, SQLiteKnowledge, SQLiteAudit, SQLiteQueueInspection,
-            SQLiteQueue):
+            SQLiteQueue, SQLiteSenderLinks):
     def __init__(self, directory: Path, clock: Clock = time.time, owner: str | None = None,
                  lease: float = DEFAULT_LEASE) -> None:
         self.directory = directory

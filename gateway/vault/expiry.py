@@ -38,6 +38,7 @@ def housekeeping(store: Storage, history_retention: float) -> None:
     """One expiry turn: expired pickups, spool files left by failed writes, and settled
     queue history past its retention."""
     purge_expired(store)
+    store.forget_expired_sender_links()  # only hashes, but of links that no longer work
     if removed := store.clean_spool_debris(min_age=DEBRIS_AGE, tmp_min_age=DEBRIS_AGE):
         purged("spool-debris", removed)
         log.info("removed %d orphaned spool files", removed)

@@ -23,6 +23,7 @@ import jinja2
 
 from gateway.ops.logs import notification_queued
 from gateway.resources import TEMPLATES_DIR
+from gateway.vault.unnotified import PICKUP_HEADER
 
 TEMPLATES = TEMPLATES_DIR
 
@@ -53,7 +54,7 @@ def notification_language(store: object, recipient: str, default: str) -> tuple[
 
 def build_notification(*, notify_from: str, sender: str, recipient: str, link: str,
                        expires: float, organization: str, language: str = "en",
-                       time_zone: str = "UTC") -> bytes:
+                       time_zone: str = "UTC", pickup_id: str = "") -> bytes:
     from pickup import i18n
 
     notification_queued(recipient, link)
@@ -72,6 +73,8 @@ def build_notification(*, notify_from: str, sender: str, recipient: str, link: s
     message["Date"] = format_datetime(datetime.fromtimestamp(time.time(), timezone.utc))
     message["Message-ID"] = make_msgid(domain=notify_from.rpartition("@")[2] or None)
     message["Auto-Submitted"] = "auto-generated"
+    if pickup_id:  # which copy it announces, for the report to its sender if it bounces
+        message[PICKUP_HEADER] = pickup_id
     message.set_content(_environment(False).get_template("mail/notification.txt").render(values))
     html = _environment(True).get_template("mail/notification.html").render(values)
     message.add_alternative(html, subtype="html")

@@ -43,6 +43,7 @@ class PickupStage:
             notify_from=self.config.notify.from_, sender=sender, recipient=rcpt,
             link=self.link(pickup_id), expires=expires,
             organization=self.config.pickup.organization, language=language, time_zone=zone,
+            pickup_id=pickup_id,
         )
         return self.store.stage_pickup(StagedPickup(
             message_id, sender, rcpt, expires, pickup_id, f"stored for pickup: {reason}",

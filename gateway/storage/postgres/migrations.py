@@ -133,6 +133,15 @@ MIGRATIONS = [
         # The portal language a recipient chose; '' = not chosen (Accept-Language decides).
         "ALTER TABLE users ADD COLUMN language text NOT NULL DEFAULT ''",
     )),
+    Migration("create_sender_links", (
+        # The sender's receipt links: the hash of each secret, bound to a message and sender.
+        f"""CREATE TABLE sender_links (
+            link_id {ID} PRIMARY KEY, secret_hash text NOT NULL, message_id {ID} NOT NULL,
+            sender text NOT NULL, created double precision NOT NULL,
+            expires double precision NOT NULL, revoked_at double precision)""",
+        "CREATE INDEX sender_links_expires ON sender_links (expires)",
+        "CREATE INDEX IF NOT EXISTS pickups_message ON pickups (message_id)",
+    )),
     Migration("messages_requiretls", (
         # Received with REQUIRETLS (RFC 8689), and "TLS-Required: No" honoured.
         "ALTER TABLE messages ADD COLUMN requiretls boolean NOT NULL DEFAULT false",

@@ -176,3 +176,6 @@ class PostgresPickups(PostgresSpool):
         return [r["id"] for r in self.db.query(
             "SELECT id FROM pickups WHERE expires <= %s ORDER BY expires, seq",
             (self.clock(),))]
+
+
+pickup_from_row = _pickup  # the sender links read pickups too (sender_links.py)

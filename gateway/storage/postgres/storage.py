@@ -22,6 +22,7 @@ from gateway.storage.postgres.knowledge import PostgresKnowledge
 from gateway.storage.postgres.migrations import migrate
 from gateway.storage.postgres.portal import PostgresPortal
 from gateway.storage.postgres.queue import PostgresQueue
+from gateway.storage.postgres.sender_links import PostgresSenderLinks
 from gateway.storage.protocols import Clock
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ VACUUMED = ("pickups", "blob_chunks")
 
 
 class PostgresStorage(PostgresPortal, PostgresKnowledge, PostgresAudit,
-                      PostgresQueueInspection, PostgresQueue):
+                      PostgresQueueInspection, PostgresQueue, PostgresSenderLinks):
     """Opening migrates the schema (once, whichever node comes first) and loads the keys;
     a database that cannot be reached raises psycopg.OperationalError at once."""
 

@@ -183,3 +183,6 @@ def _pickup(row: sqlite3.Row) -> Pickup:
     return Pickup(row["id"], row["message_id"], row["sender"], row["recipient"], row["created"],
                   row["expires"], row["read_at"], row["size"], row["kind"], row["thread_id"],
                   row["replied_at"], row["key_id"] or "")
+
+
+pickup_from_row = _pickup  # the sender links read pickups too (sender_links.py)
