@@ -118,6 +118,13 @@ def test_an_implicit_mx_is_secure_when_the_denial_and_address_are_validated(
     assert found.dnssec and [(h.name, h.dnssec) for h in found.hosts] == [("implicit.test", True)]
 
 
+def test_mx_and_address_questions_ask_for_the_validation_status(zone: FakeDNS) -> None:
+    lookup(zone, "unsigned.test")
+    asked = {(name, rdtype): (ad, do) for name, rdtype, ad, do in zone.dnssec_asked}
+    assert asked[("unsigned.test", "MX")] == (True, True)
+    assert asked[("mx.unsigned.test", "A")] == (True, True)
+
+
 def test_a_remembered_answer_keeps_its_ad_bit(zone: FakeDNS) -> None:
     async def twice() -> tuple[MXLookup, MXLookup]:
         resolver = make_resolver([zone.nameserver], timeout=2.0)

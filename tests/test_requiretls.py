@@ -130,6 +130,14 @@ def test_requiretls_without_tls_is_refused_with_5_7_10(starttls_gateway: Gateway
     assert (code, reply.split()[0]) == (530, b"5.7.10")
 
 
+def test_requiretls_inside_a_quoted_local_part_is_no_parameter(
+        starttls_gateway: GatewayProcess) -> None:
+    with smtplib.SMTP(starttls_gateway.host, starttls_gateway.smtp_port, timeout=30) as client:
+        client.ehlo("mail.clinic.test")
+        code, _ = client.docmd('MAIL FROM:<"a REQUIRETLS b"@clinic.test>')
+    assert code == 250
+
+
 def test_requiretls_with_a_value_is_refused(starttls_gateway: GatewayProcess,
                                            ca: trustme.CA) -> None:
     with smtplib.SMTP(starttls_gateway.host, starttls_gateway.smtp_port, timeout=30) as client:
