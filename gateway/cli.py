@@ -279,6 +279,10 @@ def describe_queued_message(message: dict[str, Any],
              f"  from      {message['sender'] or '<> (null sender)'}",
              f"  received  {_when(message['received'])} from {client}",
              f"  size      {message['size']} bytes"]
+    if message.get("requiretls"):
+        lines.append("  tls       REQUIRETLS (RFC 8689): relayed only with it, else pickup")
+    if message.get("tls_optional"):
+        lines.append("  tls       TLS-Required: No: MTA-STS and DANE not applied (ordinary mail)")
     for rcpt in recipients:
         confidential = "confidential" if rcpt["confidential"] else "not confidential"
         lines += ["", f"  to {rcpt['rcpt']}: {rcpt['state']} ({confidential}, mode {rcpt['mode']})",

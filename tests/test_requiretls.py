@@ -211,3 +211,14 @@ def test_the_tls_required_header_is_removed_from_requiretls_mail(
     send_requiretls(starttls_gateway, ca, make_message("doctor@clinic.test", rcpt, "Plain",
                                                        TLS_Required="No"))
     assert b"TLS-Required" not in wait_for_mail(requiretls_hosts["rtls"], rcpt).content
+
+
+def test_queue_show_says_a_message_came_with_requiretls(
+        starttls_gateway: GatewayProcess, requiretls_hosts: dict[str, FakeMX], ca: trustme.CA,
+        unique: str) -> None:
+    rcpt = f"{unique}@signed-nortls.test"
+    reply = send_requiretls(starttls_gateway, ca, make_message("doctor@clinic.test", rcpt, "x"))
+    shown = starttls_gateway.cli("queue", "show", reply.rsplit(" ", 1)[-1])
+    assert shown.returncode == 0, shown.stderr
+    assert "tls       REQUIRETLS (RFC 8689)" in shown.stdout
+    assert "why       REQUIRETLS (RFC 8689)" in shown.stdout

@@ -388,6 +388,8 @@ class MessageStatus:
     client: str
     smtputf8: bool
     recipients: tuple[RecipientStatus, ...]
+    requiretls: bool = False    # received with REQUIRETLS (RFC 8689)
+    tls_optional: bool = False  # "TLS-Required: No" honoured (RFC 8689 5)
 
 
 class QueueInspection(Protocol):

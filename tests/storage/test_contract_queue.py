@@ -170,6 +170,13 @@ def test_a_claim_gives_back_a_honoured_tls_required_no(storage: Storage) -> None
     assert (claimed.requiretls, claimed.tls_optional) == (False, True)
 
 
+def test_the_queue_view_of_a_message_shows_its_tls_flags(storage: Storage) -> None:
+    message_id = storage.enqueue(SENDER, [Route("a@one.test")], MESSAGE, requiretls=True,
+                                 tls_optional=True)
+    message = storage.queued_message(message_id)
+    assert message is not None and (message.requiretls, message.tls_optional) == (True, True)
+
+
 def test_mail_is_queued_without_tls_flags_unless_asked(storage: Storage) -> None:
     queued(storage, "a@one.test")
     [claimed] = storage.claim_due()
