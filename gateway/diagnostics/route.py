@@ -126,10 +126,10 @@ def with_requiretls(decision: Decision) -> Decision:
     require-verified-tls (as gateway/inbound/requiretls.py routes it)."""
     from dataclasses import replace
 
-    mode = "require-verified-tls" if decision.mode in ("opportunistic", "require-tls") \
-        else decision.mode
-    return replace(decision, confidential=True, mode=mode,
-                   why=f"REQUIRETLS (RFC 8689); {decision.why}")
+    from gateway.inbound.requiretls import REQUIRETLS_REASON, requiretls_mode
+
+    return replace(decision, confidential=True, mode=requiretls_mode(decision.mode),
+                   why=f"{REQUIRETLS_REASON}; {decision.why}")
 
 
 def tls_required_note(decision: Decision, requiretls: bool, tls_required_no: bool

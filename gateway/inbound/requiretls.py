@@ -15,8 +15,8 @@ from dataclasses import replace
 from gateway.classify.policy import HeaderSection, read_header_section
 from gateway.storage.protocols import Route
 
-__all__ = ["KEYWORD", "REQUIRETLS_REASON", "TLS_REQUIRED", "requiretls_route",
-           "split_requiretls", "strip_tls_required", "tls_required_no"]
+__all__ = ["KEYWORD", "REQUIRETLS_REASON", "TLS_REQUIRED", "requiretls_mode",
+           "requiretls_route", "split_requiretls", "strip_tls_required", "tls_required_no"]
 
 KEYWORD = "REQUIRETLS"
 TLS_REQUIRED = "TLS-Required"
@@ -36,12 +36,17 @@ def split_requiretls(arg: str, params: str) -> tuple[str, str | None]:
     return (arg[:len(arg) - len(params)] + kept).rstrip(), found[0]
 
 
+def requiretls_mode(mode: str) -> str:
+    """MODE for a REQUIRETLS message: at least require-verified-tls (RFC 8689 4.2.1 asks
+    for a verified certificate); pickup and internal stay as they are."""
+    return "require-verified-tls" if mode in _WEAKER_MODES else mode
+
+
 def requiretls_route(route: Route) -> Route:
     """ROUTE for a REQUIRETLS message: confidential (pickup when it cannot be relayed as
     RFC 8689 demands), at least require-verified-tls."""
-    mode = "require-verified-tls" if route.mode in _WEAKER_MODES else route.mode
     reason = f"{REQUIRETLS_REASON}; {route.reason}" if route.reason else REQUIRETLS_REASON
-    return replace(route, confidential=True, mode=mode, reason=reason)
+    return replace(route, confidential=True, mode=requiretls_mode(route.mode), reason=reason)
 
 
 def tls_required_no(section: HeaderSection) -> bool:
