@@ -29,6 +29,8 @@ from gateway.diagnostics.route import (
     describe,
     policy_nexthop,
     predicted_outcome,
+    tls_required_note,
+    with_requiretls,
 )
 from gateway.ops.config_check import check_config
 from gateway.ops.logs import configure as configure_logging
@@ -92,17 +94,25 @@ def cmd_route(config: Config, args: argparse.Namespace) -> int:
                             args.sender)[0]
     else:
         decision = decide(policy, _route_headers(args), args.to, sender=args.sender)
+    if args.requiretls:
+        decision = with_requiretls(decision)
+    tls_required_no = any(str(v).strip().lower() == "no"
+                          for v in _route_headers(args).get_all("TLS-Required") or [])
+    note = tls_required_note(decision, args.requiretls, tls_required_no)
     knowledge = _domain_knowledge(config, decision.recipient.rpartition("@")[2], args.no_dns)
     outcome = predicted_outcome(decision, knowledge)
     if args.json:
         print(json.dumps({"from": args.sender, **decision.as_dict(), "domain": knowledge,
-                          "outcome": outcome}, indent=2))
+                          "outcome": outcome, "requiretls": args.requiretls,
+                          "tls_required": note}, indent=2))
         return 0
     print(f"from:         {args.sender}")
     print(f"to:           {decision.recipient}")
     print(f"confidential: {'yes' if decision.confidential else 'no'} ({decision.why})")
     print(f"mode:         {decision.mode}")
     print(f"rule:         {decision.rule}")
+    if note:
+        print(f"{'requiretls:' if args.requiretls else 'tls-required:':<14}{note}")
     print("\n".join(describe(knowledge)))
     print(f"outcome:      {outcome}")
     return 0
@@ -125,7 +135,9 @@ def cmd_probe(config: Config, args: argparse.Namespace) -> int:
                                ca_file=config.delivery.ca_file,
                                https_port=config.delivery.mta_sts_port,
                                helo_name=config.smtp.hostname, nexthop=nexthop,
-                               nexthop_rule=rule))
+                               nexthop_rule=rule,
+                               dnssec_names=(config.dns.dnssec_check_signed,
+                                             config.dns.dnssec_check_bogus)))
     _remember_probe(config, report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_report(report))
     return 0
@@ -289,6 +301,10 @@ def describe_queued_message(message: dict[str, Any],
              f"  from      {message['sender'] or '<> (null sender)'}",
              f"  received  {_when(message['received'])} from {client}",
              f"  size      {message['size']} bytes"]
+    if message.get("requiretls"):
+        lines.append("  tls       REQUIRETLS (RFC 8689): relayed only with it, else pickup")
+    if message.get("tls_optional"):
+        lines.append("  tls       TLS-Required: No: MTA-STS and DANE not applied (ordinary mail)")
     for rcpt in recipients:
         confidential = "confidential" if rcpt["confidential"] else "not confidential"
         lines += ["", f"  to {rcpt['rcpt']}: {rcpt['state']} ({confidential}, mode {rcpt['mode']})",
@@ -434,6 +450,8 @@ def parser() -> argparse.ArgumentParser:
     route.add_argument("--message", help="an RFC 5322 file whose headers are used")
     route.add_argument("--json", action="store_true")
     route.add_argument("--no-dns", action="store_true", help="skip the live DANE look-up")
+    route.add_argument("--requiretls", action="store_true",
+                       help="as sent with MAIL FROM:<...> REQUIRETLS (RFC 8689)")
     route.set_defaults(func=cmd_route)
     probe = add(sub, "probe", help="what a domain's MX hosts offer, and the route per mode")
     probe.add_argument("domain")

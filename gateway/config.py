@@ -102,6 +102,10 @@ class DeliveryConfig:
 class DNSConfig:
     nameservers: list[str] = field(default_factory=list)
     timeout: str = "5s"
+    # `sealgate probe` checks that the resolver validates DNSSEC: a signed name must come
+    # back with the AD bit, a name with a deliberately broken signature with SERVFAIL.
+    dnssec_check_signed: str = "isc.org"
+    dnssec_check_bogus: str = "dnssec-failed.org"
 
 
 @dataclass
@@ -312,6 +316,8 @@ def validate(config: Config) -> Config:
         raise ConfigError(f"log.format: {config.log.format!r} is not \"text\" or \"json\"")
     for ns in config.dns.nameservers:
         parse_hostport(ns, "dns.nameservers", 53)
+    for key in ("dnssec_check_signed", "dnssec_check_bogus"):
+        _check_domain_name(getattr(config.dns, key), f"dns.{key}")
     for key in ("max_queue_lifetime", "delay_warning", "retry_initial", "retry_max",
                 "connect_timeout", "poll_interval", "tls_cache_ttl", "shutdown_timeout",
                 "lease", "history_retention", "downgrade_window", "downgrade_hold",
@@ -450,6 +456,16 @@ def check_storage_url(url: str) -> None:
     if params.get("password"):
         raise ConfigError("storage.url: holds a password; put it in PGPASSWORD or ~/.pgpass"
                           " instead")
+
+
+_DOMAIN_NAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                          r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
+
+
+def _check_domain_name(value: str, key: str) -> None:
+    if not _DOMAIN_NAME.fullmatch(value):
+        raise ConfigError(f"{key}: {value!r} is not a fully qualified domain name"
+                          " (e.g. isc.org)")
 
 
 def _check_trusted_proxies(entries: list[str]) -> None:

@@ -124,7 +124,8 @@ def policy_https(ca: trustme.CA) -> Iterator[FakeHTTPS]:
 BOTH_BACKENDS = frozenset({"test_routing_e2e", "test_pickup_journey", "test_retries",
                            "test_bounces", "test_durability_and_expiry",
                            "test_sender_unnotified", "test_dsn_e2e", "test_keys_cli",
-                           "test_downgrade_e2e", "test_mta_sts_cache_e2e", "test_tlsrpt_serve"})
+                           "test_downgrade_e2e", "test_mta_sts_cache_e2e", "test_tlsrpt_serve",
+                           "test_requiretls"})
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

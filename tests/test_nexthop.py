@@ -117,10 +117,13 @@ def hop_dns(fake_dns: FakeDNS, hop_port: int, hop_cert: trustme.LeafCert) -> Fak
     fake_dns.add("direct.partner.test", "A", HOP_TLS)
     fake_dns.add("direct.partner.test", "MX", "10 mx.plain.test.")  # must not be used
     fake_dns.add("dane-hop.partner.test", "A", HOP_TLS)
+    # DANE applies only to hosts whose address answers are validated (RFC 7672 2.2.1).
+    fake_dns.set_authenticated("dane-hop.partner.test", True)
     tlsa = f"_{hop_port}._tcp.dane-hop.partner.test"
     fake_dns.add(tlsa, "TLSA", "3 1 1 " + "ab" * 32)  # matches no certificate
     fake_dns.set_authenticated(tlsa, True)
     fake_dns.add("hop.partner.test", "A", HOP_TLS)
+    fake_dns.set_authenticated("hop.partner.test", True)
     matching = f"_{hop_port}._tcp.hop.partner.test"
     fake_dns.add(matching, "TLSA", f"3 1 1 {spki_sha256(hop_cert)}")
     fake_dns.set_authenticated(matching, True)

@@ -92,10 +92,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             for domain, pattern in (("enforce-match.test", "*.tls-ok.test"),
                                     ("enforce-mismatch.test", "mx.elsewhere.test")):
                 zone.add(domain, "MX", "10 mx.tls-ok.test.")
+                zone.set_authenticated(domain, True)
                 zone.add(f"_mta-sts.{domain}", "TXT", '"v=STSv1; id=probe1"')
                 zone.add(f"mta-sts.{domain}", "A", IPS["https"])
                 https.serve_policy(domain, f"version: STSv1\nmode: enforce\nmx: {pattern}\n"
                                            "max_age: 604800\n")
+            # A signed zone: MX and address answers are validated, so DANE applies
+            # (RFC 7672 2.2.1); TLSA answers are validated where set above.
+            for scenario in ("tls-ok", "no-tls", "wrong-cert", "dane-ee", "unreachable",
+                             "mixed", "no-ad", "dane-mismatch"):
+                zone.set_authenticated(f"{scenario}.test", True)
+                zone.set_authenticated(f"mx.{scenario}.test", True)
             yield World(zone, https, port, ca_file,
                         [blob.bytes().decode() for blob in tls_cert.cert_chain_pems])
         finally:

@@ -40,8 +40,9 @@ def test_auth_is_not_advertised_after_starttls(starttls_gateway: GatewayProcess,
         assert "STARTTLS" in extensions(smtp.command("EHLO client.clinic.test"))
         assert smtp.command("STARTTLS").startswith("220")
         smtp.sock = context.wrap_socket(smtp.sock, server_hostname="127.0.0.1")
-        assert extensions(smtp.command("EHLO client.clinic.test")) == {
-            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "HELP"}
+        assert extensions(smtp.command("EHLO client.clinic.test")) == {  # RFC 8689: after TLS
+            "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES",
+            "REQUIRETLS", "HELP"}
         assert smtp.command("AUTH PLAIN AGZvbwBiYXI=") == codes.AUTH_NOT_OFFERED
 
 

@@ -74,6 +74,9 @@ def standards(fake_dns: FakeDNS, policy_https: FakeHTTPS, mx_port: int) -> Itera
                          ("dane-mismatch.test", "mx.dane-bad.test"),
                          ("dane-no-ad.test", "mx.dane-no-ad.test")):
         fake_dns.add(domain, "MX", f"10 {host}.")
+        # DANE needs validated MX and address answers too (RFC 7672 2.2.1).
+        fake_dns.set_authenticated(domain, True)
+        fake_dns.set_authenticated(host, True)
     with FakeMX(DANE_IP, mx_port, name="mx.dane.test", tls_cert=dane_cert) as dane_host:
         yield dane_host
 

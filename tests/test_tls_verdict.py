@@ -127,6 +127,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             for scenario, ip in HOSTS.items():
                 dns.add(f"{scenario}.agree.test", "MX", f"10 {names[scenario]}.")
                 dns.add(names[scenario], "A", ip)
+                # A signed zone: DANE applies only behind validated answers (RFC 7672 2.2.1).
+                dns.set_authenticated(f"{scenario}.agree.test", True)
+                dns.set_authenticated(names[scenario], True)
             unusable = f"_{port}._tcp.{names['sts-unusable-tlsa']}"
             dns.add(unusable, "TLSA", "1 1 1 " + "ab" * 32)  # PKIX-EE: unusable for SMTP
             dns.set_authenticated(unusable, True)

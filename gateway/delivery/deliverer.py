@@ -188,17 +188,22 @@ class Deliverer:
     @metrics.timed_delivery("mx")
     async def deliver(self, domain: str, sender: str, rcpts: list[str], content: bytes,
                       requirement: TLSRequirement, smtputf8: bool = False,
-                      dsn: DSNRequest | None = None, domain_policies: bool = True
-                      ) -> DomainResult:
+                      dsn: DSNRequest | None = None, domain_policies: bool = True,
+                      requiretls: bool = False) -> DomainResult:
         """SMTPUTF8: the message was received with it, so only a next hop offering SMTPUTF8
         may take it (RFC 6531 3.4); one that does not gets it bounced with 5.6.7. DSN: the
         sender's DSN request, passed on to a host that offers DSN.
         DOMAIN_POLICIES off ("TLS-Required: No", RFC 8689 5): neither the domain's MTA-STS
-        policy nor its hosts' TLSA records are looked up or applied."""
+        policy nor its hosts' TLSA records are looked up or applied.
+        REQUIRETLS (RFC 8689 4.2.1): MX hosts found securely (DNSSEC or MTA-STS enforce),
+        a verified certificate (PKIX and name, or DANE), a host offering REQUIRETLS, and the
+        message relayed with it; otherwise TLS_UNAVAILABLE."""
+        if requiretls:
+            requirement = requirement.at_least(TLSRequirement.VERIFIED)
         nexthop = self.nexthops(domain) if self.nexthops is not None else None
         if nexthop is not None:
             return await self._deliver_to_nexthop(domain, nexthop, sender, rcpts, content,
-                                                  requirement, smtputf8, dsn)
+                                                  requirement, smtputf8, dsn, requiretls)
         lookup = await self.resolver.lookup(domain)
         if lookup.status is LookupStatus.TEMPORARY:
             return DomainResult(Outcome.TEMPORARY, f"4.4.3 {lookup.detail}")
@@ -212,13 +217,15 @@ class Deliverer:
                                                       tls_failure=TLSFailureReason.NO_STARTTLS.value)
                                           for h in lookup.hosts])
         sts, sts_failure = await self._sts_policy(domain) if domain_policies else (None, "")
+        if requiretls and not (lookup.dnssec or (sts is not None and sts.enforced)):
+            return _mx_not_secure(domain, lookup.hosts)
         hosts = [h for h in lookup.hosts if sts_allows(sts, h.name)]
         if lookup.hosts and not hosts:
             result = _sts_mismatch(lookup.hosts, requirement)
         else:
             result = await self._try_hosts(hosts, sender, rcpts, content, requirement,
                                            sts=sts, standards=domain_policies,
-                                           smtputf8=smtputf8, dsn=dsn)
+                                           smtputf8=smtputf8, dsn=dsn, requiretls=requiretls)
             self._learn(domain, result.attempts)
         if self.tls_sessions is not None and domain_policies:  # else checked against none
             self.tls_sessions.record(domain, sessions_of(domain, result.attempts, sts,
@@ -228,7 +235,8 @@ class Deliverer:
     async def _deliver_to_nexthop(self, domain: str, nexthop: NextHop, sender: str,
                                   rcpts: list[str], content: bytes,
                                   requirement: TLSRequirement, smtputf8: bool,
-                                  dsn: DSNRequest | None = None) -> DomainResult:
+                                  dsn: DSNRequest | None = None, requiretls: bool = False
+                                  ) -> DomainResult:
         """The policy's nexthop instead of DOMAIN's MX hosts: the route's requirement on
         its hosts, DANE for hosts found by name, no MTA-STS (RFC 8461 is about MX hosts)."""
         from gateway.delivery.nexthop import nexthop_hosts
@@ -244,7 +252,7 @@ class Deliverer:
                                           for h in lookup.hosts])
         result = await self._try_hosts(lookup.hosts, sender, rcpts, content, requirement,
                                        nexthop.port, standards=not nexthop.is_address,
-                                       smtputf8=smtputf8, dsn=dsn)
+                                       smtputf8=smtputf8, dsn=dsn, requiretls=requiretls)
         self._learn(domain, result.attempts)
         return result
 
@@ -278,7 +286,10 @@ class Deliverer:
     async def _host_need(self, host: MXHost, requirement: TLSRequirement, port: int,
                          sts: STSPolicy | None
                          ) -> tuple[HostRequirement | HostSkipped, TLSALookup | None]:
-        tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if self.dane else None
+        """DANE applies only to a host whose MX and address answers were DNSSEC-validated
+        (RFC 7672 2.2.1): records reached through forgeable answers prove nothing."""
+        looked_up = self.dane and host.dnssec
+        tlsa = await lookup_tlsa(self.resolver.resolver, host.name, port) if looked_up else None
         metrics.tlsa_looked_up(tlsa)
         return host_requirement(requirement, host.name, tlsa, sts), tlsa
 
@@ -326,7 +337,8 @@ class Deliverer:
     async def _try_hosts(self, hosts: list[MXHost], sender: str, rcpts: list[str], content: bytes,
                          requirement: TLSRequirement, port: int | None = None,
                          sts: STSPolicy | None = None, standards: bool = True,
-                         smtputf8: bool = False, dsn: DSNRequest | None = None) -> DomainResult:
+                         smtputf8: bool = False, dsn: DSNRequest | None = None,
+                         requiretls: bool = False) -> DomainResult:
         """Try HOSTS in order; STANDARDS off (the internal relay) skips DANE lookups."""
         attempts: list[HostAttempt] = []
         port = port or self.settings.port
@@ -346,7 +358,7 @@ class Deliverer:
                 attempts.append(attempt)
                 result = await self._try_host(host.name, address, sender, rcpts, content,
                                               need, attempt, port, smtputf8,
-                                              host.tls_name or host.name, dsn)
+                                              host.tls_name or host.name, dsn, requiretls)
                 if result is not None:
                     result.attempts = attempts
                     return result
@@ -355,13 +367,14 @@ class Deliverer:
     async def _try_host(self, name: str, address: str, sender: str, rcpts: list[str],
                         content: bytes, need: HostRequirement,
                         attempt: HostAttempt, port: int, smtputf8: bool = False,
-                        tls_name: str = "", dsn: DSNRequest | None = None
-                        ) -> DomainResult | None:
+                        tls_name: str = "", dsn: DSNRequest | None = None,
+                        requiretls: bool = False) -> DomainResult | None:
         """A final result from this host, or None to try the next one. TLS_NAME: the name
         its certificate must carry (a nexthop's), when not NAME."""
         try:
             result = await self._transaction(name, address, sender, rcpts, content, need,
-                                             attempt, port, smtputf8, tls_name or name, dsn)
+                                             attempt, port, smtputf8, tls_name or name, dsn,
+                                             requiretls)
             if result is not None:
                 attempt.reply = result.reply
             return result
@@ -390,8 +403,8 @@ class Deliverer:
     async def _transaction(self, name: str, address: str, sender: str, rcpts: list[str],
                            content: bytes, need: HostRequirement,
                            attempt: HostAttempt, port: int, smtputf8: bool = False,
-                           tls_name: str = "", dsn: DSNRequest | None = None
-                           ) -> DomainResult | None:
+                           tls_name: str = "", dsn: DSNRequest | None = None,
+                           requiretls: bool = False) -> DomainResult | None:
         tls_name = tls_name or name
         key = (name, address, port, need, tls_name)
         reused = await self._reuse(key, attempt)
@@ -399,14 +412,15 @@ class Deliverer:
         try:
             try:
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8, reused=reused is not None, dsn=dsn)
+                                          smtputf8, reused=reused is not None, dsn=dsn,
+                                          requiretls=requiretls)
             except _StaleConnection:
                 # The server closed the idle connection before our envelope reached it: no
                 # message went out, so a fresh connection may carry it.
                 await close_quietly(client, wait=True)
                 client = await self._open(name, address, port, need, attempt, tls_name)
                 result = await self._send(client, name, address, sender, rcpts, content,
-                                          smtputf8, dsn=dsn)
+                                          smtputf8, dsn=dsn, requiretls=requiretls)
         except BaseException:
             await close_quietly(client, wait=True)
             raise
@@ -538,7 +552,8 @@ class Deliverer:
 
     async def _send(self, client: aiosmtplib.SMTP, name: str, address: str, sender: str,
                     rcpts: list[str], content: bytes, smtputf8: bool = False,
-                    reused: bool = False, dsn: DSNRequest | None = None) -> DomainResult:
+                    reused: bool = False, dsn: DSNRequest | None = None,
+                    requiretls: bool = False) -> DomainResult:
         if client.is_ehlo_or_helo_needed:  # a plaintext retry has not greeted yet
             await _greet(client)
         if smtputf8 and not client.supports_extension("smtputf8"):
@@ -551,6 +566,9 @@ class Deliverer:
             client.supports_extension("dsn") else None
         options += passed.mail_options() if passed else []
         rcpt_options = {r: passed.rcpt_options(r) for r in rcpts} if passed else {}
+        if requiretls:
+            _check_requiretls(client, name, address)
+            options = [*options, "REQUIRETLS"]
         if client.supports_extension("pipelining"):
             result = await self._send_pipelined(client, f"{name}[{address}]", sender, rcpts,
                                                 content, options, encoding, reused, rcpt_options)
@@ -638,6 +656,26 @@ def _every_recipient_refused(result: DomainResult, peer: str) -> DomainResult:
     replies = "; ".join(sorted(set(result.refused.values()) | set(result.deferred.values())))
     result.reply = f"{peer} refused every recipient: {replies}"
     return result
+
+
+def _check_requiretls(client: aiosmtplib.SMTP, name: str, address: str) -> None:
+    """RFC 8689 4.2.1: a REQUIRETLS message goes on only to a host that offers REQUIRETLS
+    over this TLS session (its EHLO after STARTTLS), which then has to honour it too."""
+    if client.get_transport_info("ssl_object") is None or \
+            not client.supports_extension("requiretls"):
+        raise TLSFailure(TLSVerdict(
+            False, f"{name}[{address}] does not offer REQUIRETLS, which this message needs"
+            " (RFC 8689)", failure=TLSFailureReason.REQUIRETLS))
+
+
+def _mx_not_secure(domain: str, hosts: list[MXHost]) -> DomainResult:
+    """RFC 8689 4.2.1: the MX hosts of a REQUIRETLS message must be found securely, by a
+    DNSSEC-validated MX answer or an MTA-STS policy in enforce mode; no host is tried."""
+    detail = (f"REQUIRETLS: the MX hosts of {domain} were not found securely (no DNSSEC-"
+              "validated MX answer, no MTA-STS policy in enforce mode)")
+    attempts = [HostAttempt(h.name, "", detail, tls_failure=TLSFailureReason.REQUIRETLS.value)
+                for h in hosts]
+    return DomainResult(Outcome.TLS_UNAVAILABLE, f"5.7.10 {detail}", attempts=attempts)
 
 
 def _sts_mismatch(hosts: list[MXHost], requirement: TLSRequirement) -> DomainResult:

@@ -14,6 +14,8 @@ from typing import Any
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdataclass
@@ -39,6 +41,9 @@ class MXHost:
     # The name a certificate must carry under require-verified-tls when it is not NAME
     # (a policy nexthop: gateway/delivery/nexthop.py); "" for NAME itself.
     tls_name: str = ""
+    # The MX answer naming this host and its address answers all came DNSSEC-validated (AD
+    # bit): RFC 7672 2.2.1's precondition for DANE, and RFC 8689's "MX found securely".
+    dnssec: bool = False
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,11 @@ class MXLookup:
     status: LookupStatus
     hosts: list[MXHost] = field(default_factory=list)
     detail: str = ""
+    dnssec: bool = False  # the MX answer (or its denial, for an implicit MX) was validated
 
 
 MAX_REMEMBERED_ANSWERS = 10_000
+EDNS_PAYLOAD = 1232  # DNS flag day 2020: avoids IP fragmentation of signed answers
 _Remembered = tuple[float, "dns.resolver.Answer | dns.resolver.NXDOMAIN | dns.resolver.NoAnswer"]
 
 
@@ -117,6 +124,11 @@ def make_resolver(nameservers: list[str], timeout: float = 5.0) -> dns.asyncreso
         ]
     resolver.lifetime = timeout
     resolver.timeout = timeout
+    # AD in the query (RFC 6840 5.7) asks a validating resolver to say whether it validated
+    # the answer, DO because some set AD only then: DANE and REQUIRETLS need to know for the
+    # MX and address answers (RFC 7672 2.2.1), not only for TLSA.
+    resolver.use_edns(0, dns.flags.DO, EDNS_PAYLOAD)
+    resolver.flags = dns.flags.RD | dns.flags.AD
     resolver.cache = dns.resolver.Cache()  # MX, A and _mta-sts answers, for their TTLs
     return resolver
 
@@ -137,18 +149,27 @@ class MXResolver:
     async def addresses(self, name: str, expiries: list[float] | None = None) -> list[str]:
         """IPv4 then IPv6 addresses of NAME; empty when it has none. EXPIRIES: gets the
         expiry time of every answer used."""
+        found, _ = await self.address_records(name, expiries)
+        return found
+
+    async def address_records(self, name: str, expiries: list[float] | None = None
+                              ) -> tuple[list[str], bool]:
+        """addresses(), and whether every answer (or denial) for them was DNSSEC-validated."""
         found: list[str] = []
+        validated = True
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await self.resolver.resolve(name, rdtype)
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer) as exc:
                 if expiries is not None:
                     expiries.append(_negative_expiry(exc))
+                validated = validated and _denial_validated(exc)
                 continue
             if expiries is not None:
                 expiries.append(answer.expiration)
+            validated = validated and _validated(answer.response)
             found += [r.to_text() for r in answer]
-        return found
+        return found, validated
 
     async def lookup(self, domain: str) -> MXLookup:
         key = domain.rstrip(".").lower()
@@ -180,30 +201,50 @@ class MXResolver:
             records = [(r.preference, r.exchange.to_text().rstrip(".")) for r in answer]
         except dns.resolver.NoAnswer as exc:
             expiries.append(_negative_expiry(exc))
-            return await self._implicit_mx(domain, expiries)
+            return await self._implicit_mx(domain, expiries, _denial_validated(exc))
         expiries.append(answer.expiration)
         if any(name in ("", ".") for _, name in records) or records == [(0, "")]:
             return MXLookup(LookupStatus.NULL_MX, detail=f"{domain} publishes a null MX: no mail")
-        hosts = [MXHost(name, pref, await self._addresses_or_none(name, expiries))
+        mx_validated = _validated(answer.response)
+        hosts = [await self._host(name, pref, mx_validated, expiries)
                  for pref, name in _ordered(records)]
         hosts = [h for h in hosts if h.addresses]
         if not hosts:
             return MXLookup(LookupStatus.TEMPORARY, detail=f"{domain}: no MX host has an address")
-        return MXLookup(LookupStatus.OK, hosts)
+        return MXLookup(LookupStatus.OK, hosts, dnssec=mx_validated)
 
-    async def _addresses_or_none(self, name: str, expiries: list[float]) -> list[str]:
+    async def _host(self, name: str, preference: int, mx_validated: bool,
+                    expiries: list[float]) -> MXHost:
+        """The MX host NAME with its addresses (none when they could not be resolved)."""
         try:
-            return await self.addresses(name, expiries)
+            addresses, validated = await self.address_records(name, expiries)
         except (dns.exception.Timeout, dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout):
             expiries.append(0.0)  # a host we could not resolve: keep nothing of this result
-            return []
+            return MXHost(name, preference)
+        return MXHost(name, preference, addresses, dnssec=mx_validated and validated)
 
-    async def _implicit_mx(self, domain: str, expiries: list[float]) -> MXLookup:
-        addresses = await self.addresses(domain, expiries)
+    async def _implicit_mx(self, domain: str, expiries: list[float],
+                           denial_validated: bool) -> MXLookup:
+        addresses, validated = await self.address_records(domain, expiries)
         if not addresses:
             return MXLookup(LookupStatus.NO_MAIL_HOSTS,
                             detail=f"{domain} has no MX or address records")
-        return MXLookup(LookupStatus.OK, [MXHost(domain, 0, addresses)])
+        secure = denial_validated and validated
+        return MXLookup(LookupStatus.OK, [MXHost(domain, 0, addresses, dnssec=secure)],
+                        dnssec=denial_validated)
+
+
+def _validated(response: dns.message.Message | None) -> bool:
+    """The resolver vouched for RESPONSE (AD bit): as trustworthy as the path to it."""
+    return response is not None and bool(response.flags & dns.flags.AD)
+
+
+def _denial_validated(exc: dns.exception.DNSException) -> bool:
+    """A validated "no such name" or "no such record" (its response had AD set)."""
+    responses = exc.kwargs.get("responses") if isinstance(exc, dns.resolver.NXDOMAIN) else None
+    if responses:
+        return all(_validated(r) for r in responses.values())
+    return _validated(exc.kwargs.get("response"))
 
 
 def _negative_expiry(exc: dns.exception.DNSException) -> float:

@@ -62,10 +62,11 @@ async def nexthop_hosts(resolver: MXResolver, nexthop: NextHop, domain: str) -> 
         if found.status is not LookupStatus.OK:
             return MXLookup(LookupStatus.TEMPORARY,
                             detail=f"nexthop {nexthop.text}: {found.detail}")
-        return MXLookup(LookupStatus.OK, [MXHost(h.name, h.preference, h.addresses, tls_name)
-                                          for h in found.hosts])
+        return MXLookup(LookupStatus.OK, [MXHost(h.name, h.preference, h.addresses, tls_name,
+                                                 h.dnssec)
+                                          for h in found.hosts], dnssec=found.dnssec)
     try:
-        addresses = await resolver.addresses(nexthop.host)
+        addresses, validated = await resolver.address_records(nexthop.host)
     except (dns.exception.Timeout, dns.resolver.NoNameservers,
             dns.resolver.LifetimeTimeout) as exc:
         return MXLookup(LookupStatus.TEMPORARY,
@@ -73,4 +74,6 @@ async def nexthop_hosts(resolver: MXResolver, nexthop: NextHop, domain: str) -> 
     if not addresses:
         return MXLookup(LookupStatus.TEMPORARY,
                         detail=f"nexthop {nexthop.text}: {nexthop.host} has no address")
-    return MXLookup(LookupStatus.OK, [MXHost(nexthop.host, 0, addresses, tls_name)])
+    # The admin named the host: only its address records need validating for DANE.
+    return MXLookup(LookupStatus.OK, [MXHost(nexthop.host, 0, addresses, tls_name, validated)],
+                    dnssec=True)

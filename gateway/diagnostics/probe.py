@@ -29,6 +29,7 @@ import dns.name
 
 from gateway.delivery.mx import LookupStatus, MXHost, MXLookup, MXResolver
 from gateway.delivery.nexthop import nexthop_hosts
+from gateway.diagnostics.dnssec_check import ResolverCheck, check_resolver
 from gateway.diagnostics.route import span
 from gateway.tls.dane import DaneVerdict, TLSALookup, TLSAStatus, lookup_tlsa, verify_detail
 from gateway.tls.inspect import CertFacts, cert_facts, presented_chain
@@ -116,6 +117,7 @@ class HostProbe:
     dane_detail: str = ""
     sts_match: bool | None = None        # None: the domain has no MTA-STS policy
     tls_name: str = ""                   # a nexthop's: the name its certificate must carry
+    dnssec: bool = False                 # its MX and address answers were validated
 
     @property
     def checked_name(self) -> str:
@@ -155,6 +157,7 @@ class HostProbe:
             },
             "mta_sts_match": self.sts_match,
             "certificate_name": self.checked_name,
+            "dnssec": self.dnssec,
         }
 
 
@@ -172,12 +175,16 @@ class ProbeReport:
     # What the gateway's MTA-STS cache holds for the domain (mta_sts.cache_status): the
     # probe fetches live, delivery uses the cache; the difference is what admins ask about.
     sts_cache: dict[str, Any] | None = None
+    mx_dnssec: bool = False                # the MX answer (or its denial) was validated
+    resolver: ResolverCheck | None = None  # whether the resolver validates DNSSEC at all
 
     def as_dict(self) -> dict[str, Any]:
         sts = self.sts
         return {
             "domain": self.domain, "port": self.port, "probed_at": self.probed_at.isoformat(),
-            "mx": {"status": self.mx_status.value, "detail": self.mx_detail},
+            "mx": {"status": self.mx_status.value, "detail": self.mx_detail,
+                   "dnssec": self.mx_dnssec},
+            "resolver": self.resolver.as_dict() if self.resolver else None,
             "hosts": [h.as_dict() for h in self.hosts],
             "mta_sts": {
                 "status": sts.status.value if sts else None,
@@ -216,10 +223,23 @@ def _chain_context(ca_file: str) -> ssl.SSLContext:
 async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int, ca_file: str,
                 https_port: int = 443, timeout: float = 10,
                 helo_name: str = "localhost", nexthop: NextHop | None = None,
-                nexthop_rule: str = "") -> ProbeReport:
+                nexthop_rule: str = "",
+                dnssec_names: tuple[str, str] | None = None) -> ProbeReport:
     """Probe DOMAIN's MX hosts on PORT; raises ValueError for a malformed domain name.
     NEXTHOP (the policy's, from the rule at NEXTHOP_RULE): probe its hosts instead, on its
-    port, as delivery uses them: no MTA-STS, DANE only for hosts found by name."""
+    port, as delivery uses them: no MTA-STS, DANE only for hosts found by name.
+    DNSSEC_NAMES (a signed name, a bogus one): check that the resolver validates."""
+    report = await _probe(domain, resolver=resolver, port=port, ca_file=ca_file,
+                          https_port=https_port, timeout=timeout, helo_name=helo_name,
+                          nexthop=nexthop, nexthop_rule=nexthop_rule)
+    if dnssec_names is not None:
+        report.resolver = await check_resolver(resolver, *dnssec_names)
+    return report
+
+
+async def _probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int, ca_file: str,
+                 https_port: int, timeout: float, helo_name: str, nexthop: NextHop | None,
+                 nexthop_rule: str) -> ProbeReport:
     domain = domain.strip().rstrip(".").lower()
     try:
         dns.name.from_text(domain)
@@ -245,7 +265,8 @@ async def probe(domain: str, *, resolver: dns.asyncresolver.Resolver, port: int,
             hosts = await _probe_hosts(lookup.hosts, resolver, port, ca_file, timeout, helo_name)
     finally:
         sts = await sts_task  # never left running, even when the MX part raised
-    report = ProbeReport(domain, port, now, lookup.status, lookup.detail, hosts, sts)
+    report = ProbeReport(domain, port, now, lookup.status, lookup.detail, hosts, sts,
+                         mx_dnssec=lookup.dnssec)
     policy = sts.policy if sts.status is STSStatus.FOUND else None
     for host in hosts:
         host.sts_match = policy.matches(host.name) if policy else None
@@ -269,7 +290,8 @@ async def _probe_nexthop(domain: str, nexthop: NextHop, rule: str, now: datetime
         hosts = await _probe_hosts(lookup.hosts, resolver, port, ca_file, timeout, helo_name,
                                    dane=not nexthop.is_address)
     report = ProbeReport(domain, port, now, lookup.status, lookup.detail, hosts, None,
-                         nexthop={**nexthop_checks(nexthop, domain, port), "rule": rule})
+                         nexthop={**nexthop_checks(nexthop, domain, port), "rule": rule},
+                         mx_dnssec=lookup.dnssec)
     report.routes = {mode: predict_route(report, mode) for mode in MODES}
     return report
 
@@ -277,10 +299,11 @@ async def _probe_nexthop(domain: str, nexthop: NextHop, rule: str, now: datetime
 async def _probe_hosts(mx_hosts: list[MXHost], resolver: dns.asyncresolver.Resolver, port: int,
                        ca_file: str, timeout: float, helo_name: str,
                        dane: bool = True) -> list[HostProbe]:
-    names = list(dict.fromkeys(h.name for h in mx_hosts)) if dane else []
+    # DANE only for hosts found through validated answers (RFC 7672 2.2.1), as delivery.
+    names = list(dict.fromkeys(h.name for h in mx_hosts if h.dnssec)) if dane else []
     answers = await asyncio.gather(*(lookup_tlsa(resolver, n, port) for n in names))
     tlsa = dict(zip(names, answers, strict=True))
-    probes = [HostProbe(h.name, h.preference, address, tls_name=h.tls_name)
+    probes = [HostProbe(h.name, h.preference, address, tls_name=h.tls_name, dnssec=h.dnssec)
               for h in mx_hosts for address in h.addresses]
     unverified, verifying = _unverified_context(), _chain_context(ca_file)
     await asyncio.gather(*(_probe_host(p, port, unverified, verifying, timeout, helo_name)
@@ -514,6 +537,8 @@ def _line(label: str, value: str, indent: int = 4) -> str:
 def format_report(report: ProbeReport) -> str:
     out = [f"Probe of {report.domain} (SMTP port {report.port}, "
            f"{report.probed_at.strftime('%Y-%m-%d %H:%M:%S UTC')})", ""]
+    if report.resolver is not None:
+        out += [f"DNS resolver  {report.resolver.line}", ""]
     nexthop = report.nexthop
     if nexthop:
         out += [f"Nexthop {nexthop['nexthop']} ({nexthop['rule']})",
@@ -525,6 +550,9 @@ def format_report(report: ProbeReport) -> str:
     out.append("Nexthop hosts" if nexthop else "MX hosts")
     if report.mx_status is not LookupStatus.OK:
         out.append(_line("lookup", f"{report.mx_status.value}: {report.mx_detail}", 2))
+    else:
+        out.append(_line("DNSSEC", "MX answer validated" if report.mx_dnssec
+                         else "MX answer NOT validated (no AD bit)", 2))
     for host in report.hosts:
         out.append(f"  {host.preference:>3} {host.label}")
         out.extend(_host_lines(host, report.probed_at))
@@ -562,6 +590,8 @@ def _host_lines(host: HostProbe, now: datetime.datetime) -> list[str]:
         verdict = "verified" if host.pkix_verified else "NOT verified"
         why = f" ({host.pkix_detail})" if host.pkix is not PKIXStatus.VALID else ""
         lines.append(_line("PKIX", f"{verdict}: chain {host.pkix.value}{why}, name {name}", 6))
+    lines.append(_line("DNSSEC", "MX and address answers validated" if host.dnssec
+                       else "MX or address answers NOT validated", 6))
     lines.append(_line("DANE", _dane_text(host), 6))
     if host.sts_match is not None:
         lines.append(_line("MTA-STS", "mx matches policy" if host.sts_match
@@ -571,6 +601,8 @@ def _host_lines(host: HostProbe, now: datetime.datetime) -> list[str]:
 
 def _dane_text(host: HostProbe) -> str:
     dane = host.dane
+    if dane is None and not host.dnssec:
+        return "not applied: its MX or address answers are not DNSSEC-validated (RFC 7672 2.2.1)"
     if dane is None:
         return "not checked"
     if dane.status is TLSAStatus.USABLE and host.dane_verdict is not None:

@@ -196,6 +196,32 @@ def describe(knowledge: dict[str, Any]) -> list[str]:
     return lines
 
 
+def with_requiretls(decision: Decision) -> Decision:
+    """DECISION for a message sent with MAIL ... REQUIRETLS: confidential, at least
+    require-verified-tls (as gateway/inbound/requiretls.py routes it)."""
+    from dataclasses import replace
+
+    from gateway.inbound.requiretls import REQUIRETLS_REASON, requiretls_mode
+
+    return replace(decision, confidential=True, mode=requiretls_mode(decision.mode),
+                   why=f"{REQUIRETLS_REASON}; {decision.why}")
+
+
+def tls_required_note(decision: Decision, requiretls: bool, tls_required_no: bool
+                      ) -> str | None:
+    """What REQUIRETLS and a "TLS-Required: No" field do to this message, or None."""
+    if requiretls:
+        note = ("yes: relayed only to MX hosts found securely (DNSSEC or MTA-STS enforce),"
+                " over verified TLS (PKIX or DANE), to a host offering REQUIRETLS;"
+                " else stored for pickup")
+        return note + ("; TLS-Required: No ignored and removed" if tls_required_no else "")
+    if not tls_required_no:
+        return None
+    if decision.confidential:
+        return "TLS-Required: No ignored: confidential mail (the field is removed before relay)"
+    return "TLS-Required: No: the domain's MTA-STS and DANE are not applied to this message"
+
+
 def predicted_outcome(decision: Decision, knowledge: dict[str, Any]) -> str:
     """One line: what will happen to the message, from the decision and what is known."""
     cached = knowledge.get("tls_cache") or []

@@ -37,6 +37,9 @@ IDLE_TIMEOUT: Final = "421 4.4.2 Idle for too long, closing the connection"
 TOO_MANY_CONNECTIONS: Final = "421 4.7.0 Too many connections, try again later"
 TOO_MANY_FROM_CLIENT: Final = "421 4.7.0 Too many connections from your address, try again later"
 INTERNAL_ERROR: Final = "451 4.3.0 Internal error, try again later"
+# RFC 8689 4.1: REQUIRETLS is accepted only on a TLS session.
+REQUIRETLS_NEEDS_TLS: Final = "530 5.7.10 REQUIRETLS needed a TLS session: use STARTTLS first"
+REQUIRETLS_TAKES_NO_VALUE: Final = "501 5.5.4 REQUIRETLS takes no value"
 
 # aiosmtpd answers some commands itself without an enhanced code; RFC 3463 pairs for them.
 ENHANCED_FOR_BASIC: Final = {

@@ -46,6 +46,13 @@ from gateway.inbound.headers import (
     rewrite_subject,
     tls_comment,
 )
+from gateway.inbound.requiretls import (
+    KEYWORD,
+    TLS_REQUIRED,
+    requiretls_route,
+    strip_tls_required,
+    tls_required_no,
+)
 from gateway.ops.metrics import accepted, refused
 from gateway.storage import is_storage_full, storage_errors
 from gateway.storage.ids import new_queue_id
@@ -211,6 +218,8 @@ class Acceptance:
         self._classified: tuple[Policy, HeaderSection] | None = None
         self.receipts = False  # the policy's [confidential] receipts, when classified
         self.message_id = ""  # the Message-ID field, for the log
+        self.requiretls = KEYWORD in envelope.mail_options  # MAIL ... REQUIRETLS (RFC 8689)
+        self.tls_optional = False  # "TLS-Required: No", unless REQUIRETLS overrides it
         self.refusal: str | None = None  # a reply decided before the end of data
         self.failure: BaseException | None = None  # what kept us from storing the message
         self.ip = str(session.peer[0]) if isinstance(session.peer, tuple) else ""
@@ -278,8 +287,20 @@ class Acceptance:
             self._classified = (policy, section)
         if policy.strip_tags and any(d.confidential for d in self.decisions):
             head = rewrite_subject(head, lambda s: strip_subject_tags(policy, s))
+        head = self._tls_required(section, policy, head)
         self.spool = self.handler.store.incoming_spool(self.queue_id)
         self.spool.add(await self._received_field() + head)
+
+    def _tls_required(self, section: HeaderSection, policy: Policy, head: bytes) -> bytes:
+        """Note "TLS-Required: No" (RFC 8689 5; REQUIRETLS wins over it) and remove it from
+        mail that is, or may yet turn, confidential: body rules decide only at the end of
+        data, and confidential mail must never carry it on."""
+        if not section.named(TLS_REQUIRED):
+            return head
+        self.tls_optional = tls_required_no(section) and not self.requiretls
+        if self.requiretls or policy.needs_body or any(d.confidential for d in self.decisions):
+            return strip_tls_required(head)
+        return head
 
     async def _received_field(self) -> bytes:
         config = self.handler.config
@@ -323,14 +344,17 @@ class Acceptance:
     async def _queue(self, spool: IncomingMessage) -> str:
         routes = self._with_dsn([route_for(d.recipient, d, self.handler.config.internal.domains)
                                  for d in self.decisions])
+        if self.requiretls:
+            routes = [requiretls_route(r) for r in routes]
         dsn = self.envelope.dsn if isinstance(self.envelope, GatewayEnvelope) else EnvelopeDSN()
-        if dsn.ret == "FULL" and any(d.confidential for d in self.decisions):
+        if dsn.ret == "FULL" and (self.requiretls or any(d.confidential for d in self.decisions)):
             # Fail closed: confidential for one recipient is confidential content for all,
             # so no report (ours or a next hop's) may carry it back.
             dsn = dataclasses.replace(dsn, ret="HDRS")
         future = self.handler.store.submit_enqueue(
             self.envelope.mail_from or "", routes, spool, self.ip,
-            smtputf8=self.envelope.smtp_utf8, dsn=dsn)
+            smtputf8=self.envelope.smtp_utf8, dsn=dsn, requiretls=self.requiretls,
+            tls_optional=self.tls_optional)
         self.spool = None  # the writer owns it now, and removes it if it fails
         try:
             await asyncio.wrap_future(future)

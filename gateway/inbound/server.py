@@ -33,6 +33,8 @@ from gateway.inbound.esmtp_params import (
 from gateway.inbound.handler import RelayHandler
 from gateway.inbound.headers import received_header, rewrite_subject, split_message
 from gateway.inbound.limits import ConnectionLimits
+from gateway.inbound.requiretls import KEYWORD as REQUIRETLS
+from gateway.inbound.requiretls import split_requiretls
 from gateway.mailbox import PLAIN_MAILBOX
 
 __all__ = ["ConnectionLimits", "GatewaySMTP", "RelayHandler", "path_is_valid",
@@ -199,14 +201,17 @@ class GatewaySMTP(SMTP):
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
-        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870), " SMTPUTF8" (RFC 6531), and the
-        # 110 characters RFC 3461 adds for RET and ENVID; on RCPT its 500 for NOTIFY, ORCPT.
-        self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10 + 110
+        # Room on MAIL for " SIZE=<20 digits>" (RFC 1870), " SMTPUTF8" (RFC 6531),
+        # " REQUIRETLS" (RFC 8689) and the 110 characters RFC 3461 adds for RET and ENVID;
+        # on RCPT its 500 for NOTIFY and ORCPT.
+        self.command_size_limits["MAIL"] = self.command_size_limit + 26 + 10 + 11 + 110
         self.command_size_limits["RCPT"] = self.command_size_limit + 500
         lines = [self.hostname, f"SIZE {self.data_size_limit}", "8BITMIME", "SMTPUTF8",
                  "PIPELINING", "DSN", "ENHANCEDSTATUSCODES"]
         if self.tls_context and not self._tls_protocol:
             lines.append("STARTTLS")
+        if self.tls_context and self._tls_protocol:  # RFC 8689 4.1: only after STARTTLS
+            lines.append(REQUIRETLS)
         lines.append("HELP")
         for line in lines[:-1]:
             await self.push(f"250-{line}")
@@ -231,6 +236,11 @@ class GatewaySMTP(SMTP):
             except ParamError as exc:
                 await self.push(str(exc))
                 return
+            arg, requiretls = self._take_requiretls(arg)
+            if requiretls is not None and self.envelope is not None \
+                    and self.envelope.mail_from is None:
+                await self._mail_with_requiretls(arg, requiretls)
+                return
         await super().smtp_MAIL(arg)
 
     def _create_envelope(self) -> GatewayEnvelope:
@@ -247,6 +257,28 @@ class GatewaySMTP(SMTP):
         if isinstance(envelope, GatewayEnvelope) and envelope.mail_from is None:
             envelope.dsn = dsn
         return taken.rest
+
+    def _take_requiretls(self, arg: str) -> tuple[str, str | None]:
+        """ARG without its REQUIRETLS parameter (aiosmtpd refuses parameters it does not
+        know), and how that was written."""
+        stripped = self._strip_command_keyword("FROM:", arg)
+        if stripped is None:
+            return arg, None
+        _, params = self._getaddr(stripped)
+        return split_requiretls(arg, params or "")
+
+    async def _mail_with_requiretls(self, arg: str, written: str) -> None:
+        """MAIL with REQUIRETLS: refused off TLS (RFC 8689 4.1), else recorded among the
+        envelope's MAIL options once the MAIL was taken."""
+        if written.upper() != REQUIRETLS:
+            await self.push(codes.REQUIRETLS_TAKES_NO_VALUE)
+            return
+        if not self._tls_protocol:
+            await self.push(codes.REQUIRETLS_NEEDS_TLS)
+            return
+        await super().smtp_MAIL(arg)
+        if self.envelope is not None and self.envelope.mail_from is not None:
+            self.envelope.mail_options.append(REQUIRETLS)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         if arg and self.session is not None and self.session.host_name and \

@@ -305,14 +305,18 @@ class QueueRunner:
         if first.mode == Mode.INTERNAL:
             return await self.deliverer.relay(*self.retry.internal_relay, first.sender, rcpts,
                                               content, dsn=dsn)
-        if first.mode == Mode.TLS_OPTIONAL:
+        if first.mode == Mode.TLS_OPTIONAL:  # mail Sealgate wrote with "TLS-Required: No"
             return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                                 TLSRequirement.OPPORTUNISTIC,
                                                 smtputf8=first.smtputf8, dsn=dsn,
                                                 domain_policies=False)
+        # "TLS-Required: No" never relaxes confidential mail (RFC 8689 5 leaves it to us).
         return await self.deliverer.deliver(first.domain, first.sender, rcpts, content,
                                             REQUIREMENT_FOR_MODE[first.mode],
-                                            smtputf8=first.smtputf8, dsn=dsn)
+                                            smtputf8=first.smtputf8, dsn=dsn,
+                                            requiretls=first.requiretls,
+                                            domain_policies=not (first.tls_optional
+                                                                 and not first.confidential))
 
     def _attempts_of(self, items: list[QueuedRecipient], result: DomainResult
                      ) -> list[AttemptRecord]:

@@ -470,6 +470,8 @@ class MessageStatus:
     client: str
     smtputf8: bool
     recipients: tuple[RecipientStatus, ...]
+    requiretls: bool = False    # received with REQUIRETLS (RFC 8689)
+    tls_optional: bool = False  # "TLS-Required: No" honoured (RFC 8689 5)
 
 
 class QueueInspection(Protocol):
@@ -536,6 +538,8 @@ class QueuedRecipient:
     orcpt: str = ""       # as Route.orcpt
     receipt: bool = False  # as Route.receipt
     dsn: EnvelopeDSN = field(default_factory=EnvelopeDSN)  # the message's RET and ENVID
+    requiretls: bool = False  # received with MAIL ... REQUIRETLS (RFC 8689): relayed only so
+    tls_optional: bool = False  # "TLS-Required: No" (RFC 8689 5) honoured for this message
 
 
 @dataclass(frozen=True)
@@ -622,13 +626,15 @@ class QueueStore(Protocol):
         """An empty message to fill as it arrives, then to submit_enqueue under MESSAGE_ID."""
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
                        client: str = "", smtputf8: bool = False,
-                       dsn: EnvelopeDSN | None = None) -> Future[str]:
+                       dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         """Queue SPOOL (from incoming_spool) for ROUTES; the future holds the queue id once
         content and recipients are durable (say 250 then), or the error: then nothing of
-        the message is left."""
+        the message is left. REQUIRETLS, TLS_OPTIONAL: as QueuedRecipient gives them back."""
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[bytes],
                 client: str = "", message_id: str | None = None,
-                smtputf8: bool = False, dsn: EnvelopeDSN | None = None) -> str:
+                smtputf8: bool = False, dsn: EnvelopeDSN | None = None,
+                requiretls: bool = False, tls_optional: bool = False) -> str:
         """submit_enqueue() of CONTENT (bytes, or chunks in order), waited for."""
     def spool_stream(self, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Store CHUNKS (consumed once, never held whole) as the content of a message not

@@ -218,6 +218,14 @@ def create_tls_reporting(db: Database) -> None:
         detail TEXT NOT NULL)""")
 
 
+@migration
+def messages_requiretls(db: Database) -> None:
+    """Per message: received with REQUIRETLS (RFC 8689: relayed only over verified TLS to
+    hosts found securely and offering REQUIRETLS), and "TLS-Required: No" honoured."""
+    db.table("messages").add_column("requiretls", int, not_null_default=0)
+    db.table("messages").add_column("tls_optional", int, not_null_default=0)
+
+
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply every step not yet recorded, in order; returns the names applied now."""
     _adopt_numbered_versions(conn)

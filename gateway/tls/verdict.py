@@ -90,6 +90,9 @@ class TLSFailureReason(enum.Enum):
     MTA_STS_MISMATCH = "mta-sts-mismatch"
     DANE_MISMATCH = "dane-mismatch"
     POLICY = "policy"                  # the route is "pickup": no host was tried
+    # RFC 8689: a REQUIRETLS message, and its MX hosts were not found securely (DNSSEC or
+    # MTA-STS enforce) or the host does not offer REQUIRETLS to relay it further
+    REQUIRETLS = "requiretls"
 
 
 @dataclass(frozen=True)

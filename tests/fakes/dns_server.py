@@ -93,6 +93,7 @@ class FakeDNS:
         self._rcodes: dict[dns.name.Name, dns.rcode.Rcode] = {}
         self._authenticated: set[dns.name.Name] = set()
         self._queries: list[tuple[str, str]] = []
+        self._dnssec_asked: list[tuple[str, str, bool, bool]] = []
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
         self._wake_r: socket.socket | None = None
@@ -209,12 +210,20 @@ class FakeDNS:
             self._rcodes.clear()
             self._authenticated.clear()
             self._queries.clear()
+            self._dnssec_asked.clear()
 
     @property
     def queries(self) -> list[tuple[str, str]]:
         """Snapshot of (qname without trailing dot, rdtype text) in arrival order."""
         with self._lock:
             return list(self._queries)
+
+    @property
+    def dnssec_asked(self) -> list[tuple[str, str, bool, bool]]:
+        """(qname, rdtype, AD set in the query, DO set in the query) in arrival order: a
+        validating resolver reports validation only to a client that asks (RFC 6840 5.7)."""
+        with self._lock:
+            return list(self._dnssec_asked)
 
     # ----------------------------------------------------------------- answering
 
@@ -231,6 +240,10 @@ class FakeDNS:
         with self._lock:
             self._queries.append(
                 (qname.to_text(omit_final_dot=True), dns.rdatatype.to_text(qtype))
+            )
+            self._dnssec_asked.append(
+                (qname.to_text(omit_final_dot=True), dns.rdatatype.to_text(qtype),
+                 bool(query.flags & dns.flags.AD), bool(query.ednsflags & dns.flags.DO))
             )
             if qname in self._authenticated:
                 response.flags |= dns.flags.AD

@@ -44,6 +44,7 @@ class ReceivedMessage:
     # DSN parameters (RFC 3461) as sent, case kept: of MAIL, and of each RCPT by address.
     mail_params: list[str] = field(default_factory=list)
     rcpt_params: dict[str, list[str]] = field(default_factory=dict)
+    mail_options: tuple[str, ...] = ()  # the MAIL FROM parameters, as received (upper case)
 
 
 def _server_context(cert: trustme.LeafCert) -> ssl.SSLContext:
@@ -89,6 +90,8 @@ class _Handler:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         if self._mx.dsn:  # RFC 3461
             responses.insert(len(responses) - 1, "250-DSN")
+        if self._mx.requiretls and session.ssl is not None:  # RFC 8689: after STARTTLS only
+            responses.insert(len(responses) - 1, "250-REQUIRETLS")
         return responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -143,6 +146,7 @@ class _Handler:
             tls_resumed=_resumed(session),
             mail_params=list(getattr(server, "dsn_mail", [])),
             rcpt_params=dict(getattr(server, "dsn_rcpt", {})),
+            mail_options=tuple(envelope.mail_options),
         )
         count = self._mx._record(message)
         return f"250 2.0.0 OK queued as {self._mx.name}-{count}"
@@ -151,18 +155,20 @@ class _Handler:
 _DSN_PARAMS = ("RET=", "ENVID=", "NOTIFY=", "ORCPT=")
 
 
-class _DSNSMTP(SMTP):
-    """aiosmtpd refuses parameters it does not know: with `dsn` on, the DSN ones are taken
-    out of MAIL and RCPT first and kept as sent, for tests to read."""
+class _FakeSMTP(SMTP):
+    """aiosmtpd, which refuses parameters it does not know, taught what the FakeMX offers:
+    with `dsn`, the DSN parameters are taken out of MAIL and RCPT first and kept as sent,
+    for tests to read; with `requiretls`, REQUIRETLS is taken on a TLS session (530 5.7.10
+    otherwise, as RFC 8689 4.1 says)."""
 
-    def __init__(self, *args: Any, dsn: bool, **kwargs: Any) -> None:
+    def __init__(self, mx: FakeMX, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.dsn = dsn
+        self._mx = mx
         self.dsn_mail: list[str] = []
         self.dsn_rcpt: dict[str, list[str]] = {}
 
     def _take(self, arg: str | None) -> tuple[str | None, list[str]]:
-        if arg is None or not self.dsn:
+        if arg is None or not self._mx.dsn:
             return arg, []
         words = arg.split(" ")
         ours = [w for w in words if w.upper().startswith(_DSN_PARAMS)]
@@ -171,13 +177,27 @@ class _DSNSMTP(SMTP):
     async def smtp_MAIL(self, arg: str | None) -> None:
         arg, self.dsn_mail = self._take(arg)
         self.dsn_rcpt = {}
-        await super().smtp_MAIL(arg)
+        if self._mx.requiretls and arg and "REQUIRETLS" in arg.upper().split()[1:]:
+            if self.session is not None and self.session.ssl is None:
+                await self.push("530 5.7.10 REQUIRETLS needs TLS")
+                return
+            self._requiretls_mail = True
+        try:
+            await super().smtp_MAIL(arg)
+        finally:
+            self._requiretls_mail = False
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         arg, ours = self._take(arg)
         if arg is not None and ours:
             self.dsn_rcpt[arg.partition("<")[2].partition(">")[0]] = ours
         await super().smtp_RCPT(arg)
+
+    def _getparams(self, params: Any) -> Any:
+        found = super()._getparams(params)
+        if found is not None and getattr(self, "_requiretls_mail", False):
+            found.pop("REQUIRETLS", None)
+        return found
 
 
 class _MXController(Controller):
@@ -198,9 +218,9 @@ class _MXController(Controller):
         self._live: weakref.WeakSet[SMTP] = weakref.WeakSet()
 
     def factory(self) -> SMTP:
-        smtp = _DSNSMTP(
+        smtp = _FakeSMTP(
+            self._mx,
             self.handler,
-            dsn=self._mx.dsn,
             hostname=self._mx.name,
             tls_context=self._mx._tls_context(),
             require_starttls=False,
@@ -231,7 +251,8 @@ class FakeMX:
     `offer_starttls` controls whether a host that has a certificate advertises STARTTLS,
     `pipelining` whether it advertises PIPELINING (RFC 2920), as real MTAs do;
     `drop_next_mail` closes the connection at the next MAIL FROM, unanswered; `dsn` whether
-    it advertises DSN (RFC 3461) and takes its parameters (recorded per message). These and
+    it advertises DSN (RFC 3461) and takes its parameters (recorded per message);
+    `requiretls` whether it offers REQUIRETLS (RFC 8689) after STARTTLS. These and
     `tls_cert` may be changed while running; TLS settings apply from the next connection on.
     """
 
@@ -249,6 +270,7 @@ class FakeMX:
         pipelining: bool = True,
         rcpt_replies: dict[str, str] | None = None,
         dsn: bool = False,
+        requiretls: bool = False,
     ) -> None:
         self.ip = ip
         self.port = port
@@ -260,6 +282,7 @@ class FakeMX:
         self.smtputf8 = smtputf8  # advertise SMTPUTF8 (RFC 6531)
         self.pipelining = pipelining
         self.dsn = dsn
+        self.requiretls = requiretls  # offer REQUIRETLS after STARTTLS (RFC 8689)
         self.drop_next_mail = False  # one shot: close the connection at the next MAIL FROM
         self.rcpt_replies = dict(rcpt_replies or {})
         self._ssl_cache: tuple[trustme.LeafCert, ssl.SSLContext] | None = None

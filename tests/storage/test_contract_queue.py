@@ -155,6 +155,34 @@ def test_claim_due_returns_due_recipients_with_their_message(
     assert (claimed.received, claimed.client, claimed.smtputf8) == (clock.now, "192.0.2.7", True)
 
 
+def test_a_claim_gives_back_the_requiretls_flag_of_its_message(storage: Storage) -> None:
+    storage.enqueue(SENDER, [Route("a@one.test", True, "require-verified-tls")], MESSAGE,
+                    requiretls=True)
+    [claimed] = storage.claim_due()
+    assert (claimed.requiretls, claimed.tls_optional) == (True, False)
+
+
+def test_a_claim_gives_back_a_honoured_tls_required_no(storage: Storage) -> None:
+    spool = storage.incoming_spool("0000000000000OPTION")
+    spool.add(MESSAGE)
+    storage.submit_enqueue(SENDER, [Route("a@one.test")], spool, tls_optional=True).result()
+    [claimed] = storage.claim_due()
+    assert (claimed.requiretls, claimed.tls_optional) == (False, True)
+
+
+def test_the_queue_view_of_a_message_shows_its_tls_flags(storage: Storage) -> None:
+    message_id = storage.enqueue(SENDER, [Route("a@one.test")], MESSAGE, requiretls=True,
+                                 tls_optional=True)
+    message = storage.queued_message(message_id)
+    assert message is not None and (message.requiretls, message.tls_optional) == (True, True)
+
+
+def test_mail_is_queued_without_tls_flags_unless_asked(storage: Storage) -> None:
+    queued(storage, "a@one.test")
+    [claimed] = storage.claim_due()
+    assert (claimed.requiretls, claimed.tls_optional) == (False, False)
+
+
 def test_a_claim_holds_the_recipient_for_its_owner(storage: Storage) -> None:
     message_id = queued(storage, "a@one.test")
     storage.claim_due()

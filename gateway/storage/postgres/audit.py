@@ -64,7 +64,7 @@ class PostgresQueueInspection(PostgresPart):
                                    " ORDER BY rcpt", (message_id,)))
         m = found[0]
         return MessageStatus(m["id"], m["sender"], m["received"], m["size"], m["client"],
-                             m["smtputf8"], recipients)
+                             m["smtputf8"], recipients, m["requiretls"], m["tls_optional"])
 
     def messages_to(self, rcpt: str) -> list[MessageStatus]:
         """Every message with RCPT (matched exactly) among its recipients, whatever their

@@ -196,6 +196,11 @@ MIGRATIONS = [
             target text PRIMARY KEY, failures integer NOT NULL,
             retry_at double precision NOT NULL, detail text NOT NULL)""",
     )),
+    Migration("messages_requiretls", (
+        # Received with REQUIRETLS (RFC 8689), and "TLS-Required: No" honoured.
+        "ALTER TABLE messages ADD COLUMN requiretls boolean NOT NULL DEFAULT false",
+        "ALTER TABLE messages ADD COLUMN tls_optional boolean NOT NULL DEFAULT false",
+    )),
 ]
 
 

@@ -163,14 +163,15 @@ class PostgresQueue(PostgresPickups):
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
                        client: str = "", smtputf8: bool = False,
-                       dsn: EnvelopeDSN | None = None) -> Future[str]:
+                       dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         if not isinstance(spool, PostgresIncoming):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
 
         def rows(cursor: Cursor) -> str:
             spool.write_rest(cursor)
             self.insert_queue_rows(cursor, spool.message_id, sender, routes, spool.size,
-                                   client, smtputf8, dsn)
+                                   client, smtputf8, dsn, requiretls, tls_optional)
             return spool.message_id
 
         done = self.submit(rows)
@@ -179,7 +180,8 @@ class PostgresQueue(PostgresPickups):
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
                 client: str = "", message_id: str | None = None, smtputf8: bool = False,
-                dsn: EnvelopeDSN | None = None) -> str:
+                dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                tls_optional: bool = False) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         try:
             for chunk in [content] if isinstance(content, bytes) else content:
@@ -189,7 +191,8 @@ class PostgresQueue(PostgresPickups):
         except BaseException:
             spool.discard()
             raise
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn, requiretls,
+                                   tls_optional).result()
 
     def read_spool_chunks(self, message_id: str) -> Iterator[bytes]:
         # Looked up before the first chunk is asked for: a missing one fails the call itself.
@@ -420,7 +423,8 @@ def _queued_recipient(row: Row) -> QueuedRecipient:
                            row["received"], row["client"] or "", row["updated"],
                            row["reason"] or "", row["smtputf8"], row["dsn_notify"],
                            row["dsn_orcpt"], row["receipt"],
-                           EnvelopeDSN(row["dsn_ret"], row["dsn_envid"]))
+                           EnvelopeDSN(row["dsn_ret"], row["dsn_envid"]), row["requiretls"],
+                           row["tls_optional"])
 
 
 # One statement claims (see claim_due): groups (message, domain) of due rows, and of rows
@@ -456,7 +460,7 @@ UPDATE recipients r SET state = %(delivering)s, claimed_by = %(me)s, lease_until
  WHERE r.seq = l.seq AND m.id = r.message_id
 RETURNING r.message_id, r.rcpt, r.domain, r.confidential, r.mode, r.attempts, r.updated,
           r.reason, m.sender, m.received, m.client, m.smtputf8, r.dsn_notify, r.dsn_orcpt,
-          r.receipt, m.dsn_ret, m.dsn_envid
+          r.receipt, m.dsn_ret, m.dsn_envid, m.requiretls, m.tls_optional
 """
 
 # Locks the rows a subquery selects in one order (see submit_settlements).

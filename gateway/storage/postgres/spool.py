@@ -53,14 +53,15 @@ class PostgresSpool(PostgresPart):
 
     def insert_queue_rows(self, cursor: Cursor, message_id: str, sender: str,
                           routes: list[Route], size: int, client: str = "",
-                          smtputf8: bool = False, dsn: EnvelopeDSN | None = None) -> None:
+                          smtputf8: bool = False, dsn: EnvelopeDSN | None = None,
+                          requiretls: bool = False, tls_optional: bool = False) -> None:
         now = self.clock()
         dsn = dsn or EnvelopeDSN()
         cursor.execute("INSERT INTO messages (id, sender, received, size, spool, client,"
-                       " smtputf8, dsn_ret, dsn_envid)"
-                       " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                       " smtputf8, dsn_ret, dsn_envid, requiretls, tls_optional)"
+                       " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                        (message_id, sender, now, size, spool_blob(message_id), client,
-                        smtputf8, dsn.ret, dsn.envid))
+                        smtputf8, dsn.ret, dsn.envid, requiretls, tls_optional))
         cursor.executemany(
             "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason,"
             " state, attempts, next_attempt, last_reply, updated, dsn_notify, dsn_orcpt,"

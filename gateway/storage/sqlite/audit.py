@@ -65,7 +65,8 @@ class SQLiteQueueInspection(SQLitePart):
                                 (message_id,)))
         m = found[0]
         return MessageStatus(m["id"], m["sender"], m["received"], m["size"], m["client"] or "",
-                             bool(m["smtputf8"]), recipients)
+                             bool(m["smtputf8"]), recipients, bool(m["requiretls"]),
+                             bool(m["tls_optional"]))
 
     def messages_to(self, rcpt: str) -> list[MessageStatus]:
         ids = [r["id"] for r in self.query(

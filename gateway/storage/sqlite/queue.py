@@ -71,27 +71,30 @@ class SQLiteQueue(SQLiteSpoolRelease):
 
     def submit_enqueue(self, sender: str, routes: list[Route], spool: IncomingMessage,
                        client: str = "", smtputf8: bool = False,
-                       dsn: EnvelopeDSN | None = None) -> Future[str]:
+                       dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                       tls_optional: bool = False) -> Future[str]:
         if not isinstance(spool, IncomingSpool):
             raise TypeError("submit_enqueue takes a spool from this storage's incoming_spool")
         message_id = spool.final.name.removesuffix(".eml")
 
         def rows(db: sqlite3.Connection) -> str:
             insert_message(db, message_id, sender, routes, spool.size, self.clock(), client,
-                           smtputf8, dsn)
+                           smtputf8, dsn, requiretls, tls_optional)
             return message_id
 
         return self.committer.submit(spool, rows)
 
     def enqueue(self, sender: str, routes: list[Route], content: bytes | Iterable[Chunk],
                 client: str = "", message_id: str | None = None, smtputf8: bool = False,
-                dsn: EnvelopeDSN | None = None) -> str:
+                dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                tls_optional: bool = False) -> str:
         spool = self.incoming_spool(message_id or new_queue_id())
         for chunk in [content] if isinstance(content, bytes) else content:
             spool.add(chunk)
             if spool.needs_spill:  # a large message is never whole in memory
                 spool.spill()
-        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn).result()
+        return self.submit_enqueue(sender, routes, spool, client, smtputf8, dsn, requiretls,
+                                   tls_optional).result()
 
     def spool_stream(self, chunks: Iterable[Chunk]) -> tuple[str, int]:
         message_id = new_queue_id()
@@ -128,7 +131,8 @@ class SQLiteQueue(SQLiteSpoolRelease):
             return []
         ids = sorted({r["message_id"] for r in rows})
         messages = {m["id"]: m for m in db.execute(
-            "SELECT id, sender, received, client, smtputf8, dsn_ret, dsn_envid FROM messages"
+            "SELECT id, sender, received, client, smtputf8, dsn_ret, dsn_envid, requiretls,"
+            " tls_optional FROM messages"
             " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))}
         claimed = [_queued_recipient(r, messages[r["message_id"]]) for r in rows
                    if r["message_id"] in messages]
@@ -282,14 +286,15 @@ class SQLiteQueue(SQLiteSpoolRelease):
 
 def insert_message(db: sqlite3.Connection, message_id: str, sender: str, routes: list[Route],
                    size: int, now: float, client: str = "", smtputf8: bool = False,
-                   dsn: EnvelopeDSN | None = None) -> None:
+                   dsn: EnvelopeDSN | None = None, requiretls: bool = False,
+                   tls_optional: bool = False) -> None:
     """The rows of a message whose spool file is written, inside the caller's transaction."""
     dsn = dsn or EnvelopeDSN()
     db.execute(
         "INSERT INTO messages (id, sender, received, size, spool, client, smtputf8, dsn_ret,"
-        " dsn_envid) VALUES (?,?,?,?,?,?,?,?,?)",
+        " dsn_envid, requiretls, tls_optional) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (message_id, sender, now, size, f"{message_id}.eml", client, int(smtputf8), dsn.ret,
-         dsn.envid),
+         dsn.envid, int(requiretls), int(tls_optional)),
     )
     db.executemany(
         "INSERT INTO recipients (message_id, rcpt, domain, confidential, mode, reason, state,"
@@ -374,7 +379,8 @@ def _queued_recipient(row: sqlite3.Row, message: sqlite3.Row) -> QueuedRecipient
                            message["received"], message["client"] or "", row["updated"],
                            row["reason"] or "", bool(message["smtputf8"]),
                            row["dsn_notify"], row["dsn_orcpt"], bool(row["receipt"]),
-                           EnvelopeDSN(message["dsn_ret"], message["dsn_envid"]))
+                           EnvelopeDSN(message["dsn_ret"], message["dsn_envid"]),
+                           bool(message["requiretls"]), bool(message["tls_optional"]))
 
 
 def new_report_writer() -> ThreadPoolExecutor:
