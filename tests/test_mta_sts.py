@@ -464,3 +464,42 @@ def test_bad_chunked_encoding(wire: bytes) -> None:
 
     with pytest.raises(FetchError, match="bad chunked encoding"):
         run(read())
+
+
+class _CountingKnowledge:
+    """The real store, counting how often the resolver asks it for a cached policy."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.asked = store, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def get_sts_policy(self, domain: str) -> Any:
+        self.asked += 1
+        return self.store.get_sts_policy(domain)
+
+
+def test_a_domain_without_a_policy_is_not_asked_of_the_store_on_every_delivery(
+        sts: Any, cache_store: Store) -> None:
+    _, clock, scenario = sts
+    scenario.publish(None)
+    counting = _CountingKnowledge(cache_store)
+    resolver = MTASTSResolver(sts[0].resolver, STSCache(counting, clock=clock), clock=clock)  # type: ignore[arg-type]
+    for _ in range(20):
+        assert run(resolver.policy_for("cached.test")) is None
+    assert counting.asked == 1
+
+
+def test_a_policy_another_runner_cached_applies_as_soon_as_it_is_announced(
+        sts: Any, cache_store: Store) -> None:
+    resolver, clock, scenario = sts
+    scenario.publish(None)
+    assert run(resolver.policy_for("cached.test")) is None  # remembered: nothing cached
+    other_runner = MTASTSResolver(resolver.resolver, STSCache(cache_store, clock=clock),
+                                  https_port=resolver.https_port, ca_file=resolver.ca_file,
+                                  clock=clock, timeout=5)
+    scenario.publish("v1", POLICY_V1)
+    fetched = run(other_runner.policy_for("cached.test"))
+    assert run(resolver.policy_for("cached.test")) == fetched
+    assert scenario.fetches == 1  # the first runner used the other's, fetching nothing

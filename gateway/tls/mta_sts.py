@@ -60,6 +60,8 @@ MAX_AGE_LIMIT = 31557600      # RFC 8461 3.2: one year is the largest allowed ma
 REFRESH_AFTER = 0.75          # fraction of max_age after which a cached policy is refetched
 RETRY_FIRST = 300.0           # seconds before a failed fetch is tried again, doubled per failure
 RETRY_MAX = 3600.0            # ... up to this
+REMEMBER = 10.0               # seconds a runner trusts the store's "no policy cached" answer
+REMEMBERED_DOMAINS = 10_000   # forgotten all at once beyond this many
 _MAX_HEADER_BYTES = 16 * 1024
 _TXT_PREFIX = "v=STSv1"
 _ID = re.compile(r"[A-Za-z0-9]{1,32}")
@@ -407,10 +409,30 @@ class STSCache:
     def __init__(self, store: KnowledgeStore, *, clock: Clock = time.time) -> None:
         self.store = store
         self.clock = clock
+        # domain -> (until, as stored): what the store said lately, for remembered().
+        self._said: dict[str, tuple[float, CachedSTSPolicy | None]] = {}
 
     def get(self, domain: str, *, now: float | None = None) -> STSPolicy | None:
         """The cached policy while fetched + max_age is still ahead, else None."""
         cached = self.store.get_sts_policy(domain)
+        self._remember(domain, cached)
+        return self._valid(cached, now)
+
+    def remembered(self, domain: str, *, now: float | None = None) -> STSPolicy | None:
+        """get(), answered from what the store said in the last REMEMBER seconds. For a
+        domain that publishes no policy (most of them) the store would say the same on
+        every delivery: a database round trip each, a visible share of a runner's time."""
+        said = self._said.get(domain)
+        if said is None or said[0] <= time.monotonic():
+            return self.get(domain, now=now)
+        return self._valid(said[1], now)
+
+    def _remember(self, domain: str, cached: CachedSTSPolicy | None) -> None:
+        if len(self._said) >= REMEMBERED_DOMAINS:
+            self._said.clear()
+        self._said[domain] = (time.monotonic() + REMEMBER, cached)
+
+    def _valid(self, cached: CachedSTSPolicy | None, now: float | None) -> STSPolicy | None:
         if cached is None:
             return None
         if cached.fetched + cached.max_age <= (self.clock() if now is None else now):
@@ -422,12 +444,14 @@ class STSCache:
         return STSPolicy(cached.policy_id, mode, list(cached.mx_patterns), cached.max_age)
 
     def put(self, domain: str, policy: STSPolicy, *, now: float | None = None) -> None:
-        self.store.put_sts_policy(domain, CachedSTSPolicy(
-            policy.id, policy.mode.value, tuple(policy.mx_patterns), policy.max_age,
-            self.clock() if now is None else now))
+        cached = CachedSTSPolicy(policy.id, policy.mode.value, tuple(policy.mx_patterns),
+                                 policy.max_age, self.clock() if now is None else now)
+        self.store.put_sts_policy(domain, cached)
+        self._remember(domain, cached)
 
     def delete(self, domain: str) -> None:
         self.store.delete_sts_policy(domain)
+        self._said.pop(domain, None)
 
 
 def cache_status(store: KnowledgeStore, domain: str, now: float) -> dict[str, Any]:
@@ -480,9 +504,12 @@ class MTASTSResolver:
     async def lookup(self, domain: str) -> STSLookup:
         """policy_for() with the reason, for logs and the probe."""
         domain = domain.rstrip(".").lower()
-        # The resolver's clock decides, so one fake clock drives both in tests.
-        cached = self.cache.get(domain, now=self.clock())
         txt = await lookup_sts_txt(domain, self.resolver)
+        # The resolver's clock decides, so one fake clock drives both in tests. Where a
+        # policy is announced, the store is asked afresh (another runner or node may have
+        # fetched it just now); where none is, what it said a moment ago will do.
+        cached = (self.cache.get if txt.status is STSStatus.FOUND else self.cache.remembered)(
+            domain, now=self.clock())
         if txt.status is not STSStatus.FOUND:
             # Removing the TXT record does not end a policy (only mode "none" does), and a
             # DNS failure is no reason to drop one: an attacker could cause either.
