@@ -28,9 +28,9 @@ DELAY_WARNING = 3.0  # seconds, for the gateway whose notifications are deferred
 @pytest.fixture(scope="module")
 def refusing_mx(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
     """No STARTTLS (confidential mail is stored for pickup), and every recipient unknown."""
-    fake_dns.add("refusing.test", "MX", "10 mx.refusing.test.")
-    fake_dns.add("mx.refusing.test", "A", REFUSING_IP)
-    with FakeMX(REFUSING_IP, mx_port, name="mx.refusing.test", offer_starttls=False,
+    fake_dns.add("unknown-users.test", "MX", "10 mx.unknown-users.test.")
+    fake_dns.add("mx.unknown-users.test", "A", REFUSING_IP)
+    with FakeMX(REFUSING_IP, mx_port, name="mx.unknown-users.test", offer_starttls=False,
                 rcpt_reply="550 5.1.1 <nobody> no such user") as host:
         yield host
 
@@ -38,9 +38,9 @@ def refusing_mx(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
 @pytest.fixture(scope="module")
 def deferring_mx(fake_dns: FakeDNS, mx_port: int) -> Iterator[FakeMX]:
     """No STARTTLS, and every recipient asked to come back later."""
-    fake_dns.add("deferring.test", "MX", "10 mx.deferring.test.")
-    fake_dns.add("mx.deferring.test", "A", DEFERRING_IP)
-    with FakeMX(DEFERRING_IP, mx_port, name="mx.deferring.test", offer_starttls=False,
+    fake_dns.add("busy-users.test", "MX", "10 mx.busy-users.test.")
+    fake_dns.add("mx.busy-users.test", "A", DEFERRING_IP)
+    with FakeMX(DEFERRING_IP, mx_port, name="mx.busy-users.test", offer_starttls=False,
                 rcpt_reply="451 4.7.5 come back later") as host:
         yield host
 
@@ -108,7 +108,7 @@ def reports_to(mx: FakeMX, sender: str) -> list[bytes]:
 def test_a_bounced_notification_tells_the_sender_the_message_is_stored(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], refusing_mx: FakeMX,
         storage_backend: str, unique: str) -> None:
-    sender, rcpt = f"{unique}@relay.test", f"{unique}@refusing.test"
+    sender, rcpt = f"{unique}@relay.test", f"{unique}@unknown-users.test"
     gateway.send(confidential(sender, rcpt))
     report = wait_for_mail(mx_hosts["relay"], sender)
     assert report.mail_from == "<>"
@@ -122,7 +122,7 @@ def test_a_bounced_notification_tells_the_sender_the_message_is_stored(
 def test_the_report_carries_nothing_of_the_confidential_message(
         gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], refusing_mx: FakeMX,
         storage_backend: str, unique: str) -> None:
-    sender, rcpt = f"{unique}@relay.test", f"{unique}@refusing.test"
+    sender, rcpt = f"{unique}@relay.test", f"{unique}@unknown-users.test"
     gateway.send(confidential(sender, rcpt))
     report = wait_for_mail(mx_hosts["relay"], sender).content
     assert b"Hemoglobin" not in report and b"Lab results" not in report
@@ -131,7 +131,7 @@ def test_the_report_carries_nothing_of_the_confidential_message(
 def test_a_bounced_notification_is_in_the_copys_audit_trail(
         gateway: GatewayProcess, refusing_mx: FakeMX, storage_backend: str,
         unique: str) -> None:
-    rcpt = f"{unique}@refusing.test"
+    rcpt = f"{unique}@unknown-users.test"
     gateway.send(confidential(f"{unique}@relay.test", rcpt))
     [event] = audit_events(gateway, rcpt, "notification-failed")
     assert "5.1.1" in event["detail"]
@@ -151,7 +151,7 @@ def test_a_delivered_notification_is_recorded_and_the_sender_hears_nothing(
 def test_a_notification_deferred_past_the_delay_warning_tells_the_sender_once(
         warning_gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], deferring_mx: FakeMX,
         storage_backend: str, unique: str) -> None:
-    sender, rcpt = f"{unique}@relay.test", f"{unique}@deferring.test"
+    sender, rcpt = f"{unique}@relay.test", f"{unique}@busy-users.test"
     warning_gateway.send(confidential(sender, rcpt))
     report = wait_for_mail(mx_hosts["relay"], sender, timeout=DELAY_WARNING + 30)
     fields = delivery_status(report.content)

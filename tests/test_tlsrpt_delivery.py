@@ -469,6 +469,10 @@ def dane_host(fake_dns: FakeDNS, mx_port: int) -> Iterator[str]:
     fake_dns.add("mx.rpt-dane-broken.test", "A", DANE_IP)
     fake_dns.set_rcode(f"_{mx_port}._tcp.mx.rpt-dane-broken.test", "SERVFAIL")
     fake_dns.add("rpt-dane-broken.test", "MX", "10 mx.rpt-dane-broken.test.")
+    # DANE applies only behind validated MX and address answers too (RFC 7672 2.2.1).
+    for name in ("rpt-dane", "rpt-dane-bad", "rpt-dane-broken"):
+        fake_dns.set_authenticated(f"{name}.test", True)
+        fake_dns.set_authenticated(f"mx.{name}.test", True)
     with FakeMX(DANE_IP, mx_port, name="mx.rpt-dane.test", tls_cert=cert):
         yield record
 
