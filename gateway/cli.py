@@ -234,6 +234,7 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
             if isinstance(store, PostgresStorage):
                 store.vacuum()
                 print("vacuumed the pickups, blob_chunks and key tables")
+        print(f"forgot {store.forget_expired_sender_links()} sender links of expired messages")
         retention = parse_duration(config.delivery.history_retention)
         print(f"forgot {prune_history(store, retention)} settled messages older than"
               f" {config.delivery.history_retention} (delivery.history_retention)")

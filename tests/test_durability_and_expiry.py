@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from gateway.vault.sender_links import sender_link_url
 from tests.conftest import make_message, wait_for_mail
 from tests.fakes.dns_server import FakeDNS
 from tests.fakes.mx_host import FakeMX
@@ -55,6 +56,26 @@ def test_purge_destroys_expired_messages_on_disk_and_in_the_portal(
     with opened_storage(gateway.storage_dir) as storage:
         assert pickup.id not in [p.id for p in storage.list_pickups()]  # expired ones too
     assert httpx.get(link).status_code == 404
+
+
+def test_purge_forgets_the_sender_links_of_expired_messages(
+        gateway: GatewayProcess, mx_hosts: dict[str, FakeMX], unique: str) -> None:
+    rcpt = f"{unique}@plain.test"
+    gateway.send(make_message("doctor@clinic.test", rcpt, "[secure] Old news", "Expiring",
+                              X_Sealgate_Expires="5s"))
+    pickup = stored_pickups(gateway, rcpt)[0]
+    with opened_storage(gateway.storage_dir) as storage:
+        url = sender_link_url(storage, gateway.portal_url, pickup.message_id, pickup.sender)
+    assert httpx.get(url).status_code == 200
+
+    time.sleep(max(0.0, pickup.expires - time.time()) + 0.5)
+    result = gateway.cli("purge")
+
+    assert result.returncode == 0, result.stderr
+    assert "sender links of expired messages" in result.stdout
+    with opened_storage(gateway.storage_dir) as storage:
+        assert storage.forget_expired_sender_links() == 0  # purge (or serve) forgot it
+    assert httpx.get(url).status_code == 404
 
 
 def test_purge_keeps_messages_that_have_not_expired(
