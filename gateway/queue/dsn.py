@@ -72,9 +72,10 @@ def _one_line(text: str) -> str:
 
 def build_report(*, reporting_mta: str, to: str, subject: str, queue_id: str,
                  explanation: Sequence[str], recipients: Sequence[RecipientReport],
-                 arrival: float, returned: Returned, envid: str = "") -> bytes:
+                 arrival: float, returned: Returned | None, envid: str = "") -> bytes:
     """A multipart/report (report-type delivery-status) to TO: EXPLANATION as the text for
-    people, RECIPIENTS as the machine-readable part, then RETURNED."""
+    people, RECIPIENTS as the machine-readable part, then RETURNED (None: nothing of the
+    original goes back)."""
     boundary = f"=_sealgate_dsn_{secrets.token_hex(12)}"
     message_fields = [f"Reporting-MTA: dns; {reporting_mta}"]
     if envid:
@@ -84,8 +85,6 @@ def build_report(*, reporting_mta: str, to: str, subject: str, queue_id: str,
                        ""]
     for recipient in recipients:
         message_fields += [*recipient.fields(), ""]
-    kind = "message/rfc822" if returned.full else "text/rfc822-headers"
-    content = returned.content if returned.full else headers_of(returned.content)
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
         f"To: <{to}>",
@@ -105,10 +104,12 @@ def build_report(*, reporting_mta: str, to: str, subject: str, queue_id: str,
         "Content-Type: message/delivery-status",
         "",
         *message_fields,
-        f"--{boundary}",
-        f"Content-Type: {kind}",
-        "",
     ]
+    if returned is None:
+        return "\r\n".join([*head, f"--{boundary}--", ""]).encode()
+    kind = "message/rfc822" if returned.full else "text/rfc822-headers"
+    content = returned.content if returned.full else headers_of(returned.content)
+    head += [f"--{boundary}", f"Content-Type: {kind}", ""]
     tail = f"\r\n--{boundary}--\r\n".encode()
     return "\r\n".join(head).encode() + b"\r\n" + content + tail
 

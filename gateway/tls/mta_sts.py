@@ -46,6 +46,7 @@ import dns.resolver
 from gateway.delivery.mx import MXResolver
 from gateway.storage.protocols import CachedSTSPolicy, KnowledgeStore
 from gateway.tls.inspect import dns_name_matches
+from gateway.tls.txt_record import versioned_txt
 
 __all__ = [
     "MAX_AGE_LIMIT", "MAX_POLICY_SIZE", "REFRESH_AFTER", "FetchError", "MTASTSResolver",
@@ -145,24 +146,14 @@ def parse_sts_txt(text: str) -> STSRecord | None:
 async def lookup_sts_txt(domain: str, resolver: dns.asyncresolver.Resolver) -> STSLookup:
     """FOUND (with txt_id, no policy yet), NO_POLICY or DNS_TEMPFAIL."""
     name = f"_mta-sts.{domain.rstrip('.')}"
-    try:
-        answer = await resolver.resolve(name, "TXT")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return STSLookup(STSStatus.NO_POLICY, detail=f"no TXT record at {name}")
-    except dns.exception.DNSException as exc:
-        return STSLookup(STSStatus.DNS_TEMPFAIL, detail=f"TXT lookup for {name} failed: {exc}")
-    # A TXT record's strings are one value (RFC 7208 3.3 style); records that do not start
-    # with "v=STSv1" are someone else's and discarded; more than one left is an error.
-    texts = [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
-    candidates = [t for t in texts if t.startswith(_TXT_PREFIX)]
-    if len(candidates) != 1:
-        return STSLookup(STSStatus.NO_POLICY,
-                         detail=f"{len(candidates)} v=STSv1 TXT records at {name}"
-                                " (need exactly one)")
-    record = parse_sts_txt(candidates[0])
+    found = await versioned_txt(resolver, name, _TXT_PREFIX)
+    if found.record is None:
+        status = STSStatus.DNS_TEMPFAIL if found.tempfail else STSStatus.NO_POLICY
+        return STSLookup(status, detail=found.detail)
+    record = parse_sts_txt(found.record)
     if record is None:
         return STSLookup(STSStatus.NO_POLICY,
-                         detail=f"invalid TXT record at {name}: {candidates[0]!r}")
+                         detail=f"invalid TXT record at {name}: {found.record!r}")
     return STSLookup(STSStatus.FOUND, detail=f"TXT id={record.id}", txt_id=record.id)
 
 

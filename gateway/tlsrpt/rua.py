@@ -17,6 +17,8 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from gateway.tls.txt_record import versioned_txt
+
 _PREFIX = "v=TLSRPTv1"
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -65,19 +67,12 @@ def _usable(uri: str) -> bool:
 
 async def lookup_rua(domain: str, resolver: dns.asyncresolver.Resolver) -> RUALookup:
     name = f"_smtp._tls.{domain.rstrip('.')}"
-    try:
-        answer = await resolver.resolve(name, "TXT")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return RUALookup(RUAStatus.NONE, detail=f"no TXT record at {name}")
-    except dns.exception.DNSException as exc:
-        return RUALookup(RUAStatus.TEMPFAIL, detail=f"TXT lookup for {name} failed: {exc}")
-    texts = [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
-    candidates = [t for t in texts if t.startswith(_PREFIX)]
-    if len(candidates) != 1:
-        return RUALookup(RUAStatus.NONE, detail=f"{len(candidates)} v=TLSRPTv1 TXT records"
-                                                f" at {name} (need exactly one)")
-    targets = parse_tlsrpt_txt(candidates[0])
+    found = await versioned_txt(resolver, name, _PREFIX)
+    if found.record is None:
+        return RUALookup(RUAStatus.TEMPFAIL if found.tempfail else RUAStatus.NONE,
+                         detail=found.detail)
+    targets = parse_tlsrpt_txt(found.record)
     if targets is None:
         return RUALookup(RUAStatus.NONE,
-                         detail=f"invalid TXT record at {name}: {candidates[0][:200]!r}")
+                         detail=f"invalid TXT record at {name}: {found.record[:200]!r}")
     return RUALookup(RUAStatus.FOUND, targets, f"rua at {name}")

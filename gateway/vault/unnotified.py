@@ -17,13 +17,10 @@ import email.parser
 import email.policy
 import logging
 import re
-import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import format_datetime, make_msgid
 from typing import Protocol, runtime_checkable
 
-from gateway.queue.dsn import status_of
+from gateway.queue.dsn import RecipientReport, build_report, status_of
 from gateway.storage.protocols import AuditEvent, Pickup
 
 log = logging.getLogger("sealgate.unnotified")
@@ -87,7 +84,6 @@ def build_unnotified_report(*, reporting_mta: str, report: Unnotified, expires_t
     (the notification's status); no copy of the message itself, nor its headers: the spool
     is gone once it is stored, and the body is confidential."""
     pickup, reply = report.pickup, " ".join(report.reply.split())
-    boundary = f"=_sealgate_unnotified_{secrets.token_hex(12)}"
     action, default = ("delayed", "4.0.0") if report.delayed else ("failed", "5.0.0")
     text = [
         f"This is the mail system at {reporting_mta}.",
@@ -101,35 +97,10 @@ def build_unnotified_report(*, reporting_mta: str, report: Unnotified, expires_t
         f"The stored message is deleted on {expires_text}. Let the recipient know another",
         "way, or send the message again to an address that can be reached.",
     ]
-    head = [
-        f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        f"To: <{pickup.sender}>",
-        f"Subject: Stored, but the recipient was not told: {pickup.recipient}",
-        f"Date: {format_datetime(datetime.now(UTC))}",
-        f"Message-ID: {make_msgid(domain=reporting_mta)}",
-        "Auto-Submitted: auto-replied",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=utf-8",
-        "",
-        *text,
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        f"Reporting-MTA: dns; {reporting_mta}",
-        f"X-Sealgate-Queue-ID: {pickup.message_id}",
-        f"Arrival-Date: {format_datetime(datetime.fromtimestamp(pickup.created, UTC))}",
-        "",
-        f"Final-Recipient: rfc822; {pickup.recipient}",
-        f"Action: {action}",
-        f"Status: {status_of(reply, default)}",
-        f"Diagnostic-Code: smtp; {reply}",
-        "X-Sealgate-Stored-For-Pickup: yes; recipient not notified",
-        "",
-        f"--{boundary}--",
-        "",
-    ]
-    return "\r\n".join(head).encode()
+    return build_report(
+        reporting_mta=reporting_mta, to=pickup.sender,
+        subject=f"Stored, but the recipient was not told: {pickup.recipient}",
+        queue_id=pickup.message_id, explanation=text, arrival=pickup.created, returned=None,
+        recipients=[RecipientReport(
+            pickup.recipient, action, status_of(reply, default), diagnostic=reply,
+            extra=(("X-Sealgate-Stored-For-Pickup", "yes; recipient not notified"),))])
