@@ -4,7 +4,6 @@ another DSN."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import email
 import email.policy
@@ -19,12 +18,12 @@ from gateway.classify.policy import Decision
 from gateway.config import Config, ConfigError, load_config
 from gateway.delivery.deliverer import INTERNAL
 from gateway.queue.runner import DSN_REASON, POSTMASTER_REASON
-from gateway.serve import build_runner
 from gateway.storage.store import Route, Store
 from tests.conftest import assert_no_mail, make_message, wait_for_mail
 from tests.fakes.mx_host import FakeMX
 from tests.gateway_process import GatewayProcess, GatewaySettings
 from tests.portal_fixtures import clock, store
+from tests.runner_rounds import run_rounds
 
 __all__ = ["clock", "store"]  # shared fixtures, used here by name
 
@@ -39,18 +38,6 @@ def config(runner_config: Config, gateway_settings: GatewaySettings) -> Config:
     runner_config.internal.relay = gateway_settings.relay
     runner_config.internal.domains = ["clinic.test"]
     return runner_config
-
-
-def run_rounds(config: Config, store: Store, rounds: int) -> None:
-    """Process what is due ROUNDS times (each round delivers what the previous one queued)."""
-    async def main() -> None:
-        runner = build_runner(config, store)
-        try:
-            for _ in range(rounds):
-                await runner.process_due()
-        finally:
-            await runner.close()
-    asyncio.run(main())
 
 
 def decision(rcpt: str, mode: str = "require-tls") -> Decision:

@@ -35,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import Config
 from gateway.delivery.mx import make_resolver
-from gateway.serve import build_runner
 from gateway.storage.protocols import Route, TLSSessionCount
 from gateway.storage.store import Store
 from gateway.tlsrpt.results import utc_day
@@ -46,6 +45,7 @@ from tests.fakes.dns_server import FakeDNS
 from tests.fakes.https_server import FakeHTTPS, PolicyRequest, Reply
 from tests.fakes.mx_host import FakeMX
 from tests.portal_fixtures import FakeClock, clock, store
+from tests.runner_rounds import run_rounds
 from tests.tlsrpt import (
     assert_valid_report,
     policy_entry,
@@ -106,15 +106,7 @@ def sts_port(config: Config, policy_https: FakeHTTPS, domains: None,
 def deliver(config: Config, store: Store, *routes: Route, rounds: int = 1) -> None:
     for route in routes:
         store.enqueue("doctor@clinic.test", [route], MESSAGE)
-
-    async def run() -> None:
-        runner = build_runner(config, store)
-        try:
-            for _ in range(rounds):
-                await runner.process_due()
-        finally:
-            await runner.close()
-    asyncio.run(run())
+    run_rounds(config, store, rounds)
 
 
 def send_reports(config: Config, store: Store) -> list[ReportOutcome]:

@@ -4,6 +4,7 @@ by every node: what one node learned about a host, the others use."""
 
 from __future__ import annotations
 
+from gateway.storage.backoff import next_sts_retry
 from gateway.storage.postgres.connection import PostgresPart
 from gateway.storage.protocols import CachedSTSPolicy, HostSecurity, HostTLS, STSFetchFailure
 
@@ -65,8 +66,8 @@ class PostgresKnowledge(PostgresPart):
                            " FOR UPDATE", (domain,))
             row = cursor.fetchone()
             assert row is not None
-            failures = row["failures"] + 1 if row["policy_id"] == policy_id else 1
-            retry_at = self.clock() + min(first_delay * 2 ** (failures - 1), max_delay)
+            failures, retry_at = next_sts_retry((row["policy_id"], row["failures"]), policy_id,
+                                                self.clock(), first_delay, max_delay)
             cursor.execute("UPDATE mta_sts_failures SET policy_id = %s, failures = %s,"
                            " detail = %s, retry_at = %s WHERE domain = %s",
                            (policy_id, failures, detail, retry_at, domain))

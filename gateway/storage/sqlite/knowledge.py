@@ -3,6 +3,7 @@ failed fetches (mta_sts_failures), and each host's downgrade memory (host_securi
 
 from __future__ import annotations
 
+from gateway.storage.backoff import next_sts_retry
 from gateway.storage.protocols import CachedSTSPolicy, HostSecurity, HostTLS, STSFetchFailure
 from gateway.storage.sqlite.base import SQLitePart
 
@@ -56,8 +57,9 @@ class SQLiteKnowledge(SQLitePart):
         with self.transaction() as db:
             row = db.execute("SELECT policy_id, failures FROM mta_sts_failures WHERE domain = ?",
                              (domain,)).fetchone()
-            failures = row["failures"] + 1 if row and row["policy_id"] == policy_id else 1
-            retry_at = self.clock() + min(first_delay * 2 ** (failures - 1), max_delay)
+            failures, retry_at = next_sts_retry(
+                (row["policy_id"], row["failures"]) if row else None, policy_id, self.clock(),
+                first_delay, max_delay)
             db.execute("INSERT OR REPLACE INTO mta_sts_failures (domain, policy_id, failures,"
                        " detail, retry_at) VALUES (?,?,?,?,?)",
                        (domain, policy_id, failures, detail, retry_at))
