@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
+
+import hypothesis
+import pytest
+from hypothesis import strategies as st
 
 from gateway.classify.detectors import (
     count_dob,
@@ -182,3 +187,23 @@ def test_numbers_next_to_non_ascii_text_are_found() -> None:
 
 def test_run_with_leading_spaces_and_dashes_still_finds_the_ssn() -> None:
     assert count_us_ssn("ref -- 536-22-1234 end") == 1
+
+
+# Pieces of text that make findings, near-findings and what borders them: the fast paths for
+# ASCII text (masks, candidate positions, gates) must count what the general path counts.
+_PIECES = ("536-22-1234", "536 22 1234", "536-22 1234", "4111 1111 1111 1111", "4111111111111111",
+           "4111-1111-1111-1111", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432",
+           "1234567893", "2234567891", "E11.9", "J45", "Diagnosis", "dx:", "ICD-10", "DOB:",
+           "born on", "date of birth", "d.o.b.", "03/14/1962", "1970-01-31", "March 3, 1975",
+           "0", "1", "2", "9", "-", " ", "  ", "\n", "a", "A", "Z", ".", ":", "x")
+_GENERAL_PATH = "\n\u00e9"  # a non-ASCII character on a line of its own: no finding changes
+
+
+@pytest.mark.parametrize("count", [count_us_ssn, count_payment_card, count_iban, count_us_npi,
+                                   count_icd10, count_dob], ids=lambda c: c.__name__)
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(pieces=st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_ascii_fast_path_counts_what_the_general_path_counts(
+        count: Callable[[str], int], pieces: list[str]) -> None:
+    text = "".join(pieces)
+    assert count(text) == count(text + _GENERAL_PATH)

@@ -12,7 +12,9 @@ import datetime
 import functools
 import re
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+
+from gateway.classify.needle import Needle
 
 ENCRYPTED_ATTACHMENT = "encrypted-attachment"
 # The patterns start with what they look for, never with a look-behind: the regular
@@ -44,8 +46,44 @@ _NUMBER_RUN = re.compile(r"\d[\d -]{9,}")
 # dash) and . (anything else), then searched for ten x in a row, at memchr speed (a character
 # class is checked at every position by the regular expression engine, ~20 times slower).
 _RUN_TABLE = bytes(ord("x") if chr(b) in "0123456789 -" else ord(".") for b in range(256))
-_IBAN_TABLE = bytes(ord("A") if chr(b).isascii() and chr(b).isupper() else
-                    ord("0") if chr(b) in "0123456789" else ord(".") for b in range(256))
+# The same idea gives each detector its candidates in ASCII text: a mask of the text in which
+# what a finding must look like is a fixed string (found by bytes.find) or a pattern that
+# starts with a literal. Only candidates go to the detector's own pattern; text full of
+# numbers that are none of these (order numbers, phone numbers) costs a pass or two in C.
+_SHAPE_TABLE = bytes(ord("0") if chr(b) in "0123456789" else b if chr(b) in " -" else ord(".")
+                     for b in range(256))  # digits as 0, space and dash kept
+_NPI_TABLE = bytes(ord("1") if chr(b) in "12" else ord("0") if chr(b) in "0123456789"
+                   else b if chr(b) == "-" else ord(".") for b in range(256))
+_CAPITALS_DIGITS_TABLE = bytes(ord("A") if chr(b).isascii() and chr(b).isupper() else
+                               ord("0") if chr(b) in "0123456789" else ord(".")
+                               for b in range(256))
+
+
+@functools.lru_cache(maxsize=4)
+def _mask(text: str, table: bytes) -> bytes | None:
+    """TEXT's bytes mapped through TABLE, or None for text that is not ASCII."""
+    return text.encode("ascii").translate(table) if text.isascii() else None
+
+
+def _find_all(haystack: bytes, needle: bytes) -> Iterator[int]:
+    position = haystack.find(needle)
+    while position >= 0:
+        yield position
+        position = haystack.find(needle, position + 1)
+
+
+def _matches_at(pattern: re.Pattern[str], text: str, starts: Iterable[int]
+                ) -> Iterator[re.Match[str]]:
+    """PATTERN's matches in TEXT starting at STARTS (ascending), none inside another, as
+    finditer finds them when STARTS hold every position where a match may begin."""
+    end = 0
+    for start in starts:
+        if start < end:
+            continue
+        match = pattern.match(text, start)
+        if match is not None:
+            end = match.end()
+            yield match
 
 
 @functools.lru_cache(maxsize=2)
@@ -77,11 +115,20 @@ def _in_runs(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
 # area 000, 666 and 900-999, group 00, serial 0000, and numbers published as examples.
 _SSN = re.compile(r"(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
 _SSN_EXAMPLES = {"078-05-1120", "219-09-9999", "123-45-6789"}
+_SSN_SHAPES = (b"000-00-0000", b"000 00 0000")
+
+
+def _ssn_candidates(text: str) -> Iterator[re.Match[str]]:
+    shape = _mask(text, _SHAPE_TABLE)
+    if shape is None:
+        return _in_runs(_SSN, text)
+    starts = sorted(p for needle in _SSN_SHAPES for p in _find_all(shape, needle))
+    return _matches_at(_SSN, text, starts)
 
 
 def count_us_ssn(text: str) -> int:
     found = 0
-    for match in _in_runs(_SSN, text):
+    for match in _ssn_candidates(text):
         if not _starts_clear(text, match.start(), _DIGITS_OR_DASH):
             continue
         area, group, serial = (_ascii_digits(match.group(n)) for n in (1, 3, 4))
@@ -111,9 +158,18 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _card_candidates(text: str) -> Iterator[re.Match[str]]:
+    shape = _mask(text, _SHAPE_TABLE)
+    # Separators deleted, a card is thirteen digits or more in a row: without such a row
+    # (the common case) there is no card to look for.
+    if shape is not None and shape.translate(None, b" -").find(b"0" * 13) < 0:
+        return iter(())
+    return _in_runs(_CARD, text)
+
+
 def count_payment_card(text: str) -> int:
     found = 0
-    for match in _in_runs(_CARD, text):
+    for match in _card_candidates(text):
         if not _starts_clear(text, match.start(), _DIGITS_OR_DASH):
             continue
         digits = _ascii_digits(re.sub(r"[ -]", "", match.group()))
@@ -150,11 +206,27 @@ def iban_valid(iban: str) -> bool:
     return int(number) % 97 == 1
 
 
+# A capital then a digit, in the _CAPITALS_DIGITS_TABLE mask: where an IBAN or an ICD-10 code
+# begins. The regular expression engine finds it faster than bytes.find, whose skip table is
+# of little use in a three-letter alphabet.
+_CAPITAL_DIGIT = re.compile(rb"A0")
+
+
+@functools.lru_cache(maxsize=2)
+def _capital_digit(text: str) -> bool:
+    """Whether TEXT may hold an IBAN or an ICD-10 code: False only when it cannot."""
+    mask = _mask(text, _CAPITALS_DIGITS_TABLE)
+    return mask is None or _CAPITAL_DIGIT.search(mask) is not None
+
+
 def _iban_candidates(text: str) -> Iterator[re.Match[str]]:
     if not text.isascii():
         yield from _IBAN.finditer(text)
         return
-    mask = text.encode("ascii").translate(_IBAN_TABLE)  # two capitals, two digits: "AA00"
+    if not _capital_digit(text):
+        return
+    mask = _mask(text, _CAPITALS_DIGITS_TABLE)  # two capitals, two digits: "AA00"
+    assert mask is not None
     position = mask.find(b"AA00")
     while position >= 0:
         match = _IBAN.match(text, position)
@@ -172,10 +244,18 @@ def count_iban(text: str) -> int:
 # Ten digits starting with 1 or 2, whose check digit is the Luhn digit of 80840 + the first
 # nine (the card issuer prefix for US health applications).
 _NPI = re.compile(r"[12]\d{9}(?![\d-])")
+_NPI_SHAPE = re.compile(rb"1[01]{9}(?![01-])")  # _NPI in the _NPI_TABLE mask
+
+
+def _npi_candidates(text: str) -> Iterator[re.Match[str]]:
+    mask = _mask(text, _NPI_TABLE)
+    if mask is None:
+        return _in_runs(_NPI, text)
+    return _matches_at(_NPI, text, (shape.start() for shape in _NPI_SHAPE.finditer(mask)))
 
 
 def count_us_npi(text: str) -> int:
-    return sum(1 for match in _in_runs(_NPI, text)
+    return sum(1 for match in _npi_candidates(text)
                if _starts_clear(text, match.start(), _DIGITS_OR_DASH)
                and luhn_valid("80840" + _ascii_digits(match.group())))
 
@@ -186,8 +266,8 @@ _ICD10 = re.compile(r"(?<![A-Za-z0-9.])[A-TV-Z]\d[0-9AB](?:\.[0-9A-Z]{1,4})?(?![
 _DIAGNOSIS = re.compile(r"(?:diagnos[a-z]*|dx|icd(?:-?10(?:-cm)?)?|assessment|impression"
                         r"|condition|problem list)\b")
 _DIAGNOSIS_ANY_CASE = re.compile(_DIAGNOSIS.pattern, re.IGNORECASE)
-_DIAGNOSIS_WORDS = ("diagnos", "dx", "icd", "assessment", "impression", "condition",
-                    "problem list")
+_DIAGNOSIS_WORDS = tuple(map(Needle, ("diagnos", "dx", "icd", "assessment", "impression",
+                                      "condition", "problem list")))
 
 
 @functools.lru_cache(maxsize=2)
@@ -198,7 +278,7 @@ def _lowered(text: str) -> str | None:
     return lowered if len(lowered) == len(text) else None
 
 
-def _keywords(text: str, words: tuple[str, ...], pattern: re.Pattern[str],
+def _keywords(text: str, words: tuple[Needle, ...], pattern: re.Pattern[str],
               any_case: re.Pattern[str]) -> list[re.Match[str]]:
     """PATTERN's matches in TEXT whatever the case, each starting a word, in order. The
     lower-cased text is searched for WORDS (the keywords' beginnings) at memchr speed, and
@@ -208,18 +288,22 @@ def _keywords(text: str, words: tuple[str, ...], pattern: re.Pattern[str],
         return [m for m in any_case.finditer(text) if _starts_clear(text, m.start(), _WORD)]
     found: dict[int, re.Match[str]] = {}
     for word in words:
-        position = lowered.find(word)
+        position = word.find(lowered)
         while position >= 0:
             if position not in found and _starts_clear(lowered, position, _WORD):
                 match = pattern.match(lowered, position)
                 if match is not None:
                     found[position] = match
-            position = lowered.find(word, position + 1)
+            position = word.find(lowered, position + 1)
     return [found[position] for position in sorted(found)]
 _NEAR = 80  # characters on either side of a keyword
 
 
 def count_icd10(text: str) -> int:
+    # Every code starts with a capital and a digit: with none such in the text, no keyword
+    # need be looked for.
+    if not _capital_digit(text):
+        return 0
     found: set[int] = set()
     for keyword in _keywords(text, _DIAGNOSIS_WORDS, _DIAGNOSIS, _DIAGNOSIS_ANY_CASE):
         low, high = max(keyword.start() - _NEAR, 0), keyword.end() + _NEAR
@@ -231,7 +315,7 @@ def count_icd10(text: str) -> int:
 # -- dates of birth --------------------------------------------------------------------------
 _BIRTH = re.compile(r"(?:d\.?o\.?b\.?|date of birth|birth ?date|born(?: on)?)(?![a-z])")
 _BIRTH_ANY_CASE = re.compile(_BIRTH.pattern, re.IGNORECASE)
-_BIRTH_WORDS = ("dob", "d.o", "do.", "date of birth", "birth", "born")
+_BIRTH_WORDS = tuple(map(Needle, ("dob", "d.o", "do.", "date of birth", "birth", "born")))
 _MONTHS = {name: number for number, names in enumerate(
     (("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
      ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.headerregistry
 import email.policy
+import functools
 import ipaddress
 import re
 import tomllib
@@ -394,14 +395,14 @@ class HeaderField:
     start: int
     end: int
 
-    @property
+    @functools.cached_property
     def unfolded(self) -> str:
         """Unfolded as written, neither decoded nor parsed: enough for a Message-ID in the
         log, where email's parser cost a twentieth of a listener's time."""
         text = re.sub(rb"\r?\n(?=[ \t])", b"", self.raw_value).rstrip(b"\r\n")
         return text.decode("utf-8", errors="replace")
 
-    @property
+    @functools.cached_property
     def value(self) -> str:
         """Unfolded and RFC 2047-decoded, as a mail client displays it."""
         decoded = self.unfolded
@@ -425,12 +426,22 @@ class HeaderSection:
 
     fields: list[HeaderField] = field(default_factory=list)
     doubts: list[str] = field(default_factory=list)
+    # Fields by lower-case name, for the many look-ups of one classification; rebuilt when
+    # fields were added since.
+    _by_name: dict[str, list[HeaderField]] = field(default_factory=dict, init=False,
+                                                   repr=False, compare=False)
+    _indexed: int = field(default=-1, init=False, repr=False, compare=False)
 
     def values(self, name: str) -> list[str]:
-        return [f.value for f in self.fields if f.name.lower() == name.lower()]
+        return [f.value for f in self.named(name)]
 
     def named(self, name: str) -> list[HeaderField]:
-        return [f for f in self.fields if f.name.lower() == name.lower()]
+        if self._indexed != len(self.fields):
+            self._by_name = {}
+            for header in self.fields:
+                self._by_name.setdefault(header.name.lower(), []).append(header)
+            self._indexed = len(self.fields)
+        return list(self._by_name.get(name.lower(), ()))
 
 
 def _physical_lines(head: bytes) -> list[tuple[int, bytes]]:

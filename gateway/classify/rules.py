@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import fnmatch
+import functools
 import importlib
 import re
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.classify.common import Origin, PolicyError
 from gateway.classify.detectors import DETECTORS, ENCRYPTED_ATTACHMENT, TEXT_DETECTORS
+from gateway.classify.needle import Needle
 
 if TYPE_CHECKING:
     from gateway.classify.policy import HeaderSection
@@ -87,9 +89,9 @@ class ContentRule:
     attachment_types: tuple[str, ...] = ()
     detect: tuple[str, ...] = ()
     min_count: int = 1
-    body_literals: frozenset[str] | None = None  # required_literals of body_regex
+    body_literals: tuple[Needle, ...] = ()  # required_literals of body_regex
 
-    @property
+    @functools.cached_property
     def needs_body(self) -> bool:
         return bool(self.body_regex or self.attachment_names or self.attachment_types
                     or self.detect)
@@ -378,7 +380,8 @@ def parse_rule(index: int, path: str, lines: list[str], table: Any, line: int) -
                                                 "subject_regex")
     if "body_regex" in table:
         fields["body_regex"] = compile_regex(table["body_regex"], at("body_regex"), "body_regex")
-        fields["body_literals"] = required_literals(table["body_regex"])
+        literals = required_literals(table["body_regex"])
+        fields["body_literals"] = tuple(Needle(x) for x in sorted(literals or ()))
     if "sender" in table:
         senders = _strings(table["sender"], at("sender"), "sender")
         for sender in senders:
