@@ -39,7 +39,7 @@ from gateway.storage.protocols import MessageStatus, PickupStore, QueueInspectio
 from gateway.tls.knowledge import TLSCache
 from gateway.tls.mta_sts import cache_status
 from gateway.tlsrpt.command import cmd_tlsrpt
-from gateway.vault.expiry import prune_history, purge
+from gateway.vault.expiry import Retention, forget_stale_hosts, prune_history, purge
 from gateway.vault.key_report import format_key_rows, key_rows
 
 if TYPE_CHECKING:
@@ -235,9 +235,11 @@ def cmd_purge(config: Config, args: argparse.Namespace) -> int:
                 store.vacuum()
                 print("vacuumed the pickups, blob_chunks and key tables")
         print(f"forgot {store.forget_expired_sender_links()} sender links of expired messages")
-        retention = parse_duration(config.delivery.history_retention)
-        print(f"forgot {prune_history(store, retention)} settled messages older than"
+        retention = Retention.of(config.delivery)
+        print(f"forgot {prune_history(store, retention.history)} settled messages older than"
               f" {config.delivery.history_retention} (delivery.history_retention)")
+        print(f"forgot {forget_stale_hosts(store, retention.host_knowledge)} TLS facts of hosts"
+              " not seen within delivery.tls_cache_ttl and delivery.downgrade_window")
     return 0
 
 

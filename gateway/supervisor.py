@@ -40,7 +40,7 @@ from gateway.ops.systemd import sd_notify
 from gateway.storage.lock import StoreLock
 from gateway.storage.protocols import Storage
 from gateway.tlsrpt.schedule import start_reporting
-from gateway.vault.expiry import expire_forever
+from gateway.vault.expiry import Retention, expire_forever
 from gateway.workers.handoff import STARTUP_BLOCKED, Handoff, encode_handoff, worker_owner
 from gateway.workers.limits import clear_region, shared_counters
 from gateway.workers.shared import SharedGeneration, shared_number
@@ -118,8 +118,8 @@ class Supervisor:
         await self.first_start()
         portal = self.portal()
         portal_task = asyncio.create_task(portal.serve(sockets=[self.portal_socket]))
-        expiry = asyncio.create_task(expire_forever(
-            self.store, parse_duration(self.config.delivery.history_retention)))
+        expiry = asyncio.create_task(expire_forever(self.store,
+                                                    Retention.of(self.config.delivery)))
         watch = asyncio.create_task(keep_running("policy watch", self.watch_policy, 2.0,
                                                  RepeatedErrors(log)))
         sts_refresh = asyncio.create_task(self.refresh_sts_policies())

@@ -10,7 +10,7 @@ import pytest
 from gateway.config import Config, ConfigError, load_config
 from gateway.storage import open_storage
 from gateway.storage.protocols import Route
-from gateway.vault.expiry import housekeeping
+from gateway.vault.expiry import Retention, housekeeping
 from tests.storage.helpers import FakeClock
 
 DAY = 86400.0
@@ -42,7 +42,31 @@ def test_the_expiry_turn_forgets_settled_history_past_its_retention(tmp_path: Pa
         storage.claim_due()
         storage.settle(message_id, {"a@one.test": "250 2.0.0 OK"}, "delivered")
         clock.advance(31 * DAY)
-        housekeeping(storage, history_retention=30 * DAY)
+        housekeeping(storage, Retention(history=30 * DAY, host_knowledge=30 * DAY))
         assert storage.queued_message(message_id) is None
+    finally:
+        storage.close()
+
+
+def test_host_knowledge_is_kept_for_the_longer_of_tls_cache_ttl_and_downgrade_window() -> None:
+    config = Config()
+    config.delivery.tls_cache_ttl, config.delivery.downgrade_window = "40d", "30d"
+    assert Retention.of(config.delivery).host_knowledge == 40 * DAY
+
+
+def test_the_expiry_turn_forgets_hosts_not_seen_within_the_downgrade_window(
+        tmp_path: Path) -> None:
+    config = Config()
+    config.storage.dir = str(tmp_path / "var")
+    clock = FakeClock()
+    storage = open_storage(config, clock)
+    try:
+        storage.record_host_security("mx.gone.test", starttls=True, verified=True)
+        clock.advance(29 * DAY)
+        storage.record_host_security("mx.here.test", starttls=True, verified=True)
+        clock.advance(2 * DAY)
+        housekeeping(storage, Retention.of(config.delivery))
+        assert storage.host_security("mx.gone.test") is None
+        assert storage.host_security("mx.here.test") is not None
     finally:
         storage.close()

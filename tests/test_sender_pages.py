@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from gateway.storage.store import Route, Store
-from gateway.vault.expiry import housekeeping
+from gateway.vault.expiry import Retention, housekeeping
 from gateway.vault.sender_links import sender_link_url
 from gateway.vault.unnotified import NOTIFICATION_DELAYED, NOTIFICATION_FAILED, NOTIFIED
 from tests.portal_fixtures import (
@@ -241,6 +241,6 @@ def test_housekeeping_forgets_the_links_of_expired_messages(store: Store,
                                                             clock: FakeClock) -> None:
     link_id = sender_path(store, stored_for(store, PATIENT)).split("/")[2].split(".")[0]
     clock.advance(7 * DAY)
-    housekeeping(store, history_retention=30 * DAY)
+    housekeeping(store, Retention(history=30 * DAY, host_knowledge=30 * DAY))
     clock.advance(-7 * DAY)  # gone from the store, not merely past its expiry
     assert store.get_sender_link(link_id) is None

@@ -73,7 +73,8 @@ PORTAL_SIGN_IN_FAILURES = Counter(
     "sealgate_portal_sign_in_failures", "Portal sign-ins refused, by reason", ["reason"])
 PURGED = Counter(
     "sealgate_purged",
-    "Items destroyed by retention expiry (pickups, keys, spool debris, queue history)", ["what"])
+    "Items destroyed by retention expiry (pickups, keys, spool debris, queue history, host"
+    " TLS facts)", ["what"])
 TLS_DOWNGRADES = Counter(
     "sealgate_tls_downgrades", "MX hosts seen downgraded (once per host and day), by kind"
     " (no-starttls, certificate)", ["kind"])

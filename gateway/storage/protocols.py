@@ -362,6 +362,10 @@ class KnowledgeStore(Protocol):
     def forget_host(self, host: str) -> bool:
         """Forget everything learned about HOST's TLS (its downgrade memory and its TLS
         cache rows); False when nothing was known."""
+    def forget_stale_hosts(self, seen_before: float) -> int:
+        """Forget the TLS cache rows and downgrade memory of hosts not seen since
+        SEEN_BEFORE (before the TLS cache's TTL and the downgrade window both): they no
+        longer decide anything. How many rows went."""
 
 
 # -- audit ----------------------------------------------------------------------------------

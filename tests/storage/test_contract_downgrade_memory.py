@@ -110,3 +110,30 @@ def test_policies_are_due_for_refresh_after_a_fraction_of_max_age_until_expiry(
     storage.put_sts_policy("gone.test", CachedSTSPolicy("c", "enforce", ("mx",), 1000,
                                                         now - 1000))
     assert storage.sts_policies_to_refresh(now, 0.75) == ["old.test"]
+
+
+def test_hosts_not_seen_since_the_cutoff_are_forgotten(storage: Storage,
+                                                       clock: FakeClock) -> None:
+    storage.record_host_security("mx.old.test", starttls=True, verified=True)
+    storage.record_host_tls("old.test", "mx.old.test", True, True, "")
+    clock.advance(100)
+    cutoff = clock.now
+    clock.advance(100)
+    storage.record_host_security("mx.new.test", starttls=True, verified=False)
+    storage.record_host_tls("new.test", "mx.new.test", True, False, "")
+    assert storage.forget_stale_hosts(cutoff) == 2
+    assert storage.host_security("mx.old.test") is None
+    assert storage.host_tls_since("old.test", 0) == []
+    assert storage.host_security("mx.new.test") is not None
+    assert [h.host for h in storage.host_tls_since("new.test", 0)] == ["mx.new.test"]
+
+
+def test_a_host_seen_secure_after_the_cutoff_is_kept_while_it_is_downgraded(
+        storage: Storage, clock: FakeClock) -> None:
+    cutoff = clock.now
+    clock.advance(10)
+    storage.record_host_security("mx.test", starttls=True, verified=True)
+    storage.mark_downgraded("mx.test", "no-starttls")
+    assert storage.forget_stale_hosts(cutoff) == 0
+    known = storage.host_security("mx.test")
+    assert known is not None and known.downgraded_since is not None

@@ -123,6 +123,15 @@ class PostgresKnowledge(PostgresPart):
                            " WHERE host = %s AND alerted_day <> %s", (day, host.lower(), day))
             return cursor.rowcount == 1
 
+    def forget_stale_hosts(self, seen_before: float) -> int:
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM tls_cache WHERE seen < %s", (seen_before,))
+            gone = cursor.rowcount
+            cursor.execute("DELETE FROM host_security WHERE coalesce(starttls_seen, 0) < %s"
+                           " AND coalesce(verified_seen, 0) < %s", (seen_before, seen_before))
+            gone += cursor.rowcount
+        return gone
+
     def forget_host(self, host: str) -> bool:
         with self.db.transaction() as cursor:
             cursor.execute("DELETE FROM host_security WHERE host = %s", (host.lower(),))

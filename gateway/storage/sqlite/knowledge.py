@@ -114,6 +114,14 @@ class SQLiteKnowledge(SQLitePart):
                                    " WHERE host = ? AND alerted_day <> ?",
                                    (day, host.lower(), day)).rowcount)
 
+    def forget_stale_hosts(self, seen_before: float) -> int:
+        with self.transaction() as db:
+            gone = db.execute("DELETE FROM tls_cache WHERE seen < ?", (seen_before,)).rowcount
+            gone += db.execute("DELETE FROM host_security WHERE coalesce(starttls_seen, 0) < ?"
+                               " AND coalesce(verified_seen, 0) < ?",
+                               (seen_before, seen_before)).rowcount
+        return gone
+
     def forget_host(self, host: str) -> bool:
         with self.transaction() as db:
             known = db.execute("DELETE FROM host_security WHERE host = ?",
