@@ -2,7 +2,10 @@
 header, recipient domain and attachment rules): a 10 KB message and a 1 MiB message, none
 of whose rules match (every rule is evaluated, every detector runs over the whole text),
 fed in 64 KiB pieces as the SMTP side feeds the body scan; the header-only decision of the
-default policy for comparison.
+default policy for comparison. Then compare.sh's own message (bench.py's plain 10 KB text,
+a ten-digit number on every line) classified as the SMTP side does it, with the rules and
+with the default policy: the difference is what the rules add to each relayed message, to
+set against compare.sh's CPU ms/msg.
 
 Usage: python bench/classify.py [--rounds 300] [--write-policy DIR]
   --write-policy DIR   only write the 20-rule policy to DIR/50-rules.toml (for
