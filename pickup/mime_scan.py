@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
+from gateway.mime_delimiter import delimiter_of, next_delimiter
+
 BODY_CAP = 2 << 20  # encoded bytes of a text part kept to be shown
 HEADER_CAP = 256 << 10  # bytes of one part's header section kept
 LONG_LINE = 4 << 20  # a "line" longer than this is passed on in pieces
@@ -223,25 +225,14 @@ class _Scanner:
         part.kept = bytearray() if maintype == "text" else None
 
     def _body(self, data: bytes, position: int, starts_line: bool) -> int:
-        search = position
-        while True:
-            if data.startswith(b"--", search) and (search > 0 or starts_line):
-                candidate = search
-            else:
-                found = data.find(b"\n--", search)
-                if found < 0:
-                    self._content(data[position:], final=False)
-                    return len(data)
-                candidate = found + 1
-            newline = data.find(b"\n", candidate)
-            end = len(data) if newline < 0 else newline + 1
-            match = self._delimiter(data[candidate:end])
-            if match is None:
-                search = candidate + 2
-                continue
-            self._content(data[position:candidate], final=True)
-            self._next_part(*match)
-            return end
+        found = next_delimiter(data, position, position > 0 or starts_line,
+                               [p.delimiter for p in self.open])
+        if found is None:
+            self._content(data[position:], final=False)
+            return len(data)
+        self._content(data[position:found.start], final=True)
+        self._next_part(found.level, found.closing)
+        return found.end
 
     def _content(self, data: bytes, final: bool, at_end: bool = False) -> None:
         """Body bytes of the current part. The line end before a delimiter belongs to the
@@ -267,16 +258,7 @@ class _Scanner:
 
     def _delimiter(self, line: bytes) -> tuple[int, bool] | None:
         """(which open multipart, whether it is the closing one) when LINE is a delimiter."""
-        if not line.startswith(b"--") or not self.open:
-            return None
-        text = line.rstrip(b"\r\n").rstrip(b" \t")
-        for level in range(len(self.open) - 1, -1, -1):
-            delimiter = self.open[level].delimiter
-            if text == delimiter:
-                return level, False
-            if text == delimiter + b"--":
-                return level, True
-        return None
+        return delimiter_of(line, [p.delimiter for p in self.open])
 
     def _as_leaf(self, multipart: _Part) -> None:
         """A multipart in which no part ever began is, as the email package has it, one

@@ -28,6 +28,7 @@ from email.message import Message
 from gateway.classify.detectors import ENCRYPTED_ATTACHMENT, TEXT_DETECTORS
 from gateway.classify.rules import Attachment, ContentFindings, ContentRule, text_detectors
 from gateway.classify.sniff import SNIFF_BYTES, EncryptionSniffer, sniff_type
+from gateway.mime_delimiter import delimiter_of, next_delimiter
 
 HEADER_CAP = 64 << 10
 LONG_LINE = 64 << 10
@@ -155,6 +156,7 @@ class BodyScan:
         self._header_depth = 1
         self._stopped = False  # after a scan error: nothing more is looked at
         self._at_start = True  # the body may begin with the empty line ending the header
+        self._line_start = True  # whether the next block begins a line
         try:
             self._begin_part(head, depth=1)
         except ScanError as exc:
@@ -222,6 +224,7 @@ class BodyScan:
                 position = self._header_lines(data, position)
             else:
                 position = self._body(data, position)
+        self._line_start = data.endswith(b"\n")  # a block may be a piece of a long line
 
     def _header_lines(self, data: bytes, position: int) -> int:
         assert self._header is not None
@@ -248,40 +251,17 @@ class BodyScan:
         self._begin_part(header, self._header_depth)
 
     def _body(self, data: bytes, position: int) -> int:
-        if not self._open:
+        found = next_delimiter(data, position, position > 0 or self._line_start,
+                               [o.delimiter for o in self._open]) if self._open else None
+        if found is None:
             self._content(data[position:])
             return len(data)
-        search = position
-        while True:
-            if data.startswith(b"--", search) and (search == position):
-                candidate = search
-            else:
-                found = data.find(b"\n--", search)
-                if found < 0:
-                    self._content(data[position:])
-                    return len(data)
-                candidate = found + 1
-            newline = data.find(b"\n", candidate)
-            end = len(data) if newline < 0 else newline + 1
-            match = self._delimiter(data[candidate:end])
-            if match is None:
-                search = candidate + 2
-                continue
-            self._content(data[position:candidate])
-            self._next_part(*match)
-            return end
+        self._content(data[position:found.start])
+        self._next_part(found.level, found.closing)
+        return found.end
 
     def _delimiter(self, line: bytes) -> tuple[int, bool] | None:
-        if not self._open or not line.startswith(b"--"):
-            return None
-        text = line.rstrip(b"\r\n").rstrip(b" \t")
-        for level in range(len(self._open) - 1, -1, -1):
-            delimiter = self._open[level].delimiter
-            if text == delimiter:
-                return level, False
-            if text == delimiter + b"--":
-                return level, True
-        return None
+        return delimiter_of(line, [o.delimiter for o in self._open])
 
     def _next_part(self, level: int, closing: bool) -> None:
         self._finish_leaf()
